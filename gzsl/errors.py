@@ -1,0 +1,13 @@
+"""Errors a user can fix. Entry points print them as one line and exit 2."""
+
+
+class GzslError(Exception):
+    """Bad input: the message names the file, key or value and says what was expected."""
+
+
+class DataError(GzslError):
+    """A dataset file or dataset name is missing or malformed."""
+
+
+class ConfigError(GzslError):
+    """A study file or flag is invalid."""

@@ -1,0 +1,149 @@
+"""Final softmax classifier and GZSL scores (method.md, "Final classifier", "Metric").
+
+After the VAEs train, the classifier learns from sampled z^t: seen classes from
+their images' posteriors, unseen classes from their semantic posteriors. Images
+are then classified from mu^t among ALL classes; U, S are per-class top-1
+accuracies averaged over classes, H their harmonic mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gzsl.data import GZSLData
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    seen_visual_samples: int = 200  # z^t per seen class from its images (CADA-VAE, CUB)
+    seen_semantic_samples: int = 0  # z^t per seen class from its semantics (CADA-VAE uses 0 on CUB)
+    unseen_semantic_samples: int = 400  # z^t per unseen class from its semantics
+    # The fit: CADA-VAE's recipe is 23 epochs at batch 32, lr 1e-3 (about 30k tiny steps).
+    # Larger batches with a scaled learning rate reach the same H in a small fraction of
+    # the time (benchmarks/train_speed.py measures both on the same latents).
+    epochs: int = 8
+    batch_size: int = 256
+    lr: float = 4e-3
+    beta1: float = 0.5
+    encode_batch: int = 4096  # rows per encoder call when encoding images (no grad)
+
+
+CADA_RECIPE = ClassifierConfig(epochs=23, batch_size=32, lr=1e-3)
+
+
+class Scores(NamedTuple):
+    U: float  # per-class accuracy on unseen-class images, %
+    S: float  # per-class accuracy on seen-class images, %
+    H: float  # harmonic mean, %
+
+
+def harmonic_mean(u: float, s: float) -> float:
+    return 0.0 if u + s == 0 else 2 * u * s / (u + s)
+
+
+def per_class_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    """Top-1 accuracy per class present in y, averaged over those classes, in %."""
+    total = torch.bincount(y, minlength=num_classes)
+    correct = torch.bincount(y[pred == y], minlength=num_classes)
+    present = total > 0
+    return 100.0 * (correct[present].double() / total[present].double()).mean().item()
+
+
+class Evaluator:
+    """Scores a model on one split's eval sets. Built once per run: the class
+    numbering and which training images feed each seen class's samples are fixed
+    up front, so each evaluation is a few large matmuls and a short classifier fit."""
+
+    def __init__(self, data: GZSLData, config: ClassifierConfig = ClassifierConfig(), seed: int = 0):
+        self.data, self.config = data, config
+        device = data.train.x.device
+        self.classes = torch.cat([data.seen_classes, data.unseen_classes])  # local id -> class id
+        to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
+        to_local[self.classes] = torch.arange(len(self.classes), device=device)
+        self.seen_y = to_local[data.eval_seen.y]
+        self.unseen_y = to_local[data.eval_unseen.y]
+        rng = np.random.default_rng(seed)
+        idx, y = _cycle_per_class(data.train.y.cpu().numpy(), to_local.cpu().numpy(),
+                                  config.seen_visual_samples, rng)
+        self.visual_idx = torch.from_numpy(idx).to(device)  # rows of train.x, repeated for small classes
+        self.visual_y = torch.from_numpy(y).to(device)
+        self.seed = seed
+
+    @torch.no_grad()
+    def latent_training_set(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled z^t and local labels for the final classifier."""
+        c, data = self.config, self.data
+        enc_v, enc_s = model.encoder_v, model.encoder_s
+        # Encode each training image once; repetition only redraws the noise.
+        mu, logvar = _encode_t(enc_v, data.train.x, c.encode_batch)
+        parts = [(_sample(mu[self.visual_idx], logvar[self.visual_idx]), self.visual_y)]
+        n_seen = len(data.seen_classes)
+        for classes, n, offset in ((data.seen_classes, c.seen_semantic_samples, 0),
+                                   (data.unseen_classes, c.unseen_semantic_samples, n_seen)):
+            if n == 0:
+                continue
+            mu_s, logvar_s = enc_s.encode_t(data.semantics[classes])
+            local = torch.arange(len(classes), device=mu_s.device) + offset
+            parts.append((_sample(mu_s.repeat_interleave(n, 0), logvar_s.repeat_interleave(n, 0)),
+                          local.repeat_interleave(n)))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def __call__(self, model) -> Scores:
+        was_training = model.training
+        model.eval()
+        try:
+            z, y = self.latent_training_set(model)
+            classifier = fit_classifier(z, y, len(self.classes), self.config)
+            with torch.no_grad():
+                enc_v, b = model.encoder_v, self.config.encode_batch
+                pred_s = classifier(_encode_t(enc_v, self.data.eval_seen.x, b)[0]).argmax(1)
+                pred_u = classifier(_encode_t(enc_v, self.data.eval_unseen.x, b)[0]).argmax(1)
+        finally:
+            model.train(was_training)
+        k = len(self.classes)
+        s = per_class_accuracy(pred_s, self.seen_y, k)
+        u = per_class_accuracy(pred_u, self.unseen_y, k)
+        return Scores(U=u, S=s, H=harmonic_mean(u, s))
+
+
+def fit_classifier(z: torch.Tensor, y: torch.Tensor, num_classes: int, config: ClassifierConfig) -> nn.Linear:
+    """Softmax classifier Linear(latent, classes) trained with Adam on (z, y)."""
+    classifier = nn.Linear(z.shape[1], num_classes).to(z.device)
+    fused = z.device.type in ("cpu", "cuda")
+    opt = torch.optim.Adam(classifier.parameters(), lr=config.lr, betas=(config.beta1, 0.999), fused=fused)
+    n, bs = len(y), config.batch_size
+    for _ in range(config.epochs):
+        perm = torch.randperm(n, device=z.device)
+        z_epoch, y_epoch = z[perm], y[perm]
+        for i in range(0, n, bs):
+            loss = F.cross_entropy(classifier(z_epoch[i:i + bs]), y_epoch[i:i + bs])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return classifier.eval()
+
+
+def _encode_t(encoder, x: torch.Tensor, batch: int):
+    outs = [encoder.encode_t(x[i:i + batch]) for i in range(0, len(x), batch)]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def _sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def _cycle_per_class(labels: np.ndarray, to_local: np.ndarray, per_class: int, rng: np.random.Generator):
+    """For each class, `per_class` image rows: a random order of its images, repeated as needed
+    (CADA-VAE draws without replacement from big classes and repeats small ones)."""
+    idx, ys = [], []
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        idx.append(np.resize(rows, per_class))
+        ys.append(np.full(per_class, to_local[c]))
+    return np.concatenate(idx).astype(np.int64), np.concatenate(ys).astype(np.int64)

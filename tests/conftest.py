@@ -1,0 +1,57 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+XLSA17 = Path(__file__).resolve().parents[2] / "shared" / "data" / "xlsa17"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own feature cache, so none sees another's."""
+    monkeypatch.setenv("GZSL_CACHE", str(tmp_path / "gzsl-cache"))
+
+
+def real_att_splits(name: str) -> Path:
+    path = XLSA17 / name / "att_splits.mat"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: the real xlsa17 split files live in ../shared, outside the repo")
+    return path
+
+
+UNSEEN_COUNT = {"CUB": 50, "AWA1": 10, "AWA2": 10, "SUN": 72}
+
+
+def write_matching_res101(att_path: Path, out_root: Path, name: str, dim: int = 3, seed: int = 0) -> Path:
+    """A res101.mat consistent with a real att_splits.mat: feature row 0 holds each image's
+    1-based number; labels put test_unseen images in unseen classes, val_loc images (when
+    present) in validation classes, everything else in training classes. Labels are floats,
+    as in the published files."""
+    att = scipy.io.loadmat(str(att_path))
+    n_classes = att["att"].shape[1]
+    locs = {k: att[k].ravel().astype(np.int64) - 1 for k in att if k.endswith("_loc")}
+    n_images = 1 + max(v.max() for v in locs.values())
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(n_classes)
+    unseen = classes[: UNSEEN_COUNT[name]]
+    labels = np.full(n_images, -1)
+    labels[locs["test_unseen_loc"]] = unseen[np.arange(len(locs["test_unseen_loc"])) % len(unseen)]
+    rest = classes[len(unseen):]
+    if "val_loc" in locs:
+        n_val = len(np.unique(locs["val_loc"])) and {"AWA1": 13, "AWA2": 13, "SUN": 65}[name]
+        val, train = rest[:n_val], rest[n_val:]
+        labels[locs["val_loc"]] = val[np.arange(len(locs["val_loc"])) % len(val)]
+        labels[locs["train_loc"]] = train[np.arange(len(locs["train_loc"])) % len(train)]
+    else:
+        seen_imgs = np.union1d(locs["trainval_loc"], locs["test_seen_loc"])
+        labels[seen_imgs] = rest[np.arange(len(seen_imgs)) % len(rest)]
+    assert (labels >= 0).all()
+    features = rng.random((dim, n_images)) + 0.1
+    features[0] = np.arange(1, n_images + 1)
+    folder = out_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(folder / "res101.mat"), {"features": features, "labels": (labels + 1.0)[:, None]})
+    os.symlink(att_path, folder / "att_splits.mat")
+    return out_root
