@@ -47,7 +47,9 @@ PRESETS = {
     # CUB's shapes: 200 classes (150 / 50), 312 attributes, 2048 features, 11788 images
     # (trainval 7057, test_seen 1764, test_unseen 2967), 50 validation classes.
     "synth-cub": SyntheticSpec("synth-cub", n_seen=150, n_unseen=50, n_val=50, feature_dim=2048,
-                               semantic_dim=312, images_per_class=59, test_seen_fraction=0.2),
+                               semantic_dim=312, images_per_class=59, test_seen_fraction=0.2,
+                               nuisance_dim=16, nuisance_scale=3.0, within_class=1.0, private=1.0,
+                               attribute_noise=1.5),
 }
 
 

@@ -108,45 +108,49 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=True, fused=fused)
 
 
-def train(data: GZSLData, config: TrainConfig) -> Iterator[EpochResult]:
-    torch.manual_seed(config.seed)
-    device = torch.device(config.device)
-    data = data.to(device)
-    model = build_model(data, config).to(device)
-    optimizer = make_optimizer(model, config)
-    evaluator = Evaluator(data, config.classifier, seed=config.seed)
-
+def vae_epochs(model: DisentangledVAE, optimizer: torch.optim.Optimizer, data: GZSLData,
+               config: TrainConfig) -> Iterator[dict[str, float]]:
+    """The VAE phase: one pass over the training images per epoch, yielding the epoch's
+    per-image mean losses. Batches are slices of tensors already on the device."""
+    device = data.train.x.device
     # Labels numbered among the training classes, for the shuffling classifiers.
     to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
     to_local[data.seen_classes] = torch.arange(len(data.seen_classes), device=device)
     x_all, y_all = data.train.x, to_local[data.train.y]
     c_all = data.semantics[data.train.y]  # each image's class semantics, gathered once
     n, bs = len(y_all), config.batch_size
-
     model.train()
     for epoch in range(config.epochs):
-        start = time.perf_counter()
         w = weights(config, epoch)
         sums: dict[str, torch.Tensor] = {}
         order = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
             x, c, y = x_all[idx], c_all[idx], y_all[idx]
-            out = model(x, c)
-            terms = losses.total(model, out, x, c, y, torch.randperm(len(idx), device=device), w)
+            terms = losses.total(model, model(x, c), x, c, y, torch.randperm(len(idx), device=device), w)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
-        epoch_losses = {k: v.item() / n for k, v in sums.items()}  # one sync per epoch
+        yield {k: v.item() / n for k, v in sums.items()}  # one device sync per epoch
 
+
+def train(data: GZSLData, config: TrainConfig) -> Iterator[EpochResult]:
+    """Train on data.train, yielding one EpochResult per epoch; H is scored on the split's
+    eval sets every `eval_every` epochs and after the last. Stops at the first non-finite loss."""
+    torch.manual_seed(config.seed)
+    data = data.to(config.device)
+    model = build_model(data, config).to(config.device)
+    evaluator = Evaluator(data, config.classifier, seed=config.seed)
+    start = time.perf_counter()
+    for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
         if not math.isfinite(epoch_losses["total"]):
-            yield EpochResult(epoch + 1, epoch_losses, Scores(0.0, 0.0, 0.0),
-                              time.perf_counter() - start, "diverged")
+            yield EpochResult(epoch, epoch_losses, Scores(0.0, 0.0, 0.0), time.perf_counter() - start, "diverged")
             return
-        last = epoch + 1 == config.epochs
-        evaluate = last or (config.eval_every > 0 and (epoch + 1) % config.eval_every == 0)
+        last = epoch == config.epochs
+        evaluate = last or (config.eval_every > 0 and epoch % config.eval_every == 0)
         scores = evaluator(model) if evaluate else None
-        yield EpochResult(epoch + 1, epoch_losses, scores, time.perf_counter() - start,
+        yield EpochResult(epoch, epoch_losses, scores, time.perf_counter() - start,
                           "completed" if last else "running")
+        start = time.perf_counter()  # the caller's time between epochs is not ours

@@ -1,0 +1,176 @@
+"""Training speed of one Disentangled-VAE, measured against the bare matrix products it needs.
+
+    python benchmarks/train_speed.py                    # synth-cub, CPU, about 4 minutes on 2 cores
+    python benchmarks/train_speed.py --device cuda
+
+Prints, all measured side by side in this run:
+  1. epoch time at batch 50 vs the same GEMMs alone (ratio; targets 1.5x, stretch 1.3x),
+     and the split of a step: matmuls, optimizer, the rest;
+  2. one validation-H evaluation (classifier fit + scoring) as a share of an epoch (target <= 15%),
+     and its H vs CADA-VAE's classifier recipe on the same latents (target: within 1 point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gzsl.data import load  # noqa: E402
+from gzsl.evaluation import CADA_RECIPE, Evaluator, fit_classifier  # noqa: E402
+from gzsl.training import (  # noqa: E402
+    TrainConfig, build_model, default_hidden, make_optimizer, train, vae_epochs)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_shapes(cfg: TrainConfig, d1: int, d2: int, classes: int, batch: int):
+    """(rows, in, out, needs input grad) of every Linear a step runs, as the model wires them."""
+    L, (h1, h2, h3, h4) = cfg.latent_size, cfg.hidden
+    heads = (4 if cfg.disentangle else 2) * L
+    shapes = [(batch, d1, h1, False), (batch, h1, heads, True), (batch, d2, h3, False), (batch, h3, heads, True),
+              (2 * batch, L, h2, True), (2 * batch, h2, d1, True), (2 * batch, L, h4, True), (2 * batch, h4, d2, True)]
+    if cfg.disentangle:
+        shapes += [(2 * batch, L, classes, True)] * 2
+    return shapes
+
+
+def bare_matmul_epoch(shapes, steps: int, device) -> float:
+    """Seconds for `steps` repetitions of each layer's forward GEMM and its backward GEMMs."""
+    ops = []
+    for rows, n_in, n_out, needs_dx in shapes:
+        x, w, dy = (torch.randn(rows, n_in, device=device), torch.randn(n_out, n_in, device=device),
+                    torch.randn(rows, n_out, device=device))
+        ops.append((x, w, dy, needs_dx, torch.empty(rows, n_out, device=device),
+                    torch.empty(n_out, n_in, device=device), torch.empty(rows, n_in, device=device)))
+
+    def run(n):
+        for _ in range(n):
+            for x, w, dy, needs_dx, y, dw, dx in ops:
+                torch.mm(x, w.t(), out=y)  # forward
+                torch.mm(dy.t(), x, out=dw)  # weight gradient
+                if needs_dx:
+                    torch.mm(dy, w, out=dx)  # input gradient
+
+    run(5)
+    sync(device)
+    best = math.inf
+    for _ in range(2):
+        start = time.perf_counter()
+        run(steps)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def optimizer_epoch(data, cfg: TrainConfig, steps: int, device) -> float:
+    """Seconds for `steps` optimizer updates of the real model's parameters."""
+    model = build_model(data, cfg).to(device)
+    opt = make_optimizer(model, cfg)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    for _ in range(5):
+        opt.step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def epoch_times(data, cfg: TrainConfig, epochs: int):
+    """Per-epoch seconds of real training, evaluation excluded (the last epoch evaluates)."""
+    results = list(train(data, replace(cfg, epochs=epochs + 1, eval_every=0)))
+    return [r.seconds for r in results[:-1]]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="synth-cub")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", type=int, default=3, help="timed training epochs")
+    p.add_argument("--quality-epochs", type=int, default=25,
+                   help="epochs trained before comparing classifier recipes")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = TrainConfig(device=args.device, hidden=default_hidden(args.dataset))
+    print(f"# {args.dataset}, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    # 1. Epoch time vs bare matmuls, on the test split (all of trainval), batch 50.
+    data = load(args.dataset, "test")
+    n = len(data.train)
+    steps = math.ceil(n / cfg.batch_size)
+    shapes = gemm_shapes(cfg, data.feature_dim, data.semantic_dim, len(data.seen_classes), cfg.batch_size)
+    t_mm = bare_matmul_epoch(shapes, steps, device)
+    t_epoch = min(epoch_times(data, cfg, args.epochs))
+    t_opt = optimizer_epoch(data, cfg, steps, device)
+    rest = t_epoch - t_mm - t_opt
+    print(f"\n## epoch, {n} images, batch {cfg.batch_size}, {steps} steps")
+    print(f"epoch time            {t_epoch:7.2f} s")
+    print(f"bare matmuls          {t_mm:7.2f} s")
+    print(f"ratio epoch / matmuls {t_epoch / t_mm:7.2f}x   (target <= 1.5x, stretch 1.3x)")
+    print(f"split of a step       matmuls {t_mm / steps * 1e3:.1f} ms ({t_mm / t_epoch:.0%}), "
+          f"optimizer {t_opt / steps * 1e3:.1f} ms ({t_opt / t_epoch:.0%}), "
+          f"rest {rest / steps * 1e3:.1f} ms ({rest / t_epoch:.0%})")
+
+    # 2. Validation evaluation cost and quality, on the val split the study uses.
+    val = load(args.dataset, "val")
+    q_cfg = replace(cfg, epochs=args.quality_epochs, eval_every=0)
+    torch.manual_seed(0)
+    model = build_model(val, q_cfg).to(device)
+    val_epochs = []
+    start = time.perf_counter()
+    for _ in vae_epochs(model, make_optimizer(model, q_cfg), val.to(device), q_cfg):  # train()'s own loop
+        val_epochs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    t_val_epoch = statistics.median(val_epochs)
+    evaluator = Evaluator(val.to(device), cfg.classifier, seed=0)
+    times = []
+    for _ in range(3):
+        sync(device)
+        start = time.perf_counter()
+        evaluator(model)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    t_eval = statistics.median(times)
+    print(f"\n## validation H, val split: {len(val.train)} training images, "
+          f"{len(val.eval_seen)} + {len(val.eval_unseen)} eval images")
+    print(f"epoch time (val split)   {t_val_epoch:6.2f} s")
+    print(f"one evaluation           {t_eval:6.2f} s = {t_eval / t_val_epoch:.0%} of an epoch (target <= 15%)")
+
+    model.eval()
+    z, y = evaluator.latent_training_set(model)
+    k = len(evaluator.classes)
+    h = {}
+    for name, recipe in (("ours", cfg.classifier), ("CADA-VAE", CADA_RECIPE)):
+        runs, t = [], []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            clf = fit_classifier(z, y, k, recipe)
+            t.append(time.perf_counter() - start)
+            runs.append(evaluator.score(model, clf).H)
+        h[name] = statistics.mean(runs)
+        print(f"classifier {name:9s} {recipe.epochs:2d} epochs, batch {recipe.batch_size:3d}, lr {recipe.lr:g}: "
+              f"H {h[name]:5.2f} (seeds {', '.join(f'{r:.1f}' for r in runs)}), fit {statistics.median(t):.2f} s")
+    print(f"H difference ours - CADA-VAE recipe: {h['ours'] - h['CADA-VAE']:+.2f} points "
+          f"(model after {args.quality_epochs} epochs; target within 1 point)")
+
+
+if __name__ == "__main__":
+    main()

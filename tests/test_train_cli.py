@@ -1,0 +1,60 @@
+"""`python -m gzsl.train` as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import real_att_splits
+
+
+def gzsl_train(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "gzsl.train", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_trains_and_ends_with_one_json_line():
+    p = gzsl_train("--dataset", "synth-small", "--split", "test", "--epochs", "3", "--eval-every", "2",
+                   "--hidden", "64", "64", "32", "32", "--threads", "1")
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(result) == {"U", "S", "H", "epochs", "seconds", "status"}
+    assert result["epochs"] == 3 and result["status"] == "completed"
+    assert 0 <= result["H"] <= 100
+    epochs = [l for l in p.stderr.splitlines() if l.startswith("epoch ")]
+    assert len(epochs) == 3
+    assert "H " in epochs[1] and "H " in epochs[2] and " H " not in epochs[0]
+
+
+def test_help_documents_every_flag():
+    p = gzsl_train("--help")
+    assert p.returncode == 0
+    for flag in ("--dataset", "--data-root", "--split", "--epochs", "--batch-size", "--seed", "--eval-every",
+                 "--no-disentangle", "--device", "--alpha", "--gamma", "--lam", "--latent-size", "--lr"):
+        assert flag in p.stdout
+
+
+def test_missing_data_file_is_one_line_naming_the_file(tmp_path):
+    p = gzsl_train("--dataset", "CUB", "--data-root", str(tmp_path))
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0
+    assert f"{tmp_path}/CUB/res101.mat: file not found" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_malformed_data_file_is_one_line(tmp_path):
+    att = real_att_splits("AWA1")
+    (tmp_path / "AWA1").mkdir()
+    (tmp_path / "AWA1" / "res101.mat").write_bytes(b"\x00garbage")
+    (tmp_path / "AWA1" / "att_splits.mat").symlink_to(att)
+    p = gzsl_train("--dataset", "AWA1", "--data-root", str(tmp_path))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "res101.mat: not a readable MATLAB .mat file" in p.stderr
+
+
+@pytest.mark.parametrize("flag", [["--lr", "-1"], ["--split", "train"], ["--device", "cuda"]])
+def test_bad_flags_exit_2_without_traceback(flag):
+    p = gzsl_train("--epochs", "1", *flag)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert flag[0] in p.stderr
