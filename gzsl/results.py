@@ -1,0 +1,116 @@
+"""The Parquet schema of a study's results, and its writers and readers.
+
+A study's folder (`results/<study>/` or any pyarrow filesystem URI, e.g. s3://bucket/x) holds
+
+    trials.parquet/part-<trial_id>.parquet   one row per finished trial
+    epochs.parquet/part-<trial_id>.parquet   one row per (trial, epoch)
+    final.parquet/part-<seed>.parquet        the refit of the best configuration, scored on test
+
+Each part is written once, when its trial ends, and never rewritten: a crash loses
+at most the trials in flight, and a rerun or resume cannot duplicate a row.
+`pandas.read_parquet(folder / "trials.parquet")` reads the parts as one table.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+TRIALS = pa.schema([
+    ("trial_id", pa.string()),  # Tune's trial id, unique within a study
+    ("trial_number", pa.int64()),  # order in which the searcher proposed it
+    ("status", pa.string()),  # completed | pruned | diverged | error
+    ("alpha", pa.float64()),
+    ("gamma", pa.float64()),
+    ("lam", pa.float64()),
+    ("latent_size", pa.int64()),
+    ("lr", pa.float64()),
+    ("best_val_H", pa.float64()),  # best validation H over the epochs run (%)
+    ("best_val_U", pa.float64()),  # U and S of that epoch
+    ("best_val_S", pa.float64()),
+    ("best_epoch", pa.int64()),
+    ("last_val_H", pa.float64()),
+    ("last_val_U", pa.float64()),
+    ("last_val_S", pa.float64()),
+    ("epochs_run", pa.int64()),
+    ("seconds", pa.float64()),  # wall time of the trial
+    ("started_at", pa.timestamp("ms", tz="UTC")),
+    ("ended_at", pa.timestamp("ms", tz="UTC")),
+    ("node_id", pa.string()),  # Ray node that ran it
+    ("node_ip", pa.string()),
+    ("gpu_id", pa.string()),  # CUDA_VISIBLE_DEVICES of the trial, "" on CPU
+    ("gpu_mem_mb", pa.float64()),  # peak GPU memory of the trial, null on CPU
+    ("seed", pa.int64()),
+    ("error", pa.string()),  # the exception, for status error
+])
+
+EPOCHS = pa.schema([
+    ("trial_id", pa.string()),
+    ("epoch", pa.int64()),  # 1-based
+    ("loss_total", pa.float64()),  # per-image means over the epoch
+    ("loss_vae", pa.float64()),
+    ("loss_sc", pa.float64()),
+    ("loss_cr", pa.float64()),
+    ("loss_dd", pa.float64()),
+    ("val_U", pa.float64()),
+    ("val_S", pa.float64()),
+    ("val_H", pa.float64()),
+    ("seconds", pa.float64()),  # this epoch, evaluation included
+])
+
+FINAL = pa.schema([
+    ("seed", pa.int64()),
+    ("alpha", pa.float64()),
+    ("gamma", pa.float64()),
+    ("lam", pa.float64()),
+    ("latent_size", pa.int64()),
+    ("lr", pa.float64()),
+    ("epochs", pa.int64()),
+    ("test_U", pa.float64()),
+    ("test_S", pa.float64()),
+    ("test_H", pa.float64()),
+    ("seconds", pa.float64()),
+    ("status", pa.string()),
+])
+
+TABLES = {"trials": TRIALS, "epochs": EPOCHS, "final": FINAL}
+
+
+class ResultStore:
+    """A study's results folder on any pyarrow filesystem (local path or URI)."""
+
+    def __init__(self, uri: str):
+        self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+        self.uri = uri
+
+    def _dir(self, table: str) -> str:
+        return f"{self.root.rstrip('/')}/{table}.parquet"
+
+    def has_part(self, table: str, part: str) -> bool:
+        return self.fs.get_file_info(f"{self._dir(table)}/part-{part}.parquet").type == pafs.FileType.File
+
+    def write_part(self, table: str, part: str, rows: list[dict]) -> bool:
+        """Write rows as one new part; False (nothing written) when that part already exists."""
+        if not rows or self.has_part(table, part):
+            return False
+        schema = TABLES[table]
+        self.fs.create_dir(self._dir(table), recursive=True)
+        data = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
+        final = f"{self._dir(table)}/part-{part}.parquet"
+        tmp = f"{self._dir(table)}/.tmp-{part}.parquet"  # hidden from readers until complete
+        pq.write_table(data, tmp, filesystem=self.fs)
+        self.fs.move(tmp, final)
+        return True
+
+    def read(self, table: str):
+        """The table as a pandas DataFrame (empty, with the schema's columns, when absent)."""
+        if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:
+            return TABLES[table].empty_table().to_pandas()
+        return pq.read_table(self._dir(table), filesystem=self.fs, schema=TABLES[table]).to_pandas()
+
+    def part_ids(self, table: str) -> set[str]:
+        if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:
+            return set()
+        infos = self.fs.get_file_info(pafs.FileSelector(self._dir(table)))
+        return {i.base_name[len("part-"):-len(".parquet")] for i in infos if i.base_name.startswith("part-")}

@@ -1,0 +1,173 @@
+"""Study files: `studies/<name>.toml`, validated on load.
+
+A study names a dataset and split protocol, the search space of the five
+hyperparameters, the trial budget, ASHA's settings, the resources of one trial
+and a seed. Every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gzsl.errors import ConfigError
+
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter: log-uniform on [low, high], or categorical over choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = True
+    choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    path: Path
+    dataset: str
+    data_root: str | None
+    split: str  # protocol of the search; the final refit always scores "test"
+    epochs: int  # per trial (ASHA's max_t)
+    batch_size: int
+    eval_every: int
+    space: tuple[Param, ...]
+    num_samples: int
+    max_concurrent: int
+    grace_period: int  # ASHA: epochs before the first rung
+    reduction_factor: int
+    resources: dict  # per trial: {"cpu": 1} or {"cpu": 1, "gpu": 0.25}
+    max_failures: int
+    final_seeds: int  # seeds of the final refit on trainval
+    seed: int
+    hidden: tuple[int, int, int, int] | None = None
+    fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed (e.g. beta)
+
+
+_SECTIONS = {
+    "study": {"dataset": str, "data_root": str, "split": str, "seed": int},
+    "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float},
+    "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int},
+    "asha": {"grace_period": int, "reduction_factor": int},
+    "resources": {"cpu": float, "gpu": float},
+    "space": {name: dict for name in SEARCHED},
+}
+
+
+def study_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    return STUDIES_DIR / f"{name_or_path}.toml"
+
+
+def load_study(name_or_path: str) -> StudySpec:
+    path = study_path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.toml")))
+        raise ConfigError(f"{path}: no such study file; known studies: {known}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict, path: Path) -> StudySpec:
+    def fail(key: str, msg: str):
+        raise ConfigError(f"{path}: {key}: {msg}")
+
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            fail(section, f"unknown section; expected one of {', '.join(_SECTIONS)}")
+        if not isinstance(value, dict):
+            fail(section, "must be a table ([section])")
+        for key, v in value.items():
+            want = _SECTIONS[section].get(key)
+            if want is None:
+                fail(f"{section}.{key}", f"unknown key; expected one of {', '.join(_SECTIONS[section])}")
+            ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
+            if not ok or (want is int and isinstance(v, bool)):
+                fail(f"{section}.{key}", f"expected {want.__name__}, got {type(v).__name__} {v!r}")
+
+    get = lambda s, k, d=None: raw.get(s, {}).get(k, d)  # noqa: E731
+    if "dataset" not in raw.get("study", {}):
+        fail("study.dataset", "missing; name a dataset (synth-small, synth-cub, CUB, AWA1, AWA2, SUN)")
+    split = get("study", "split", "val")
+    if split not in ("val", "test"):
+        fail("study.split", f"expected 'val' or 'test', got {split!r}")
+
+    def positive(section, key, default, allow_zero=False):
+        v = get(section, key, default)
+        if v < 0 or (v == 0 and not allow_zero):
+            fail(f"{section}.{key}", f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+        return v
+
+    space = tuple(_param(name, raw.get("space", {}).get(name), path) for name in SEARCHED
+                  if name in raw.get("space", {}))
+    if not space:
+        fail("space", "empty search space; give at least one of " + ", ".join(SEARCHED))
+    resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items()}
+    if resources.get("cpu", 1) <= 0 and resources.get("gpu", 0) <= 0:
+        fail("resources", "a trial needs some cpu or gpu")
+    if any(v < 0 for v in resources.values()):
+        fail("resources", f"must be >= 0, got {resources}")
+    if resources.get("gpu", 0) > 1 and resources["gpu"] != int(resources["gpu"]):
+        fail("resources.gpu", "a fraction above 1 GPU is not schedulable; use <= 1 or a whole number")
+    hidden = get("training", "hidden")
+    if hidden is not None and (len(hidden) != 4 or not all(isinstance(h, int) and h > 0 for h in hidden)):
+        fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
+    epochs = positive("training", "epochs", 100)
+    grace = positive("asha", "grace_period", max(1, epochs // 10))
+    if grace > epochs:
+        fail("asha.grace_period", f"{grace} is more than training.epochs {epochs}")
+    reduction = positive("asha", "reduction_factor", 3)
+    if reduction < 2:
+        fail("asha.reduction_factor", f"must be >= 2, got {reduction}")
+    fixed = {"beta": get("training", "beta")} if get("training", "beta") is not None else {}
+    return StudySpec(
+        name=path.stem, path=path, dataset=raw["study"]["dataset"], data_root=get("study", "data_root"),
+        split=split, epochs=epochs, batch_size=positive("training", "batch_size", 50),
+        eval_every=positive("training", "eval_every", 1), space=space,
+        num_samples=positive("search", "num_samples", 20), max_concurrent=positive("search", "max_concurrent", 0,
+                                                                                  allow_zero=True),
+        grace_period=grace, reduction_factor=reduction, resources=resources,
+        max_failures=positive("search", "max_failures", 1, allow_zero=True),
+        final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=get("study", "seed", 0),
+        hidden=tuple(hidden) if hidden else None, fixed=fixed,
+    )
+
+
+def _param(name: str, table: dict, path: Path) -> Param:
+    key = f"space.{name}"
+    if set(table) == {"choices"}:
+        choices = table["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{path}: {key}.choices: expected a non-empty list, got {choices!r}")
+        if name == "latent_size" and not all(isinstance(c, int) and c > 0 for c in choices):
+            raise ConfigError(f"{path}: {key}.choices: latent sizes must be positive integers, got {choices}")
+        return Param(name, choices=tuple(choices))
+    unknown = set(table) - {"low", "high", "log"}
+    if unknown:
+        raise ConfigError(f"{path}: {key}.{sorted(unknown)[0]}: unknown key; expected low, high, log or choices")
+    if "low" not in table or "high" not in table:
+        raise ConfigError(f"{path}: {key}: expected low and high (or choices)")
+    low, high, log = table["low"], table["high"], table.get("log", True)
+    for k, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{path}: {key}.{k}: expected a number, got {v!r}")
+    if not low < high:
+        raise ConfigError(f"{path}: {key}: empty range, low {low} must be below high {high}")
+    if log and low <= 0:
+        raise ConfigError(f"{path}: {key}.low: a log-uniform range needs low > 0, got {low}")
+    if name == "latent_size":
+        raise ConfigError(f"{path}: {key}: latent size is categorical; give choices = [16, 32, 64, 128]")
+    return Param(name, float(low), float(high), bool(log))

@@ -1,0 +1,330 @@
+"""The study loop: Ray Tune schedules trials of `gzsl.training.train`, Optuna's TPE
+proposes them, ASHA stops weak ones on validation H, and a driver-side callback
+writes every finished trial to Parquet. The only module that imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from gzsl.errors import ConfigError
+from gzsl.results import ResultStore
+from gzsl.studies import StudySpec
+from gzsl.training import TrainConfig, default_hidden, train
+
+METRIC, MODE = "val_H", "max"
+
+
+# --------------------------------------------------------------------------- the trial
+
+
+def train_config(spec: StudySpec, params: dict, seed: int, device: str = "cpu") -> TrainConfig:
+    """A trial's TrainConfig: the study's fixed settings plus the searched parameters."""
+    return TrainConfig(
+        alpha=params.get("alpha", 1.0), gamma=params.get("gamma", 1.0), lam=params.get("lam", 2.37),
+        latent_size=int(params.get("latent_size", 64)), lr=params.get("lr", 1.5e-4),
+        epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every, seed=seed,
+        hidden=spec.hidden or default_hidden(spec.dataset), device=device, **spec.fixed,
+    )
+
+
+def trial_device() -> str:
+    # Tune sets CUDA_VISIBLE_DEVICES to the GPU it assigned, so "cuda" is that GPU.
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def objective(config: dict, data=None, spec: StudySpec = None) -> None:
+    """Function trainable: train one model, report every epoch to Tune."""
+    import ray
+
+    cpus = spec.resources.get("cpu", 1)
+    torch.set_num_threads(max(1, int(cpus)))  # exactly the CPUs Tune gave us: no OpenMP oversubscription
+    device = trial_device()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ctx = ray.get_runtime_context()
+    where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+             "gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES", "") if device == "cuda" else ""}
+    cfg = train_config(spec, config, seed=spec.seed, device=device)
+    last = {"val_U": 0.0, "val_S": 0.0, "val_H": 0.0}
+    for r in train(data, cfg):
+        if r.scores is not None:
+            last = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H}
+        metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "evaluated": r.scores is not None,
+                   **{f"loss_{k}": v for k, v in r.losses.items()}, **last, **where}
+        if device == "cuda":
+            metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        tune.report(metrics)
+
+
+# --------------------------------------------------------------------------- search and scheduling
+
+
+def search_space(spec: StudySpec) -> dict:
+    space = {}
+    for p in spec.space:
+        if p.choices is not None:
+            space[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
+        else:
+            space[p.name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log)
+    return space
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch tells Optuna that an ASHA-stopped trial COMPLETEd with its
+    early value, which misleads TPE and the importance plots. Here a trial that
+    ended before the last epoch (and did not diverge) is recorded as PRUNED, with
+    its intermediate values (reported each epoch by on_trial_result)."""
+
+    def __init__(self, *args, max_epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if result and METRIC in result and "training_iteration" in result:
+            # Tune hands the last epoch only to on_trial_complete: record it as an intermediate value too.
+            ot_trial.report(result[METRIC], result["training_iteration"])
+        ot_trial.set_user_attr("tune_trial_id", trial_id)
+        status = trial_status(result, error, self.max_epochs)
+        ot_trial.set_user_attr("status", status)
+        if status == "pruned":
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        elif status == "error":
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:  # completed, or diverged with H 0
+            self._ot_study.tell(ot_trial, float(result.get(METRIC, 0.0)) if status == "completed" else 0.0)
+        self._completed_trials.add(trial_id)
+
+
+def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
+    if error or not result:
+        return "error"
+    if result.get("status") == "diverged":
+        return "diverged"
+    return "completed" if result.get("epoch", 0) >= max_epochs else "pruned"
+
+
+def optuna_storage(url: str):
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}
+                                      if url.startswith("sqlite") else {})
+
+
+def fail_stale_running(storage, study_name: str) -> int:
+    """Trials a killed driver left RUNNING in Optuna: mark them FAIL (their Tune trials rerun
+    under new Optuna trials). Returns how many."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for t in stale:
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+# --------------------------------------------------------------------------- driver-side bookkeeping
+
+
+class ParquetCallback(tune.Callback):
+    """Runs in the driver: collects each trial's per-epoch results and writes its rows
+    when it ends (completed, pruned, diverged or errored). Prints a progress line."""
+
+    def __init__(self, store: ResultStore, spec: StudySpec, log=print):
+        self.store, self.spec, self.log = store, spec, log
+        self.epochs: dict[str, dict[int, dict]] = {}
+        self.started: dict[str, float] = {}
+        self.numbers: dict[str, int] = {}
+        self.best: tuple[float, dict] | None = None
+        self.finished = 0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+        self.numbers[trial.trial_id] = trials.index(trial)  # creation order, stable across a resume
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.on_trial_start(iteration, trials, trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        # Keyed by epoch: a trial restarted after a crash or resume overwrites, never duplicates.
+        self.epochs.setdefault(trial.trial_id, {})[result["epoch"]] = result
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = getattr(trial, "error_file", None)
+        text = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).is_file() else "trial raised"
+        self._finish(trial, error=text)
+
+    def _finish(self, trial, error: str | None):
+        tid = trial.trial_id
+        epochs = [self.epochs.get(tid, {})[k] for k in sorted(self.epochs.get(tid, {}))]
+        last = epochs[-1] if epochs else {}
+        status = trial_status(last, error is not None, self.spec.epochs)
+        evaluated = [e for e in epochs if e.get("evaluated")] or epochs
+        best = max(evaluated, key=lambda e: e[METRIC]) if evaluated else {}
+        started = self.started.get(tid, time.time())
+        ended = time.time()
+        params = {k: trial.config.get(k) for k in ("alpha", "gamma", "lam", "latent_size", "lr")}
+        row = {
+            "trial_id": tid, "trial_number": self.numbers.get(tid, -1), "status": status, **params,
+            "best_val_H": best.get("val_H"), "best_val_U": best.get("val_U"), "best_val_S": best.get("val_S"),
+            "best_epoch": best.get("epoch"), "last_val_H": last.get("val_H"), "last_val_U": last.get("val_U"),
+            "last_val_S": last.get("val_S"), "epochs_run": last.get("epoch", 0), "seconds": ended - started,
+            "started_at": datetime.fromtimestamp(started, timezone.utc),
+            "ended_at": datetime.fromtimestamp(ended, timezone.utc),
+            "node_id": last.get("node_id"), "node_ip": last.get("node_ip"), "gpu_id": last.get("gpu_id", ""),
+            "gpu_mem_mb": max((e.get("gpu_mem_mb") or 0 for e in epochs), default=None) if any(
+                "gpu_mem_mb" in e for e in epochs) else None,
+            "seed": self.spec.seed, "error": error,
+        }
+        if status == "diverged":
+            row["best_val_H"] = row["last_val_H"] = 0.0
+        epoch_rows = [{"trial_id": tid, "epoch": e["epoch"], "seconds": e.get("epoch_seconds"),
+                       **{k: e.get(k) for k in ("loss_total", "loss_vae", "loss_sc", "loss_cr", "loss_dd")},
+                       **({"val_U": e["val_U"], "val_S": e["val_S"], "val_H": e["val_H"]} if e.get("evaluated")
+                          else {})} for e in epochs]
+        self.store.write_part("epochs", tid, epoch_rows)
+        self.store.write_part("trials", tid, [row])
+        self.finished += 1
+        h = row["best_val_H"] if row["best_val_H"] is not None else float("nan")
+        last_h = row["last_val_H"] if row["last_val_H"] is not None else float("nan")
+        if not math.isnan(h) and (self.best is None or h > self.best[0]):
+            self.best = (h, params)
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        best = f"best so far H {self.best[0]:.2f}" if self.best else "no result yet"
+        self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f} last {last_h:5.2f} "
+                 f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else ""))
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
+              max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
+              log=print):
+    """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
+    driver's copy goes to the object store once, via tune.with_parameters)."""
+    store = ResultStore(results_uri)
+    num_samples = num_samples or spec.num_samples
+    spec = replace(spec, num_samples=num_samples)
+    concurrent = max_concurrent if max_concurrent is not None else spec.max_concurrent
+    storage_url = optuna_url or default_optuna_url(results_uri)
+    storage = optuna_storage(storage_url)
+    resources = {k: v for k, v in spec.resources.items() if v > 0}
+    trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
+    experiment = f"{tune_storage(results_uri)}/{spec.name}"
+    if resume:
+        if not tune.Tuner.can_restore(experiment):
+            raise ConfigError(f"--resume: no interrupted study at {experiment}; run without --resume to start one")
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        if tune.Tuner.can_restore(experiment):
+            raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
+                              "it, or pass another --results folder")
+        sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True, multivariate=True,
+                                             n_startup_trials=min(10, max(2, num_samples // 4)))
+        searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=sampler,
+                                           study_name=spec.name, storage=storage, max_epochs=spec.epochs)
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
+                                  grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=concurrent or None, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=tune_storage(results_uri), verbose=0,
+                callbacks=[ParquetCallback(store, spec, log)],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+        )
+    tuner.fit()
+    stale = fail_stale_running(storage, spec.name)
+    if stale:
+        log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
+    return store
+
+
+def default_optuna_url(results_uri: str) -> str:
+    if "://" in results_uri and not results_uri.startswith("file://"):
+        raise ConfigError(f"--results {results_uri} is remote: give --optuna-storage an RDB URL "
+                          "(e.g. postgresql://...) for the Optuna study")
+    path = Path(results_uri.removeprefix("file://")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'optuna.db'}"
+
+
+def tune_storage(results_uri: str) -> str:
+    if "://" in results_uri and not results_uri.startswith("file://"):
+        return f"{results_uri.rstrip('/')}/tune"
+    return str((Path(results_uri.removeprefix("file://")) / "tune").resolve())
+
+
+# --------------------------------------------------------------------------- final refit
+
+
+def best_params(store: ResultStore) -> dict | None:
+    """The configuration to refit: the best completed trial by its final validation H
+    (pruned trials only when none completed)."""
+    trials = store.read("trials")
+    if trials.empty:
+        return None
+    done = trials[trials.status == "completed"]
+    pool, key = (done, "last_val_H") if not done.empty else (trials[trials.status == "pruned"], "best_val_H")
+    if pool.empty:
+        return None
+    best = pool.sort_values([key, "trial_number"], ascending=[False, True]).iloc[0]
+    return {"alpha": float(best.alpha), "gamma": float(best.gamma), "lam": float(best.lam),
+            "latent_size": int(best.latent_size), "lr": float(best.lr), "trial_id": best.trial_id,
+            "val_H": float(best[key])}
+
+
+def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
+    torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
+    cfg = replace(train_config(spec, params, seed=seed, device=trial_device()), eval_every=0)
+    start = time.perf_counter()
+    last = None
+    for last in train(data, cfg):
+        pass
+    return {"seed": seed, **{k: params[k] for k in ("alpha", "gamma", "lam", "latent_size", "lr")},
+            "epochs": last.epoch, "test_U": last.scores.U, "test_S": last.scores.S, "test_H": last.scores.H,
+            "seconds": time.perf_counter() - start, "status": last.status}
+
+
+def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=print):
+    """Retrain the chosen configuration on all of trainval with `final_seeds` seeds (in
+    parallel, as Ray tasks) and score each once on the test split. Seeds already in
+    final.parquet (from an interrupted run) are not redone."""
+    import ray
+
+    seeds = [spec.seed + 1000 + i for i in range(spec.final_seeds)]
+    todo = [s for s in seeds if not store.has_part("final", f"seed{s}")]
+    res = spec.resources
+    task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_refit_one)
+    data_ref = ray.put(test_data)
+    pending = [task.remote(spec, params, data_ref, s) for s in todo]
+    while pending:
+        done, pending = ray.wait(pending)
+        row = ray.get(done[0])
+        store.write_part("final", f"seed{row['seed']}", [row])
+        log(f"final refit seed {row['seed']}: test U {row['test_U']:.2f} S {row['test_S']:.2f} "
+            f"H {row['test_H']:.2f} ({row['seconds']:.0f}s, {row['status']})")
+    return store.read("final")

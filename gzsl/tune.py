@@ -1,0 +1,121 @@
+"""Run a hyperparameter study: Ray Tune + Optuna TPE + ASHA, results in Parquet.
+
+    python -m gzsl.tune --study demo
+    python -m gzsl.tune --study cub_full --data-root ~/xlsa17 --address auto
+
+The search scores validation H only (no test image is read); afterwards the best
+configuration is retrained on all of trainval with several seeds and scored once
+on the test split (final.parquet). Ctrl-C stops cleanly; --resume continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from gzsl.errors import GzslError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gzsl.tune", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--study", required=True, help="a name in studies/ (demo, synth_cub, cub_full, ...) or a .toml path")
+    p.add_argument("--data-root", help="xlsa17 folder for real datasets (overrides the study's data_root)")
+    p.add_argument("--results", help="results folder or pyarrow URI such as s3://bucket/results/NAME "
+                                     "(default: results/<study>)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster to join ('auto' on a cluster node; default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)")
+    p.add_argument("--num-samples", type=int, help="number of trials (overrides the study's budget)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)")
+    p.add_argument("--optuna-storage", help="Optuna RDB URL (default: sqlite:///<results>/optuna.db)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    p.add_argument("--no-refit", action="store_true", help="skip the final refit on trainval and test scoring")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    start = time.time()
+    try:
+        return _run(args, start)
+    except GzslError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, start: float) -> int:
+    from dataclasses import replace
+
+    from gzsl.data import load
+    from gzsl.errors import ConfigError
+    from gzsl.studies import load_study
+
+    spec = load_study(args.study)
+    if args.data_root:
+        spec = replace(spec, data_root=args.data_root)
+    for flag in ("num_samples", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None and value < (1 if flag == "num_samples" else 0):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    results = args.results or os.path.join("results", spec.name)
+    data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
+    concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
+    # Let the searcher keep several trials pending so every worker stays busy.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, concurrent or os.cpu_count() or 2)))
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+    import ray
+
+    from gzsl import study
+
+    info = ray.init(address=args.address, num_cpus=args.num_cpus if not args.address else None,
+                    log_to_driver=False, configure_logging=False)
+    dashboard = getattr(info, "dashboard_url", "") or ""
+    print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
+          f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
+          f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor}, "
+          f"up to {spec.epochs} epochs, resources/trial {spec.resources}")
+    print(f"results: {results}" + (f"   Ray dashboard: http://{dashboard}" if dashboard else ""), flush=True)
+    store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+                            optuna_url=args.optuna_storage, resume=args.resume)
+    trials = store.read("trials")
+    target = args.num_samples or spec.num_samples
+    if len(trials) < target:
+        print(f"study stopped with {len(trials)}/{target} trials recorded; continue with "
+              f"python -m gzsl.tune --study {args.study} --resume" + (f" --results {args.results}" if args.results else ""))
+        return 130
+    counts = trials.status.value_counts().to_dict()
+    print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    best = study.best_params(store)
+    if best is None:
+        print("no trial finished with a score: nothing to refit")
+        return 1
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
+    print(f"best configuration: {shown}")
+    if not args.no_refit and spec.final_seeds > 0:
+        test_data = load(spec.dataset, "test", spec.data_root, seed=spec.seed)  # first use of test images
+        final = study.final_refit(spec, best, test_data, store)
+        print(f"test (mean ± std over {len(final)} seeds): U {final.test_U.mean():.2f} ± {final.test_U.std():.2f}  "
+              f"S {final.test_S.mean():.2f} ± {final.test_S.std():.2f}  H {final.test_H.mean():.2f} ± "
+              f"{final.test_H.std():.2f}")
+    if not args.no_report:
+        _report(spec.name, results)
+    print(f"done in {time.time() - start:.0f}s; results in {results}")
+    return 0
+
+
+def _report(name: str, results: str) -> None:
+    try:
+        from gzsl import report
+    except ImportError:
+        return
+    path = report.write_report(results, os.path.join("reports", f"{name}.html"), study=name)
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

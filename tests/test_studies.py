@@ -1,0 +1,64 @@
+"""Study files: every shipped study loads; bad ones fail with the file and key named."""
+
+import pytest
+
+from gzsl.errors import ConfigError
+from gzsl.studies import STUDIES_DIR, load_study
+
+GOOD = """
+[study]
+dataset = "synth-small"
+[space]
+alpha = { low = 0.1, high = 10.0 }
+latent_size = { choices = [16, 32] }
+"""
+
+
+@pytest.mark.parametrize("name", ["demo", "synth_cub", "cub_full", "awa1_full", "awa2_full", "sun_full"])
+def test_shipped_studies_load(name):
+    spec = load_study(name)
+    assert spec.name == name and spec.split == "val"
+    assert {p.name for p in spec.space} == {"alpha", "gamma", "lam", "latent_size", "lr"}
+    if name.endswith("_full"):
+        assert spec.resources == {"cpu": 1.0, "gpu": 0.25}
+
+
+def test_defaults_fill_what_a_study_leaves_out(tmp_path):
+    path = tmp_path / "mini.toml"
+    path.write_text(GOOD)
+    spec = load_study(str(path))
+    assert (spec.epochs, spec.num_samples, spec.grace_period, spec.reduction_factor) == (100, 20, 10, 3)
+    assert spec.resources == {"cpu": 1.0}
+    alpha = spec.space[0]
+    assert (alpha.low, alpha.high, alpha.log) == (0.1, 10.0, True)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[search]\nnum_sample = 3", r"search.num_sample: unknown key"),
+    ("[searching]\nx = 1", r"searching: unknown section"),
+    ("[training]\nepochs = \"ten\"", r"training.epochs: expected int, got str 'ten'"),
+    ("[training]\nepochs = 0", r"training.epochs: must be > 0"),
+    ("[space.lr]\nlow = 1e-3\nhigh = 1e-4", r"space.lr: empty range, low 0.001 must be below high 0.0001"),
+    ("[space.gamma]\nlow = 0\nhigh = 1", r"space.gamma.low: a log-uniform range needs low > 0"),
+    ("[space.lam]\nlow = 1", r"space.lam: expected low and high"),
+    ("[asha]\ngrace_period = 500", r"asha.grace_period: 500 is more than training.epochs 100"),
+    ("[training]\nhidden = [1, 2]", r"training.hidden: expected 4 positive integers"),
+])
+def test_bad_study_names_file_and_key(tmp_path, extra, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD + "\n" + extra + "\n")
+    with pytest.raises(ConfigError, match=f"{path}: {message}"):
+        load_study(str(path))
+
+
+def test_unknown_study_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"no such study file; known studies: .*demo"):
+        load_study("nope")
+    assert (STUDIES_DIR / "demo.toml").is_file()
+
+
+def test_invalid_toml_is_one_clear_error(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[study\ndataset = 1")
+    with pytest.raises(ConfigError, match=f"{path}: not valid TOML"):
+        load_study(str(path))
