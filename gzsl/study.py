@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,8 +98,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         if result and METRIC in result and "training_iteration" in result:
-            # Tune hands the last epoch only to on_trial_complete: record it as an intermediate value too.
-            ot_trial.report(result[METRIC], result["training_iteration"])
+            # Tune may hand the last epoch only to on_trial_complete: record it as an intermediate
+            # value too (Optuna ignores, with a warning we silence, a step already reported).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ot_trial.report(result[METRIC], result["training_iteration"])
         ot_trial.set_user_attr("tune_trial_id", trial_id)
         status = trial_status(result, error, self.max_epochs)
         ot_trial.set_user_attr("status", status)
@@ -180,7 +184,8 @@ class ParquetCallback(tune.Callback):
         best = max(evaluated, key=lambda e: e[METRIC]) if evaluated else {}
         started = self.started.get(tid, time.time())
         ended = time.time()
-        params = {k: trial.config.get(k) for k in ("alpha", "gamma", "lam", "latent_size", "lr")}
+        used = train_config(self.spec, trial.config, seed=self.spec.seed)  # searched values plus defaults
+        params = {k: getattr(used, k) for k in ("alpha", "gamma", "lam", "latent_size", "lr")}
         row = {
             "trial_id": tid, "trial_number": self.numbers.get(tid, -1), "status": status, **params,
             "best_val_H": best.get("val_H"), "best_val_U": best.get("val_U"), "best_val_S": best.get("val_S"),

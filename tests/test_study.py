@@ -1,0 +1,169 @@
+"""Studies run for real: a local Ray of 2 CPUs, a SQLite Optuna storage, Parquet files.
+Each study here is small (synth-small, tiny hidden layers, a few epochs)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from gzsl.results import EPOCHS, FINAL, TRIALS
+
+STUDY = """
+[study]
+dataset = "synth-small"
+seed = 0
+[training]
+epochs = {epochs}
+eval_every = 1
+[search]
+num_samples = {samples}
+max_concurrent = 2
+final_seeds = {final_seeds}
+max_failures = {max_failures}
+[asha]
+grace_period = {grace}
+reduction_factor = 3
+[resources]
+cpu = 1
+[space]
+alpha = {{ low = 0.1, high = 10.0 }}
+gamma = {{ low = 0.1, high = 10.0 }}
+latent_size = {{ choices = {latent} }}
+lr = {{ low = {lr_low}, high = {lr_high} }}
+"""
+
+
+def write_study(tmp_path, name="mini", epochs=24, samples=6, final_seeds=1, max_failures=0, latent="[32, 64]",
+                lr_low=1e-3, lr_high=3e-3, grace=3):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(STUDY.format(epochs=epochs, samples=samples, final_seeds=final_seeds, max_failures=max_failures,
+                                 latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace))
+    return path
+
+
+def tune_cmd(study, results, *extra):
+    return [sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results), "--num-cpus", "2",
+            "--no-report", *extra]
+
+
+def run_tune(study, results, *extra, timeout=400):
+    return subprocess.run(tune_cmd(study, results, *extra), capture_output=True, text=True, timeout=timeout)
+
+
+def optuna_states(results, name):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{results}/optuna.db")
+    return [t.state.name for t in study.trials], study
+
+
+def test_a_short_study_end_to_end(tmp_path):
+    study, results = write_study(tmp_path), tmp_path / "results"
+    p = run_tune(study, results)
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = pd.read_parquet(results / "trials.parquet")
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    final = pd.read_parquet(results / "final.parquet")
+    # The documented schema, readable by pyarrow as one table per folder of parts.
+    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
+    assert list(epochs.columns) == EPOCHS.names and list(final.columns) == FINAL.names
+    assert len(trials) == 6 and trials.trial_id.is_unique
+    assert set(trials.status) == {"completed", "pruned"}
+    assert (trials[trials.status == "completed"].epochs_run == 24).all()
+    assert (trials[trials.status == "pruned"].epochs_run < 24).all()
+    assert len(epochs) == trials.epochs_run.sum()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert trials.best_val_H.between(0, 100).all() and (trials.best_val_H >= trials.last_val_H - 1e-9).all()
+    assert trials.node_id.str.len().gt(0).all()
+    # ASHA's savings: fewer trial-epochs than running every trial to the end.
+    assert trials.epochs_run.sum() < 6 * 24
+    # Optuna saw pruned trials as PRUNED, with their intermediate values, and no trial is left RUNNING.
+    states, ostudy = optuna_states(results, "mini")
+    assert states.count("PRUNED") == (trials.status == "pruned").sum()
+    assert states.count("COMPLETE") == (trials.status == "completed").sum()
+    assert "RUNNING" not in states
+    for t in ostudy.trials:
+        tid = t.user_attrs["tune_trial_id"]
+        assert len(t.intermediate_values) == trials.set_index("trial_id").epochs_run[tid]
+    # Final refit of the best completed trial, scored on test.
+    best = trials[trials.status == "completed"].sort_values("last_val_H").iloc[-1]
+    assert len(final) == 1 and final.latent_size[0] == best.latent_size and final.lr[0] == pytest.approx(best.lr)
+    assert 0 <= final.test_H[0] <= 100
+    out = p.stdout
+    assert out.count("best H") == 6 and "best configuration:" in out and "test (mean" in out
+
+
+def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
+    # latent_size 2**40 cannot be allocated (the trial raises); lr up to 1e4 diverges.
+    study = write_study(tmp_path, name="faulty", epochs=3, samples=8, final_seeds=0, max_failures=1, grace=1,
+                        latent="[16, 32, 1099511627776]", lr_low=1e-3, lr_high=1e3)
+    results = tmp_path / "results"
+    p = run_tune(study, results)
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = pd.read_parquet(results / "trials.parquet").set_index("trial_id")
+    assert len(trials) == 8
+    assert (trials.status == "completed").any()
+    errors, diverged = trials[trials.status == "error"], trials[trials.status == "diverged"]
+    assert len(errors) >= 1 and len(diverged) >= 1, trials[["status", "latent_size", "lr"]]
+    assert (errors.latent_size == 2**40).all()
+    assert errors.error.str.contains("alloc|memory|overflow", case=False).all()
+    assert (diverged.best_val_H == 0).all() and (diverged.lr > 1).all()
+    states, ostudy = optuna_states(results, "faulty")
+    assert "RUNNING" not in states
+    by_tid = {t.user_attrs.get("tune_trial_id"): t for t in ostudy.trials}
+    assert all(by_tid[tid].state.name == "FAIL" for tid in errors.index if tid in by_tid)
+    assert all(by_tid[tid].value == 0.0 for tid in diverged.index)
+
+
+def _parts(folder: Path) -> int:
+    return len(list(folder.glob("part-*.parquet"))) if folder.is_dir() else 0
+
+
+def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path):
+    study, results = write_study(tmp_path, name="crash", samples=8, final_seeds=0), tmp_path / "results"
+    proc = subprocess.Popen(tune_cmd(study, results), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while _parts(results / "trials.parquet") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, "study finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die at once
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    before = pd.read_parquet(results / "trials.parquet")
+    assert 2 <= len(before) < 8
+
+    p = run_tune(study, results, "--resume")
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = pd.read_parquet(results / "trials.parquet")
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    assert len(trials) == 8 and trials.trial_id.is_unique
+    assert set(before.trial_id) <= set(trials.trial_id)  # nothing lost
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == trials.epochs_run.sum()
+    states, _ = optuna_states(results, "crash")
+    assert "RUNNING" not in states
+
+
+def test_running_a_study_twice_into_one_folder_asks_for_resume(tmp_path):
+    study, results = write_study(tmp_path, name="twice", epochs=2, samples=2, final_seeds=0, grace=1), tmp_path / "r"
+    assert run_tune(study, results).returncode == 0
+    p = run_tune(study, results)
+    assert p.returncode == 2 and "add --resume" in p.stderr and "Traceback" not in p.stderr
+    assert len(pd.read_parquet(results / "trials.parquet")) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--study", "no_such_study"], "no such study file"),
+    (["--study", "demo", "--num-samples", "0"], "--num-samples must be positive"),
+])
+def test_bad_study_input_is_one_line_exit_2(args, message):
+    p = subprocess.run([sys.executable, "-m", "gzsl.tune", *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert message in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
