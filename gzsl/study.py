@@ -93,8 +93,20 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
+    def _stale(self, trial_id: str) -> bool:
+        """After a resume, Tune may rerun a trial whose Optuna twin already finished before the
+        crash (the searcher's checkpoint predates it), or one the checkpoint never saw. Optuna
+        keeps the first outcome; the rerun is not told again."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return ot_trial is None or self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if not self._stale(trial_id):
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials or self._stale(trial_id):
+            self._completed_trials.add(trial_id)
             return
         ot_trial = self._ot_trials[trial_id]
         if result and METRIC in result and "training_iteration" in result:

@@ -66,7 +66,9 @@ def _run(args, start: float) -> int:
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
     # Let the searcher keep several trials pending so every worker stays busy.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, concurrent or os.cpu_count() or 2)))
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Save Tune's experiment state often: after a crash, trials finished since the last save are
+    # rerun (Parquet and Optuna keep their first outcome), so a short period wastes little.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
     import ray
 
