@@ -43,6 +43,7 @@ TRIALS = pa.schema([
     ("gpu_mem_mb", pa.float64()),  # peak GPU memory of the trial, null on CPU
     ("seed", pa.int64()),
     ("error", pa.string()),  # the exception, for status error
+    ("startup_seconds", pa.float64()),  # trial start to first reported epoch, less that epoch's time
 ])
 
 EPOCHS = pa.schema([

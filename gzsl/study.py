@@ -17,7 +17,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from gzsl.errors import ConfigError
@@ -164,6 +164,7 @@ class ParquetCallback(tune.Callback):
         self.store, self.spec, self.log = store, spec, log
         self.epochs: dict[str, dict[int, dict]] = {}
         self.started: dict[str, float] = {}
+        self.first_result: dict[str, float] = {}
         self.numbers: dict[str, int] = {}
         self.best: tuple[float, dict] | None = None
         self.finished = 0
@@ -176,6 +177,7 @@ class ParquetCallback(tune.Callback):
         self.on_trial_start(iteration, trials, trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.first_result.setdefault(trial.trial_id, time.time())
         # Keyed by epoch: a trial restarted after a crash or resume overwrites, never duplicates.
         self.epochs.setdefault(trial.trial_id, {})[result["epoch"]] = result
 
@@ -209,6 +211,9 @@ class ParquetCallback(tune.Callback):
             "gpu_mem_mb": max((e.get("gpu_mem_mb") or 0 for e in epochs), default=None) if any(
                 "gpu_mem_mb" in e for e in epochs) else None,
             "seed": self.spec.seed, "error": error,
+            # Trial start to its first reported epoch, less that epoch's own time: the scheduling overhead.
+            "startup_seconds": (self.first_result[tid] - started - epochs[0].get("epoch_seconds", 0.0))
+            if tid in self.first_result and epochs else None,
         }
         if status == "diverged":
             row["best_val_H"] = row["last_val_H"] = 0.0
@@ -238,9 +243,10 @@ def _fmt(v) -> str:
 
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
               max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
-              log=print):
+              sampler: str = "tpe", early_stopping: bool = True, log=print):
     """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
-    driver's copy goes to the object store once, via tune.with_parameters)."""
+    driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
+    and `early_stopping=False` give the plain baseline (random search, every trial to the end)."""
     store = ResultStore(results_uri)
     num_samples = num_samples or spec.num_samples
     spec = replace(spec, num_samples=num_samples)
@@ -258,12 +264,19 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         if tune.Tuner.can_restore(experiment):
             raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
                               "it, or pass another --results folder")
-        sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True, multivariate=True,
-                                             n_startup_trials=min(10, max(2, num_samples // 4)))
-        searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=sampler,
+        if sampler == "tpe":
+            # constant_liar: trials still running count as bad guesses, so concurrent proposals spread out.
+            ot_sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True, multivariate=True,
+                                                    n_startup_trials=min(10, max(2, num_samples // 4)))
+        else:
+            ot_sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
                                            study_name=spec.name, storage=storage, max_epochs=spec.epochs)
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
-                                  grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+        if early_stopping:
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
+                                      grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
