@@ -5,6 +5,7 @@ A study's folder (`results/<study>/` or any pyarrow filesystem URI, e.g. s3://bu
     trials.parquet/part-<trial_id>.parquet   one row per finished trial
     epochs.parquet/part-<trial_id>.parquet   one row per (trial, epoch)
     final.parquet/part-<seed>.parquet        the refit of the best configuration, scored on test
+    study.parquet/part-run-<ms>.parquet      the study's settings, one row per start or resume
 
 Each part is written once, when its trial ends, and never rewritten: a crash loses
 at most the trials in flight, and a rerun or resume cannot duplicate a row.
@@ -75,7 +76,23 @@ FINAL = pa.schema([
     ("status", pa.string()),
 ])
 
-TABLES = {"trials": TRIALS, "epochs": EPOCHS, "final": FINAL}
+STUDY = pa.schema([  # one row per start (or resume) of the study
+    ("study", pa.string()),
+    ("dataset", pa.string()),
+    ("split", pa.string()),
+    ("epochs", pa.int64()),  # per trial, ASHA's max_t
+    ("grace_period", pa.int64()),
+    ("reduction_factor", pa.int64()),
+    ("early_stopping", pa.bool_()),
+    ("num_samples", pa.int64()),
+    ("resources", pa.string()),  # JSON, per trial
+    ("space", pa.string()),  # JSON: name -> {low, high, log} or {choices}
+    ("seed", pa.int64()),
+    ("resumed", pa.bool_()),
+    ("started_at", pa.timestamp("ms", tz="UTC")),
+])
+
+TABLES = {"trials": TRIALS, "epochs": EPOCHS, "final": FINAL, "study": STUDY}
 
 
 class ResultStore:

@@ -5,6 +5,7 @@ writes every finished trial to Parquet. The only module that imports Ray.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -286,11 +287,22 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                 callbacks=[ParquetCallback(store, spec, log)],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )
+    store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
     tuner.fit()
     stale = fail_stale_running(storage, spec.name)
     if stale:
         log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
     return store
+
+
+def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
+    space = {p.name: ({"choices": list(p.choices)} if p.choices is not None
+                      else {"low": p.low, "high": p.high, "log": p.log}) for p in spec.space}
+    return {"study": spec.name, "dataset": spec.dataset, "split": spec.split, "epochs": spec.epochs,
+            "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor,
+            "early_stopping": early_stopping, "num_samples": spec.num_samples,
+            "resources": json.dumps(spec.resources), "space": json.dumps(space), "seed": spec.seed,
+            "resumed": resumed, "started_at": datetime.now(timezone.utc)}
 
 
 def default_optuna_url(results_uri: str) -> str:

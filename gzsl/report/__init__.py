@@ -1,0 +1,142 @@
+"""Reports: a study's Parquet results as one Plotly HTML page a researcher reads.
+
+    python -m gzsl.report --study demo                  # results/demo -> reports/demo.html
+    python -m gzsl.report --compare demo synth_cub      # several studies side by side
+
+Records are computed from Parquet alone (records.py), drawn (figures.py) and
+assembled into a self-contained page (page.py).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+import optuna
+
+from gzsl.report import figures as fig
+from gzsl.report import page
+from gzsl.report import records as rec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def build_report(r: rec.StudyResults) -> str:
+    s = rec.summary(r)
+    params = rec.searched_params(r)
+    sections = [("summary", "Summary", _summary_html(s, r)),
+                ("final", "Final test result", _final_html(r)),
+                ("history", "Optimization history", page.figure_html(fig.optimization_history(rec.history(r)),
+                                                                      "fig-history")),
+                ("curves", "Learning curves", page.figure_html(
+                    fig.learning_curves(rec.learning_curves(r), rec.asha_rungs(r.meta)), "fig-curves")),
+                ("params", "Hyperparameters", _params_html(r, params)),
+                ("timeline", "Trial timeline", page.figure_html(fig.timeline(rec.timeline(r)), "fig-timeline")),
+                ("trials", "All trials", _trials_html(r, params))]
+    subtitle = (f"dataset {s.dataset}, split protocol {s.split}; {s.n_trials} trials. "
+                "Validation H drives the search; test images are used only by the final refit.")
+    return page.page(f"Study {s.study}", sections, subtitle)
+
+
+def write_report(results: str, out: str, study: str | None = None) -> Path:
+    return page.write_atomic(out, build_report(rec.read_results(results, study)))
+
+
+def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
+    counts = ", ".join(f"{escape(k)} {v}" for k, v in sorted(s.counts.items()))
+    saved = 1 - s.trial_epochs / s.full_epochs if s.full_epochs else 0.0
+    cards = [("dataset", escape(str(s.dataset))), ("trials", f"{s.n_trials}"), ("by status", counts),
+             ("wall time", f"{s.wall_seconds / 60:.1f} min"),
+             ("trial-epochs trained", f"{s.trial_epochs} of {s.full_epochs}"),
+             ("saved by ASHA", f"{saved:.0%}")]
+    if s.best is not None:
+        cards.append(("best val H", f"{s.best['last_val_H'] if s.best['status'] == 'completed' else s.best['best_val_H']:.2f}"))
+    html = '<div class="cards">' + "".join(f"<div class=\"card\"><b>{v}</b><span>{escape(k)}</span></div>"
+                                          for k, v in cards) + "</div>"
+    if s.best is None:
+        return html + '<p class="note">No trial finished with a score.</p>'
+    b = s.best
+    rows = [[p, b[p]] for p in rec.PARAMS]
+    link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
+    return (html + f"<p>Best configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
+            + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
+
+
+def _final_html(r: rec.StudyResults) -> str:
+    f = rec.final_result(r)
+    if f is None:
+        return '<p class="note">No final refit in these results (the study was run with --no-refit, or is still running).</p>'
+    rows = [[("html", "<b>this study (Disentangled-VAE)</b>"),
+             f"{f.mean['U']:.1f} ± {f.std['U']:.1f}", f"{f.mean['S']:.1f} ± {f.std['S']:.1f}",
+             f"{f.mean['H']:.1f} ± {f.std['H']:.1f}"]]
+    rows += [[name, u, s, h] for name, (u, s, h) in f.references.items()]
+    note = (f"Best configuration retrained on all of trainval with {f.n_seeds} seeds, scored once on test "
+            "(mean ± standard deviation over seeds).")
+    if not f.references:
+        note += " No published reference numbers: this dataset is not one of CUB, AWA1, AWA2, SUN."
+    else:
+        note += " Reference rows: published results (method.md)."
+    return (f'<p class="note">{escape(note)}</p>'
+            + page.table_html(["method", "U", "S", "H"], rows, left={"method"},
+                              row_classes=["ours"] + [""] * len(f.references), sortable=False))
+
+
+def _params_html(r: rec.StudyResults, params: list[str]) -> str:
+    imp = rec.importance(r)
+    parts = []
+    if imp.params:
+        parts.append(page.figure_html(fig.importance(imp), "fig-importance"))
+    else:
+        parts.append(f'<p class="note">Importance not computed: {escape(imp.note)}.</p>')
+    parts.append(page.figure_html(fig.parallel_coordinates(r, params), "fig-parallel"))
+    parts.append(page.figure_html(fig.slices(r, params), "fig-slices"))
+    return "".join(parts)
+
+
+def _trials_html(r: rec.StudyResults, params: list[str]) -> str:
+    t = r.trials
+    cols = ["#", "trial", "status", *params, "best val H", "best epoch", "last val H", "epochs", "seconds",
+            "worker", "error"]
+    rows = []
+    for _, x in t.iterrows():
+        worker = (x.node_ip or "") + (f" gpu {x.gpu_id}" if isinstance(x.gpu_id, str) and x.gpu_id else "")
+        rows.append([int(x.trial_number), x.trial_id, x.status, *[x[p] for p in params], x.best_val_H,
+                     x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, worker, x.error])
+    return page.table_html(cols, rows, left={"trial", "status", "worker", "error"},
+                           row_ids=[f"trial-{tid}" for tid in t.trial_id],
+                           row_classes=[f"status-{s}" for s in t.status])
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def build_comparison(studies: list[rec.StudyResults]) -> str:
+    rows, imp_rows = [], []
+    for r in studies:
+        s, f = rec.summary(r), rec.final_result(r)
+        best = s.best
+        best_h = (best["last_val_H"] if best["status"] == "completed" else best["best_val_H"]) if best else None
+        cada = (f.references.get("CADA-VAE") if f else None) or rec.REFERENCES.get(str(s.dataset).upper(), {}).get("CADA-VAE")
+        rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h,
+                     f"{f.mean['H']:.1f} ± {f.std['H']:.1f}" if f else "", cada[2] if cada else None,
+                     (f.mean["H"] - cada[2]) if (f and cada) else None,
+                     *[best[p] if best else None for p in rec.PARAMS]])
+        imp = rec.importance(r)
+        imp_rows.append((r.name, dict(zip(imp.params, imp.importance))))
+    import plotly.graph_objects as go
+
+    bar = go.Figure()
+    for p in rec.PARAMS:
+        bar.add_trace(go.Bar(name=escape(p), x=[escape(n) for n, _ in imp_rows], y=[d.get(p, 0.0) for _, d in imp_rows]))
+    bar.update_layout(barmode="group")
+    bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA, completed trials)", height=380)
+    table = page.table_html(["study", "dataset", "trials", "best val H", "test H", "CADA-VAE H", "test H - CADA-VAE",
+                             *[f"best {p}" for p in rec.PARAMS]], rows, left={"study", "dataset"})
+    sections = [("table", "Studies side by side", table), ("importance", "Importance per study",
+                                                           page.figure_html(bar, "fig-importance-compare"))]
+    return page.page("Study comparison: " + ", ".join(r.name for r in studies), sections,
+                     "Best validation H, test H of the refit best configuration, and the CADA-VAE reference.")
+
+
+def write_comparison(results: list[str], out: str) -> Path:
+    return page.write_atomic(out, build_comparison([rec.read_results(u) for u in results]))

@@ -1,0 +1,118 @@
+"""Plotly figures from the report's records. Text that came from the results (study,
+parameter, trial names) is HTML-escaped before it reaches a figure: Plotly renders
+titles and labels as HTML."""
+
+from __future__ import annotations
+
+from html import escape
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gzsl.report import records as rec
+
+STATUS_COLORS = {"completed": "#1f77b4", "pruned": "#b0b0b0", "diverged": "#d62728", "error": "#9467bd"}
+LOG_PARAMS = {"alpha", "gamma", "lam", "lr"}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(title=escape(title), height=height, margin=dict(l=60, r=20, t=60, b=50),
+                      template="plotly_white", legend=dict(orientation="h", y=-0.18))
+    return fig
+
+
+def optimization_history(h: rec.History) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial number", "by wall-clock time"))
+    for status in dict.fromkeys(h.status):
+        idx = [i for i, s in enumerate(h.status) if s == status]
+        fig.add_trace(go.Scatter(x=[h.trial_number[i] for i in idx], y=[h.value[i] for i in idx], mode="markers",
+                                 name=status, marker=dict(color=STATUS_COLORS.get(status, "#333"), size=8),
+                                 text=[escape(h.trial_id[i]) for i in idx],
+                                 hovertemplate="trial %{x} (%{text})<br>val H %{y:.2f}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Scatter(x=h.trial_number, y=h.best_so_far, mode="lines", name="best so far",
+                             line=dict(color="#ff7f0e", shape="hv")), 1, 1)
+    fig.add_trace(go.Scatter(x=h.ended_minutes, y=h.best_so_far_by_time, mode="lines+markers",
+                             name="best so far (time)", line=dict(color="#ff7f0e", shape="hv", dash="dot"),
+                             marker=dict(size=4)), 1, 2)
+    fig.update_xaxes(title_text="trial number", row=1, col=1)
+    fig.update_xaxes(title_text="minutes since the first trial started", row=1, col=2)
+    fig.update_yaxes(title_text="validation H (%)")
+    return _layout(fig, "Optimization history")
+
+
+def learning_curves(curves: list[rec.Curve], rungs: list[int]) -> go.Figure:
+    fig = go.Figure()
+    shown = set()
+    for c in curves:
+        pruned = c.status != "completed"
+        fig.add_trace(go.Scatter(
+            x=c.epochs, y=c.val_H, mode="lines", name=c.status, legendgroup=c.status,
+            showlegend=c.status not in shown, opacity=0.45 if pruned else 0.95,
+            line=dict(color=STATUS_COLORS.get(c.status, "#333"), width=1 if pruned else 2,
+                      dash="dot" if pruned else "solid"),
+            hovertemplate=f"trial {escape(c.trial_id)} ({escape(c.status)})<br>epoch %{{x}}: H %{{y:.2f}}<extra></extra>"))
+        shown.add(c.status)
+    for r in rungs:
+        fig.add_vline(x=r, line=dict(color="#ff7f0e", dash="dash", width=1),
+                      annotation_text=f"ASHA rung {r}", annotation_position="top")
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="validation H (%)")
+    return _layout(fig, "Learning curves (pruned trials dotted, ASHA rungs dashed)", height=460)
+
+
+def importance(imp: rec.Importance) -> go.Figure:
+    fig = go.Figure(go.Bar(x=imp.importance[::-1], y=[escape(p) for p in imp.params[::-1]], orientation="h",
+                           marker_color="#1f77b4", hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text="importance (fANOVA, completed trials)")
+    return _layout(fig, "Hyperparameter importance", height=320)
+
+
+def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
+    t = r.trials[r.trials.status.isin(["completed", "pruned"])]
+    value = t.last_val_H.fillna(0.0)
+    dims = []
+    for p in params:
+        if p in LOG_PARAMS:
+            import numpy as np
+            vals = np.log10(t[p].astype(float))
+            dims.append(dict(label=f"log10 {escape(p)}", values=vals))
+        else:
+            dims.append(dict(label=escape(p), values=t[p]))
+    dims.append(dict(label="val H", values=value))
+    fig = go.Figure(go.Parcoords(line=dict(color=value, colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title="val H")), dimensions=dims))
+    return _layout(fig, "Parallel coordinates (completed and pruned trials; H at their last epoch)", height=420)
+
+
+def slices(r: rec.StudyResults, params: list[str]) -> go.Figure:
+    fig = make_subplots(rows=1, cols=len(params), shared_yaxes=True, subplot_titles=[escape(p) for p in params])
+    t = r.trials
+    shown = set()
+    for i, p in enumerate(params, 1):
+        for status, group in t.groupby("status"):
+            fig.add_trace(go.Scatter(
+                x=group[p], y=group.best_val_H.fillna(0.0), mode="markers", name=status, legendgroup=status,
+                showlegend=status not in shown, marker=dict(color=STATUS_COLORS.get(status, "#333"), size=7),
+                text=[escape(x) for x in group.trial_id],
+                hovertemplate=f"{escape(p)} %{{x:.4g}}<br>best val H %{{y:.2f}}<br>%{{text}}<extra></extra>"), 1, i)
+            shown.add(status)
+        if p in LOG_PARAMS:
+            fig.update_xaxes(type="log", row=1, col=i)
+    fig.update_yaxes(title_text="best validation H (%)", row=1, col=1)
+    return _layout(fig, "Effect of each hyperparameter (log axes for alpha, gamma, lambda, lr)", height=400)
+
+
+def timeline(bars: list[rec.TimelineBar]) -> go.Figure:
+    fig = go.Figure()
+    shown = set()
+    for b in bars:
+        ms = (b.end - b.start).total_seconds() * 1000
+        fig.add_trace(go.Bar(base=[b.start], x=[ms], y=[escape(b.worker)], orientation="h", name=b.status,
+                             legendgroup=b.status, showlegend=b.status not in shown,
+                             marker_color=STATUS_COLORS.get(b.status, "#333"), opacity=0.8,
+                             hovertemplate=f"trial {escape(b.trial_id)} ({escape(b.status)}), "
+                                           f"{ms / 1000:.1f} s<extra></extra>"))
+        shown.add(b.status)
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(type="date", title_text="time (UTC)")
+    return _layout(fig, "Trial timeline by worker", height=max(260, 90 + 40 * len({b.worker for b in bars})))

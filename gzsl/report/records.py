@@ -1,0 +1,216 @@
+"""What each section of a report shows, computed from the Parquet tables alone
+(no Ray, no torch): plain records first, figures elsewhere."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import NamedTuple
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from gzsl.errors import GzslError
+from gzsl.results import ResultStore
+
+PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr")
+
+# method.md, "Reference results" (attribute semantics, ResNet-101 features): (U, S, H).
+REFERENCES = {
+    "CUB": {"CADA-VAE": (51.6, 53.5, 52.4), "f-CLSWGAN": (43.7, 57.7, 49.7), "TF-VAEGAN": (52.8, 64.7, 58.1),
+            "SDGZSL": (51.5, 58.7, 54.9), "HSVA": (51.9, 59.5, 55.5)},
+    "AWA1": {"CADA-VAE": (57.3, 72.8, 64.1), "HSVA": (61.1, 75.2, 67.4)},
+    "AWA2": {"CADA-VAE": (55.8, 75.0, 63.9), "f-CLSWGAN": (56.1, 65.5, 60.4), "TF-VAEGAN": (59.8, 75.1, 66.6),
+             "SDGZSL": (64.6, 73.6, 68.8), "HSVA": (57.8, 79.3, 66.9)},
+    "SUN": {"CADA-VAE": (47.2, 35.7, 40.6), "f-CLSWGAN": (42.6, 36.6, 39.4), "TF-VAEGAN": (45.6, 40.7, 43.0),
+            "SDGZSL": (48.2, 36.1, 41.3), "HSVA": (48.6, 39.0, 43.3)},
+}
+
+
+class StudyResults(NamedTuple):
+    name: str
+    meta: dict  # the latest row of study.parquet (settings), {} when absent
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    final: pd.DataFrame
+
+
+def read_results(uri: str, name: str | None = None) -> StudyResults:
+    store = ResultStore(uri)
+    trials = store.read("trials")
+    if trials.empty:
+        raise GzslError(f"{uri}: no trials.parquet results there; run a study first "
+                        "(python -m gzsl.tune --study NAME) or pass --results to its folder")
+    meta_df = store.read("study")
+    meta = meta_df.sort_values("started_at").iloc[-1].to_dict() if not meta_df.empty else {}
+    for key in ("space", "resources"):
+        meta[key] = json.loads(meta[key]) if isinstance(meta.get(key), str) else {}
+    trials = trials.sort_values("trial_number").reset_index(drop=True)
+    return StudyResults(name or meta.get("study") or uri.rstrip("/").rsplit("/", 1)[-1], meta, trials,
+                        store.read("epochs").sort_values(["trial_id", "epoch"]), store.read("final"))
+
+
+class Summary(NamedTuple):
+    study: str
+    dataset: str
+    split: str
+    counts: dict  # status -> trials
+    n_trials: int
+    wall_seconds: float
+    trial_epochs: int  # epochs actually trained
+    full_epochs: int  # what every trial run to the end would have cost
+    best: dict | None  # the best trial's row (completed preferred), None if no score
+
+
+def summary(r: StudyResults) -> Summary:
+    t = r.trials
+    max_epochs = int(r.meta.get("epochs") or t.epochs_run.max())
+    wall = (t.ended_at.max() - t.started_at.min()).total_seconds() if len(t) else 0.0
+    return Summary(r.name, r.meta.get("dataset", "?"), r.meta.get("split", "?"),
+                   t.status.value_counts().to_dict(), len(t), wall, int(t.epochs_run.sum()),
+                   len(t) * max_epochs, best_trial(t))
+
+
+def best_trial(trials: pd.DataFrame) -> dict | None:
+    done = trials[trials.status == "completed"]
+    pool, key = (done, "last_val_H") if not done.empty else (trials[trials.status == "pruned"], "best_val_H")
+    pool = pool.dropna(subset=[key])
+    if pool.empty:
+        return None
+    return pool.sort_values([key, "trial_number"], ascending=[False, True]).iloc[0].to_dict()
+
+
+class FinalResult(NamedTuple):
+    n_seeds: int
+    mean: dict  # U, S, H
+    std: dict
+    references: dict  # method -> (U, S, H), for real datasets
+
+
+def final_result(r: StudyResults) -> FinalResult | None:
+    f = r.final
+    if f.empty:
+        return None
+    mean = {k: float(f[f"test_{k}"].mean()) for k in "USH"}
+    std = {k: float(f[f"test_{k}"].std(ddof=1)) if len(f) > 1 else 0.0 for k in "USH"}
+    return FinalResult(len(f), mean, std, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}))
+
+
+class History(NamedTuple):
+    trial_number: list[int]
+    trial_id: list[str]
+    status: list[str]
+    value: list[float]  # the trial's val H at its last epoch (what the search was told)
+    best_so_far: list[float]
+    ended_minutes: list[float]  # since the study's first trial started
+    best_so_far_by_time: list[float]
+
+
+def history(r: StudyResults) -> History:
+    t = r.trials
+    value = t.last_val_H.fillna(0.0)
+    by_time = t.assign(v=value).sort_values("ended_at")
+    start = t.started_at.min()
+    return History(t.trial_number.tolist(), t.trial_id.tolist(), t.status.tolist(), value.tolist(),
+                   value.cummax().tolist(),
+                   ((by_time.ended_at - start).dt.total_seconds() / 60).tolist(), by_time.v.cummax().tolist())
+
+
+class Curve(NamedTuple):
+    trial_id: str
+    status: str
+    epochs: list[int]
+    val_H: list[float]
+
+
+def learning_curves(r: StudyResults) -> list[Curve]:
+    status = r.trials.set_index("trial_id").status
+    curves = []
+    for tid, e in r.epochs.dropna(subset=["val_H"]).groupby("trial_id", sort=False):
+        curves.append(Curve(tid, status.get(tid, "?"), e.epoch.tolist(), e.val_H.tolist()))
+    return curves
+
+
+def asha_rungs(meta: dict) -> list[int]:
+    """Epochs at which ASHA compares trials: grace * rf^k below max_t."""
+    if not meta.get("early_stopping", True) or not meta.get("grace_period"):
+        return []
+    g, rf, max_t = int(meta["grace_period"]), int(meta["reduction_factor"]), int(meta["epochs"])
+    rungs, k = [], 0
+    while g * rf ** k < max_t:
+        rungs.append(g * rf ** k)
+        k += 1
+    return rungs
+
+
+def searched_params(r: StudyResults) -> list[str]:
+    names = [p for p in PARAMS if p in r.meta.get("space", {})]
+    return names or [p for p in PARAMS if r.trials[p].nunique() > 1]
+
+
+def optuna_study(r: StudyResults, statuses=("completed",)) -> optuna.Study:
+    """An in-memory Optuna study of the chosen trials, for Optuna's evaluators and plots."""
+    study = optuna.create_study(direction="maximize", study_name=r.name)
+    dists = distributions(r)
+    for _, row in r.trials[r.trials.status.isin(statuses)].iterrows():
+        params = {p: (int(row[p]) if p == "latent_size" else float(row[p])) for p in dists}
+        if any(isinstance(v, float) and math.isnan(v) for v in params.values()):
+            continue
+        value = row.last_val_H if row.status == "completed" else row.best_val_H
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  value=float(0.0 if pd.isna(value) else value),
+                                                  user_attrs={"trial_id": row.trial_id}))
+    return study
+
+
+def distributions(r: StudyResults) -> dict:
+    space = r.meta.get("space", {})
+    dists = {}
+    for p in searched_params(r):
+        spec = space.get(p)
+        if spec and "choices" in spec:
+            dists[p] = optuna.distributions.CategoricalDistribution(spec["choices"])
+        elif spec:
+            dists[p] = optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec.get("log", True))
+        elif p == "latent_size":
+            dists[p] = optuna.distributions.CategoricalDistribution(sorted(int(v) for v in r.trials[p].unique()))
+        else:
+            lo, hi = float(r.trials[p].min()), float(r.trials[p].max())
+            dists[p] = optuna.distributions.FloatDistribution(lo, hi * (1 + 1e-9) + 1e-12, log=lo > 0)
+    return dists
+
+
+class Importance(NamedTuple):
+    params: list[str]
+    importance: list[float]
+    note: str  # why it is missing, when it is
+
+
+def importance(r: StudyResults) -> Importance:
+    study = optuna_study(r)
+    n = len(study.trials)
+    if n < 3:
+        return Importance([], [], f"needs at least 3 completed trials, this study has {n}")
+    values = np.array([t.value for t in study.trials])
+    if np.ptp(values) == 0:
+        return Importance([], [], "all completed trials scored the same H")
+    imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return Importance(list(imp), [float(v) for v in imp.values()], "")
+
+
+class TimelineBar(NamedTuple):
+    trial_id: str
+    worker: str  # node (and GPU) that ran it
+    start: pd.Timestamp
+    end: pd.Timestamp
+    status: str
+
+
+def timeline(r: StudyResults) -> list[TimelineBar]:
+    bars = []
+    for _, row in r.trials.iterrows():
+        node = row.node_ip or (row.node_id or "?")[:8]
+        worker = f"{node} gpu {row.gpu_id}" if isinstance(row.gpu_id, str) and row.gpu_id else f"{node} cpu"
+        bars.append(TimelineBar(row.trial_id, worker, row.started_at, row.ended_at, row.status))
+    return bars

@@ -1,0 +1,134 @@
+"""Reports built from a real study's Parquet, checked as records, as HTML, and as a
+person sees them in headless Chromium."""
+
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from gzsl.report import build_comparison, build_report, write_report
+from gzsl.report import figures as fig
+from gzsl.report import records as rec
+from gzsl.report.screenshot import find_chromium, render
+from gzsl.results import ResultStore
+from tests.test_study import write_study
+
+
+@pytest.fixture(scope="module")
+def study_results(tmp_path_factory):
+    """A real small study (local Ray, Optuna, ASHA, refit with 2 seeds), plus one fabricated
+    errored trial whose error text is hostile HTML."""
+    tmp = tmp_path_factory.mktemp("report")
+    study, results = write_study(tmp, name="rep", samples=6, final_seeds=2), tmp / "results"
+    p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
+                        "--num-cpus", "2"], capture_output=True, text=True, timeout=400, cwd=tmp)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (tmp / "reports" / "rep.html").is_file()  # the study wrote its report at the end
+    assert "report: reports/rep.html" in p.stdout
+    store = ResultStore(str(results))
+    row = store.read("trials").iloc[0].to_dict()
+    now = datetime.now(timezone.utc)
+    row.update(trial_id="evil0001", trial_number=99, status="error", error="<script>alert('x')</script> & more",
+               best_val_H=None, last_val_H=None, epochs_run=0, started_at=now, ended_at=now)
+    store.write_part("trials", "evil0001", [row])
+    return results
+
+
+@pytest.fixture(scope="module")
+def page_html(study_results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("page") / "rep.html"
+    write_report(str(study_results), str(out))
+    return out, out.read_text()
+
+
+def test_records_match_the_parquet(study_results):
+    r = rec.read_results(str(study_results))
+    trials = pd.read_parquet(study_results / "trials.parquet")
+    s = rec.summary(r)
+    assert s.n_trials == 7 and s.counts["error"] == 1
+    assert s.trial_epochs == trials.epochs_run.sum() and s.full_epochs == 7 * 24
+    assert s.best["status"] == "completed"
+    assert rec.asha_rungs(r.meta) == [3, 9]
+    curves = rec.learning_curves(r)
+    assert len(curves) == 6  # the errored trial has no epochs
+    assert {c.status for c in curves} == set(trials[trials.epochs_run > 0].status)
+    f = rec.final_result(r)
+    assert f.n_seeds == 2 and f.references == {}  # synthetic data: no published numbers
+    assert abs(f.mean["H"] - pd.read_parquet(study_results / "final.parquet").test_H.mean()) < 1e-9
+    h = rec.history(r)
+    assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
+
+
+def test_figures_have_one_trace_per_thing_they_show(study_results):
+    r = rec.read_results(str(study_results))
+    curves = rec.learning_curves(r)
+    assert len(fig.learning_curves(curves, [3, 9]).data) == len(curves)
+    h = rec.history(r)
+    assert len(fig.optimization_history(h).data) == len(set(h.status)) + 2
+    assert len(fig.timeline(rec.timeline(r)).data) == 7
+    params = rec.searched_params(r)
+    assert params == ["alpha", "gamma", "latent_size", "lr"]
+    slices = fig.slices(r, params)
+    assert slices.layout.xaxis.type == "log" and slices.layout.xaxis3.type != "log"  # alpha log, latent not
+    assert len(fig.parallel_coordinates(r, params).data[0].dimensions) == len(params) + 1
+
+
+def expected_figures(results) -> int:
+    """history, curves, parallel coordinates, slices, timeline, and importance when computable."""
+    return 5 + bool(rec.importance(rec.read_results(str(results))).params)
+
+
+def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
+    _, html = page_html
+    for section in ("summary", "final", "history", "curves", "params", "timeline", "trials"):
+        assert f'<section id="{section}">' in html
+    assert html.count("Plotly.newPlot(") == expected_figures(study_results)
+    if expected_figures(study_results) == 5:
+        assert "Importance not computed: needs at least 3 completed trials" in html
+    # plotly.js is embedded once, in the head; it mentions map-tile URLs it never fetches for our charts
+    # (the browser test checks that no request leaves the file).
+    bundle_start = html.index('<script type="text/javascript">')
+    markup = html[:bundle_start] + html[html.index("</script>", bundle_start):]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", markup)  # no network fetches
+    assert "<script src" not in markup
+    assert "<script>alert('x')</script>" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in html
+    assert 'id="trial-evil0001"' in html
+
+
+def test_comparison_puts_studies_side_by_side(study_results):
+    r = rec.read_results(str(study_results))
+    html = build_comparison([r, r._replace(name="second")])
+    assert html.count("<tr>") >= 3 and "second" in html and "Plotly.newPlot(" in html
+
+
+def test_missing_results_is_one_line_exit_2(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "gzsl.report", "--results", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "no trials.parquet" in p.stderr
+
+
+CHROMIUM = find_chromium()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_draws_in_headless_chromium(page_html, study_results, tmp_path):
+    path, _ = page_html
+    n = expected_figures(study_results)
+    first = []
+
+    def sort_by_best_h(page):  # a person clicks a column header: the table sorts
+        page.locator("#trials th", has_text="best val H").click()
+        first.append(page.locator("#trials tbody tr").first.get_attribute("id"))
+
+    shot = tmp_path / "report.png"
+    r = render(path, shot, min_plots=n, before_shot=sort_by_best_h)
+    assert r.errors == [] and r.external_requests == []
+    assert r.plots == n and r.drawn >= n
+    assert r.table_rows == 7
+    assert first == ["trial-evil0001"]  # ascending sort puts the trial without an H first
+    assert shot.stat().st_size > 50_000
