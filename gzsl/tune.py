@@ -66,6 +66,7 @@ def _run(args, start: float) -> int:
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
     # Let the searcher keep several trials pending so every worker stays busy.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, concurrent or os.cpu_count() or 2)))
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables: our lines say it
     # Save Tune's experiment state often: after a crash, trials finished since the last save are
     # rerun (Parquet and Optuna keep their first outcome), so a short period wastes little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -111,11 +112,14 @@ def _run(args, start: float) -> int:
 
 
 def _report(name: str, results: str) -> None:
+    from gzsl import report
+
     try:
-        from gzsl import report
-    except ImportError:
+        path = report.write_report(results, os.path.join("reports", f"{name}.html"), study=name)
+    except Exception as exc:  # the results are safe in Parquet: say so, don't fail the study
+        print(f"report not written ({type(exc).__name__}: {exc}); results are in {results}, "
+              f"retry with python -m gzsl.report --results {results}")
         return
-    path = report.write_report(results, os.path.join("reports", f"{name}.html"), study=name)
     print(f"report: {path}")
 
 

@@ -60,6 +60,11 @@ def test_records_match_the_parquet(study_results):
     assert abs(f.mean["H"] - pd.read_parquet(study_results / "final.parquet").test_H.mean()) < 1e-9
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
+    bars = rec.timeline(r)
+    for worker in {b.worker for b in bars}:  # trials sharing a slot never overlap
+        lane = sorted((b.start, b.end) for b in bars if b.worker == worker)
+        assert all(a[1] <= b[0] for a, b in zip(lane, lane[1:]))
+    assert len({b.worker for b in bars}) >= 2  # two trials ran at once on this node
 
 
 def test_figures_have_one_trace_per_thing_they_show(study_results):
@@ -132,3 +137,27 @@ def test_the_page_draws_in_headless_chromium(page_html, study_results, tmp_path)
     assert r.table_rows == 7
     assert first == ["trial-evil0001"]  # ascending sort puts the trial without an H first
     assert shot.stat().st_size > 50_000
+
+
+def test_importance_ranks_the_parameter_that_drives_h():
+    """fANOVA on completed trials only: H here depends on lr alone."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 24
+    lr = 10 ** rng.uniform(-4, -2, n)
+    now = pd.Timestamp.now(tz="UTC")
+    trials = pd.DataFrame({
+        "trial_id": [f"t{i}" for i in range(n)], "trial_number": range(n),
+        "status": ["completed"] * 20 + ["pruned"] * 4, "alpha": rng.uniform(0.1, 10, n),
+        "gamma": rng.uniform(0.1, 10, n), "lam": rng.uniform(0.5, 10, n), "latent_size": rng.choice([16, 64], n),
+        "lr": lr, "last_val_H": 50 + 10 * np.log10(lr), "best_val_H": 50 + 10 * np.log10(lr),
+        "epochs_run": [10] * 20 + [2] * 4, "started_at": now, "ended_at": now})
+    space = {"alpha": {"low": 0.1, "high": 10, "log": True}, "gamma": {"low": 0.1, "high": 10, "log": True},
+             "lam": {"low": 0.5, "high": 10, "log": True}, "latent_size": {"choices": [16, 64]},
+             "lr": {"low": 1e-4, "high": 1e-2, "log": True}}
+    r = rec.StudyResults("synthetic", {"space": space, "epochs": 10}, trials, pd.DataFrame(), pd.DataFrame())
+    imp = rec.importance(r)
+    assert imp.params[0] == "lr" and imp.importance[0] > 0.8
+    assert len(rec.optuna_study(r).trials) == 20  # pruned trials are left out
+    assert len(fig.importance(imp).data[0].x) == 5

@@ -81,7 +81,9 @@ def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
     dims.append(dict(label="val H", values=value))
     fig = go.Figure(go.Parcoords(line=dict(color=value, colorscale="Viridis", showscale=True,
                                            colorbar=dict(title="val H")), dimensions=dims))
-    return _layout(fig, "Parallel coordinates (completed and pruned trials; H at their last epoch)", height=420)
+    fig = _layout(fig, "Parallel coordinates (completed and pruned trials; H at their last epoch)", height=460)
+    fig.update_layout(margin=dict(t=110))  # room for the axis labels under the title
+    return fig
 
 
 def slices(r: rec.StudyResults, params: list[str]) -> go.Figure:

@@ -20,7 +20,7 @@ h1{font-size:26px;margin:12px 0 4px}h2{font-size:20px;margin:32px 0 8px;border-b
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:150px}
 .card b{display:block;font-size:22px}.card span{font-size:13px;color:#666}
-table{border-collapse:collapse;background:#fff;font-size:13px;width:100%}
+table{border-collapse:collapse;background:#fff;font-size:13px}table.sortable{width:100%}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f0f0f0;cursor:pointer;position:sticky;top:37px}
 td.l,th.l{text-align:left}.note{color:#666;font-size:14px}.ours{font-weight:bold;background:#eef6ff}
 tr:target{background:#fff3c4}.status-pruned{color:#888}.status-error,.status-diverged{color:#b00}

@@ -201,16 +201,21 @@ def importance(r: StudyResults) -> Importance:
 
 class TimelineBar(NamedTuple):
     trial_id: str
-    worker: str  # node (and GPU) that ran it
+    worker: str  # node (and GPU) that ran it, and the slot on it: trials that overlapped get separate slots
     start: pd.Timestamp
     end: pd.Timestamp
     status: str
 
 
 def timeline(r: StudyResults) -> list[TimelineBar]:
-    bars = []
-    for _, row in r.trials.iterrows():
+    bars, lanes = [], {}  # worker -> end time of the last trial in each slot
+    for _, row in r.trials.sort_values("started_at").iterrows():
         node = row.node_ip or (row.node_id or "?")[:8]
         worker = f"{node} gpu {row.gpu_id}" if isinstance(row.gpu_id, str) and row.gpu_id else f"{node} cpu"
-        bars.append(TimelineBar(row.trial_id, worker, row.started_at, row.ended_at, row.status))
+        ends = lanes.setdefault(worker, [])
+        slot = next((i for i, end in enumerate(ends) if end <= row.started_at), len(ends))
+        if slot == len(ends):
+            ends.append(row.ended_at)
+        ends[slot] = row.ended_at
+        bars.append(TimelineBar(row.trial_id, f"{worker} slot {slot + 1}", row.started_at, row.ended_at, row.status))
     return bars
