@@ -27,9 +27,9 @@ class ClassifierConfig:
     # The fit: CADA-VAE's recipe is 23 epochs at batch 32, lr 1e-3 (about 30k tiny steps).
     # Larger batches with a scaled learning rate reach the same H in a small fraction of
     # the time (benchmarks/train_speed.py measures both on the same latents).
-    epochs: int = 10
-    batch_size: int = 1024
-    lr: float = 1e-2
+    epochs: int = 5
+    batch_size: int = 2048
+    lr: float = 2e-2
     beta1: float = 0.5
     encode_batch: int = 4096  # rows per encoder call when encoding images (no grad)
 

@@ -2,6 +2,7 @@
 person sees them in headless Chromium."""
 
 import re
+import time
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -161,3 +162,30 @@ def test_importance_ranks_the_parameter_that_drives_h():
     assert imp.params[0] == "lr" and imp.importance[0] > 0.8
     assert len(rec.optuna_study(r).trials) == 20  # pruned trials are left out
     assert len(fig.importance(imp).data[0].x) == 5
+
+
+def test_watch_rewrites_the_page_atomically(study_results, tmp_path):
+    out = tmp_path / "watched.html"
+    proc = subprocess.Popen([sys.executable, "-m", "gzsl.report", "--results", str(study_results), "--out", str(out),
+                             "--watch", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, seen = time.time() + 60, []
+        while len(set(seen)) < 2 and time.time() < deadline:
+            if out.exists():
+                seen.append(out.stat().st_mtime_ns)
+                assert out.read_text().rstrip().endswith("</html>")  # never a half-written page
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert len(set(seen)) >= 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".watched")]  # no temp files left
+
+
+def test_compare_cli_writes_one_page_for_several_studies(study_results, tmp_path):
+    out = tmp_path / "cmp.html"
+    p = subprocess.run([sys.executable, "-m", "gzsl.report", "--compare", str(study_results), str(study_results),
+                        "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    html = out.read_text()
+    assert "Studies side by side" in html and html.count("<b>rep</b>") == 2
