@@ -55,6 +55,8 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
     torch.set_num_threads(max(1, int(cpus)))  # exactly the CPUs Tune gave us: no OpenMP oversubscription
     device = trial_device()
     if device == "cuda":
+        # Several trials share a GPU: cap this one at its share, so one trial cannot starve the others.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0))
         torch.cuda.reset_peak_memory_stats()
     ctx = ray.get_runtime_context()
     where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),

@@ -1,0 +1,106 @@
+"""What runs a study on a cluster, checked with what runs here: Ray's own validation of the
+launcher config, the KubeRay manifests, a two-node Ray on this machine, and `ray job submit`
+to a local head node."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gzsl.studies import load_study
+from tests.test_study import write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def test_launcher_config_passes_rays_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((ROOT / "cluster" / "aws-gpu.yaml").read_text()))
+    validate_config(config)  # Ray's JSON schema and its cross-field checks; raises when invalid
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["resources"] == {"CPU": 0}  # no trials on the head
+    assert types["gpu_worker"]["resources"]["GPU"] == 1
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start  # the dashboard is not opened to the world
+
+
+@pytest.mark.parametrize("manifest", ["raycluster.yaml", "rayjob.yaml"])
+def test_kuberay_manifests_fit_the_studies_trials(manifest):
+    doc = yaml.safe_load((ROOT / "cluster" / "kuberay" / manifest).read_text())
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == {"raycluster.yaml": "RayCluster",
+                                                                "rayjob.yaml": "RayJob"}[manifest]
+    spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+    if doc["kind"] == "RayJob":
+        assert "python -m gzsl.tune --study cub_full --address auto" in doc["spec"]["entrypoint"]
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (gpu_group,) = spec["workerGroupSpecs"]
+    container = gpu_group["template"]["spec"]["containers"][0]
+    limits = container["resources"]["limits"]
+    gpus, cpus = int(limits["nvidia.com/gpu"]), int(limits["cpu"])
+    assert gpu_group["rayStartParams"] == {"num-cpus": str(cpus), "num-gpus": str(gpus)}
+    for study in ("cub_full", "awa1_full", "awa2_full", "sun_full"):
+        per_trial = load_study(study).resources
+        trials_per_pod = gpus / per_trial["gpu"]
+        assert trials_per_pod == int(trials_per_pod) >= 1
+        assert cpus >= trials_per_pod * per_trial["cpu"]  # the GPU share, not the CPUs, limits a pod
+
+
+def _env():
+    # A local Ray writes ~/.ray/auth_token; CLI calls against it then need token mode.
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+def _ray(*args, timeout=120):
+    p = subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, env=_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def test_a_study_spreads_its_trials_over_two_nodes(tmp_path):
+    """Two Ray nodes on this machine (a head and a worker joined by address), one CPU each."""
+    _ray("stop", "--force")
+    _ray("start", "--head", "--num-cpus", "1", "--port", "6391", "--include-dashboard=false",
+         "--disable-usage-stats")
+    try:
+        _ray("start", "--address", "127.0.0.1:6391", "--num-cpus", "1", "--disable-usage-stats")
+        study, results = write_study(tmp_path, name="nodes", epochs=3, samples=4, final_seeds=0, grace=1), \
+            tmp_path / "results"
+        p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
+                            "--address", "127.0.0.1:6391", "--no-report"], capture_output=True, text=True,
+                           timeout=400, env=_env())
+        assert p.returncode == 0, p.stdout + p.stderr
+        trials = pd.read_parquet(results / "trials.parquet")
+        assert len(trials) == 4 and (trials.status == "completed").all()
+        assert trials.node_id.nunique() == 2, trials[["trial_id", "node_id"]]
+    finally:
+        _ray("stop", "--force")
+
+
+def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
+    study = write_study(tmp_path, name="job", epochs=2, samples=2, final_seeds=1, grace=1)
+    results = tmp_path / "results"
+    env = {**_env(), "RAY_ADDRESS": ""}
+    _ray("stop", "--force")
+    _ray("start", "--head", "--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1",
+         "--dashboard-port", "8275", "--disable-usage-stats")
+    try:
+        submit = subprocess.run(
+            [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
+             "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git"]}), "--",
+             sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results), "--address", "auto"],
+            capture_output=True, text=True, timeout=500, env=env)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "succeeded" in submit.stdout.lower()
+        assert "best configuration:" in submit.stdout
+        assert len(pd.read_parquet(results / "trials.parquet")) == 2
+        assert len(pd.read_parquet(results / "final.parquet")) == 1
+        assert (tmp_path / "results").is_dir()
+    finally:
+        _ray("stop", "--force")
