@@ -95,12 +95,16 @@ class Evaluator:
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def __call__(self, model) -> Scores:
-        """Fit the final classifier on sampled latents and score the eval sets."""
+        """Fit the final classifier on sampled latents and score the eval sets. Runs on a forked,
+        seeded random stream: evaluating (or not) never changes the training that follows."""
         was_training = model.training
         model.eval()
+        device = self.data.train.x.device
         try:
-            z, y = self.latent_training_set(model)
-            return self.score(model, fit_classifier(z, y, len(self.classes), self.config))
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.seed)
+                z, y = self.latent_training_set(model)
+                return self.score(model, fit_classifier(z, y, len(self.classes), self.config))
         finally:
             model.train(was_training)
 

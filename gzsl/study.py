@@ -23,7 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from gzsl.errors import ConfigError
 from gzsl.results import ResultStore
-from gzsl.studies import StudySpec
+from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import TrainConfig, default_hidden, train
 
 METRIC, MODE = "val_H", "max"
@@ -34,10 +34,9 @@ METRIC, MODE = "val_H", "max"
 
 def train_config(spec: StudySpec, params: dict, seed: int, device: str = "cpu") -> TrainConfig:
     """A trial's TrainConfig: the study's fixed settings plus the searched parameters."""
+    searched = {k: int(v) if k == "latent_size" else float(v) for k, v in params.items() if k in SEARCHED}
     return TrainConfig(
-        alpha=params.get("alpha", 1.0), gamma=params.get("gamma", 1.0), lam=params.get("lam", 2.37),
-        latent_size=int(params.get("latent_size", 64)), lr=params.get("lr", 1.5e-4),
-        epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every, seed=seed,
+        **searched, epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every, seed=seed,
         hidden=spec.hidden or default_hidden(spec.dataset), device=device, **spec.fixed,
     )
 

@@ -30,6 +30,13 @@ def test_same_seed_same_result_other_seed_other_result(small_val):
     assert a[-1].losses != c[-1].losses
 
 
+def test_evaluating_does_not_change_the_training(small_val):
+    every = run(small_val, epochs=3, eval_every=1, seed=2)
+    once = run(small_val, epochs=3, eval_every=0, seed=2)
+    assert [r.losses for r in every] == [r.losses for r in once]
+    assert every[-1].scores == once[-1].scores
+
+
 def test_one_result_per_epoch_scored_every_n_and_after_the_last(small_val):
     results = run(small_val, epochs=5, eval_every=2)
     assert [r.epoch for r in results] == [1, 2, 3, 4, 5]
