@@ -290,9 +290,13 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         )
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
     tuner.fit()
-    stale = fail_stale_running(storage, spec.name)
-    if stale:
-        log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
+    if len(store.part_ids("trials")) >= num_samples:
+        # Finished: an Optuna trial still RUNNING was asked by a driver that died before its Tune
+        # trial was saved; nothing will ever finish it. (After Ctrl-C they stay RUNNING: --resume
+        # continues them.)
+        stale = fail_stale_running(storage, spec.name)
+        if stale:
+            log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
     return store
 
 

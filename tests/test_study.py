@@ -124,7 +124,8 @@ def _parts(folder: Path) -> int:
     return len(list(folder.glob("part-*.parquet"))) if folder.is_dir() else 0
 
 
-def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
     study, results = write_study(tmp_path, name="crash", samples=8, final_seeds=0), tmp_path / "results"
     proc = subprocess.Popen(tune_cmd(study, results), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -132,9 +133,15 @@ def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path):
     while _parts(results / "trials.parquet") < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert proc.poll() is None, "study finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die at once
-    proc.wait()
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    if how == "SIGKILL":
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started die at once
+        proc.wait()
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True,
+                       env={**os.environ, "RAY_AUTH_MODE": "token"})
+    else:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and the driver stops
+        out = proc.communicate(timeout=120)[0].decode()
+        assert proc.returncode == 130 and "--resume" in out
     before = pd.read_parquet(results / "trials.parquet")
     assert 2 <= len(before) < 8
 
