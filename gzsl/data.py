@@ -120,6 +120,11 @@ def build(raw: RawBenchmark, split: str, seed: int = 0) -> GZSLData:
 
     seen = np.unique(raw.labels[train_idx])
     unseen = np.unique(raw.labels[unseen_idx])
+    both = np.intersect1d(seen, unseen)
+    if both.size:
+        raise DataError(f"{raw.name}: {both.size} classes (e.g. class {both[0] + 1}) have images both in training "
+                        f"and among the {'validation' if split == 'val' else 'test'}-unseen images; "
+                        "check 'labels' in res101.mat against the *_loc splits")
     return GZSLData(
         name=raw.name, split=split, semantics=torch.from_numpy(raw.semantics.astype(np.float32)),
         seen_classes=torch.from_numpy(seen.astype(np.int64)),

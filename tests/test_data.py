@@ -128,3 +128,12 @@ def test_synthetic_presets_are_seeded_and_shaped_like_their_benchmark():
     np.testing.assert_allclose(np.linalg.norm(cub.semantics, axis=1), 1.0, rtol=1e-5)
     d = gdata.load("synth-cub", "val")
     assert len(d.seen_classes) == 100 and len(d.unseen_classes) == 50
+
+
+def test_classes_both_seen_and_unseen_are_an_error(tmp_path):
+    root = _tiny_benchmark(tmp_path)
+    att = scipy.io.loadmat(str(root / "AWA1" / "att_splits.mat"))
+    att["test_unseen_loc"] = np.vstack([att["test_unseen_loc"], [[1]]]).astype(np.uint16)  # image 1 is class 1
+    scipy.io.savemat(str(root / "AWA1" / "att_splits.mat"), {k: v for k, v in att.items() if not k.startswith("__")})
+    with pytest.raises(DataError, match=r"AWA1: 1 classes \(e.g. class 1\) have images both in training"):
+        gdata.load("AWA1", "test", root)
