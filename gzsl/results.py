@@ -132,3 +132,14 @@ class ResultStore:
             return set()
         infos = self.fs.get_file_info(pafs.FileSelector(self._dir(table)))
         return {i.base_name[len("part-"):-len(".parquet")] for i in infos if i.base_name.startswith("part-")}
+
+
+def best_trial(trials) -> dict | None:
+    """The trial a study chooses: the best completed trial by its final validation H (ties: the
+    earlier trial); pruned trials by their best H only when none completed."""
+    done = trials[trials.status == "completed"]
+    pool, key = (done, "last_val_H") if not done.empty else (trials[trials.status == "pruned"], "best_val_H")
+    pool = pool.dropna(subset=[key])
+    if pool.empty:
+        return None
+    return pool.sort_values([key, "trial_number"], ascending=[False, True]).iloc[0].to_dict()

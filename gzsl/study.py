@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from gzsl.errors import ConfigError
-from gzsl.results import ResultStore
+from gzsl.results import ResultStore, best_trial
 from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import TrainConfig, default_hidden, train
 
@@ -329,19 +329,14 @@ def tune_storage(results_uri: str) -> str:
 
 
 def best_params(store: ResultStore) -> dict | None:
-    """The configuration to refit: the best completed trial by its final validation H
-    (pruned trials only when none completed)."""
-    trials = store.read("trials")
-    if trials.empty:
+    """The configuration to refit (see results.best_trial) and its validation H."""
+    best = best_trial(store.read("trials"))
+    if best is None:
         return None
-    done = trials[trials.status == "completed"]
-    pool, key = (done, "last_val_H") if not done.empty else (trials[trials.status == "pruned"], "best_val_H")
-    if pool.empty:
-        return None
-    best = pool.sort_values([key, "trial_number"], ascending=[False, True]).iloc[0]
-    return {"alpha": float(best.alpha), "gamma": float(best.gamma), "lam": float(best.lam),
-            "latent_size": int(best.latent_size), "lr": float(best.lr), "trial_id": best.trial_id,
-            "val_H": float(best[key])}
+    h = best["last_val_H"] if best["status"] == "completed" else best["best_val_H"]
+    return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
+            "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), "trial_id": best["trial_id"],
+            "val_H": float(h)}
 
 
 def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:

@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from gzsl.errors import GzslError
-from gzsl.results import ResultStore
+from gzsl.results import ResultStore, best_trial
 
 PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr")
 
@@ -70,15 +70,6 @@ def summary(r: StudyResults) -> Summary:
     return Summary(r.name, r.meta.get("dataset", "?"), r.meta.get("split", "?"),
                    t.status.value_counts().to_dict(), len(t), wall, int(t.epochs_run.sum()),
                    len(t) * max_epochs, best_trial(t))
-
-
-def best_trial(trials: pd.DataFrame) -> dict | None:
-    done = trials[trials.status == "completed"]
-    pool, key = (done, "last_val_H") if not done.empty else (trials[trials.status == "pruned"], "best_val_H")
-    pool = pool.dropna(subset=[key])
-    if pool.empty:
-        return None
-    return pool.sort_values([key, "trial_number"], ascending=[False, True]).iloc[0].to_dict()
 
 
 class FinalResult(NamedTuple):
