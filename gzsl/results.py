@@ -134,6 +134,11 @@ class ResultStore:
         return {i.base_name[len("part-"):-len(".parquet")] for i in infos if i.base_name.startswith("part-")}
 
 
+def chosen_val_H(trial: dict) -> float:
+    """The validation H a trial is ranked by: final H when completed, best H when pruned."""
+    return trial["last_val_H"] if trial["status"] == "completed" else trial["best_val_H"]
+
+
 def best_trial(trials) -> dict | None:
     """The trial a study chooses: the best completed trial by its final validation H (ties: the
     earlier trial); pruned trials by their best H only when none completed."""

@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from gzsl.errors import ConfigError
-from gzsl.results import ResultStore, best_trial
+from gzsl.results import ResultStore, best_trial, chosen_val_H
 from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import TrainConfig, default_hidden, train
 
@@ -333,7 +333,7 @@ def best_params(store: ResultStore) -> dict | None:
     best = best_trial(store.read("trials"))
     if best is None:
         return None
-    h = best["last_val_H"] if best["status"] == "completed" else best["best_val_H"]
+    h = chosen_val_H(best)
     return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
             "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), "trial_id": best["trial_id"],
             "val_H": float(h)}

@@ -83,7 +83,7 @@ def make(spec: SyntheticSpec) -> RawBenchmark:
 
     # Splits like xlsa17's: class ids are shuffled so seen/unseen are not contiguous.
     order = rng.permutation(n_classes)
-    unseen, seen = order[: spec.n_unseen], order[spec.n_unseen:]
+    seen = order[spec.n_unseen:]  # the first n_unseen classes of the order are unseen
     val_classes = seen[: spec.n_val]
     is_seen = np.isin(labels, seen)
     seen_images = np.flatnonzero(is_seen)

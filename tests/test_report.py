@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from gzsl.report import build_comparison, build_report, write_report
+from gzsl.report import build_comparison, write_report
 from gzsl.report import figures as fig
 from gzsl.report import records as rec
 from gzsl.report.screenshot import find_chromium, render

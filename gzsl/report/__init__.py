@@ -17,6 +17,7 @@ import optuna
 from gzsl.report import figures as fig
 from gzsl.report import page
 from gzsl.report import records as rec
+from gzsl.results import chosen_val_H
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,7 +51,7 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
              ("trial-epochs trained", f"{s.trial_epochs} of {s.full_epochs}"),
              ("saved by ASHA", f"{saved:.0%}")]
     if s.best is not None:
-        cards.append(("best val H", f"{s.best['last_val_H'] if s.best['status'] == 'completed' else s.best['best_val_H']:.2f}"))
+        cards.append(("best val H", f"{chosen_val_H(s.best):.2f}"))
     html = '<div class="cards">' + "".join(f"<div class=\"card\"><b>{v}</b><span>{escape(k)}</span></div>"
                                           for k, v in cards) + "</div>"
     if s.best is None:
@@ -115,7 +116,7 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
     for r in studies:
         s, f = rec.summary(r), rec.final_result(r)
         best = s.best
-        best_h = (best["last_val_H"] if best["status"] == "completed" else best["best_val_H"]) if best else None
+        best_h = chosen_val_H(best) if best else None
         cada = (f.references.get("CADA-VAE") if f else None) or rec.REFERENCES.get(str(s.dataset).upper(), {}).get("CADA-VAE")
         rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h,
                      f"{f.mean['H']:.1f} ± {f.std['H']:.1f}" if f else "", cada[2] if cada else None,
