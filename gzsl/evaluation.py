@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gzsl.data import GZSLData
@@ -26,10 +25,10 @@ class ClassifierConfig:
     unseen_semantic_samples: int = 400  # z^t per unseen class from its semantics
     # The fit: CADA-VAE's recipe is 23 epochs at batch 32, lr 1e-3 (about 30k tiny steps).
     # Larger batches with a scaled learning rate reach the same H in a small fraction of
-    # the time (benchmarks/train_speed.py measures both on the same latents).
-    epochs: int = 5
+    # the time (benchmarks/train_speed.py measures both on the same latents): 60 steps here.
+    epochs: int = 3
     batch_size: int = 2048
-    lr: float = 2e-2
+    lr: float = 5e-2
     beta1: float = 0.5
     encode_batch: int = 4096  # rows per encoder call when encoding images (no grad)
 
@@ -120,19 +119,26 @@ class Evaluator:
 
 
 def fit_classifier(z: torch.Tensor, y: torch.Tensor, num_classes: int, config: ClassifierConfig) -> nn.Linear:
-    """Softmax classifier Linear(latent, classes) trained with Adam on (z, y)."""
+    """Softmax classifier Linear(latent, classes) trained with Adam on (z, y).
+
+    The cross-entropy gradient is written out (softmax minus one-hot) instead of going
+    through autograd: the same steps, about a fifth less time, and this runs every epoch."""
     classifier = nn.Linear(z.shape[1], num_classes).to(z.device)
+    w, b = classifier.weight, classifier.bias
     fused = z.device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam(classifier.parameters(), lr=config.lr, betas=(config.beta1, 0.999), fused=fused)
+    opt = torch.optim.Adam([w, b], lr=config.lr, betas=(config.beta1, 0.999), fused=fused)
     n, bs = len(y), config.batch_size
-    for _ in range(config.epochs):
-        perm = torch.randperm(n, device=z.device)
-        z_epoch, y_epoch = z[perm], y[perm]
-        for i in range(0, n, bs):
-            loss = F.cross_entropy(classifier(z_epoch[i:i + bs]), y_epoch[i:i + bs])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with torch.no_grad():
+        for _ in range(config.epochs):
+            perm = torch.randperm(n, device=z.device)
+            z_epoch, y_epoch = z[perm], y[perm]
+            for i in range(0, n, bs):
+                z_b, y_b = z_epoch[i:i + bs], y_epoch[i:i + bs]
+                grad = torch.softmax(torch.addmm(b, z_b, w.t()), dim=1)  # d(mean CE)/d(logits) * batch
+                grad[torch.arange(len(y_b), device=z.device), y_b] -= 1.0
+                grad /= len(y_b)
+                w.grad, b.grad = grad.t() @ z_b, grad.sum(0)
+                opt.step()
     return classifier.eval()
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gzsl import data as gdata
-from gzsl.evaluation import _cycle_per_class, harmonic_mean, per_class_accuracy
+from gzsl.evaluation import ClassifierConfig, _cycle_per_class, fit_classifier, harmonic_mean, per_class_accuracy
 from gzsl.training import TrainConfig, default_hidden, ramp, train, weights
 
 SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3)
@@ -89,3 +89,27 @@ def test_classifier_samples_repeat_small_classes_and_subsample_big_ones():
     assert set(small) == set(range(5)) and np.bincount(small).tolist() == [40] * 5
     big = idx[y == 1]
     assert len(set(big)) == 200 and big.min() >= 5
+
+
+def test_classifier_fit_takes_the_steps_of_cross_entropy_with_adam():
+    # fit_classifier writes the softmax gradient out; it must move exactly as autograd would.
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(300, 8, generator=g), torch.randint(0, 5, (300,), generator=g)
+    config = ClassifierConfig(epochs=3, batch_size=64, lr=5e-2)
+    torch.manual_seed(1)
+    fitted = fit_classifier(z, y, 5, config)
+
+    torch.manual_seed(1)
+    ref = torch.nn.Linear(8, 5)
+    start = ref.weight.detach().clone()
+    opt = torch.optim.Adam(ref.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    for _ in range(config.epochs):
+        perm = torch.randperm(300)
+        for i in range(0, 300, 64):
+            loss = torch.nn.functional.cross_entropy(ref(z[perm][i:i + 64]), y[perm][i:i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert (ref.weight - start).abs().max() > 0.05  # it did move
+    assert torch.allclose(fitted.weight, ref.weight, atol=1e-5)
+    assert torch.allclose(fitted.bias, ref.bias, atol=1e-5)
