@@ -18,7 +18,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from gzsl.errors import ConfigError
@@ -240,6 +240,30 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+class RungCheckedASHA(ASHAScheduler):
+    """ASHA that keeps a trial going only while it ranks in the top 1/reduction_factor of
+    every rung it has passed.
+
+    Ray's asynchronous ASHA judges a trial once, when it reaches a rung, against the
+    trials recorded there so far: the first trials of a study pass against one or two
+    rivals (or none) and then run to the end even when the rung, filled later, shows
+    them to be in its bottom two thirds. ASHA's rule (Li et al., 2020) promotes only
+    the top 1/eta of a rung; here each result re-checks the rungs a trial passed with
+    everything recorded there since, and stops it once it has fallen below the cutoff."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action != TrialScheduler.CONTINUE or trial.trial_id not in self._trial_info:
+            return action
+        bracket = self._trial_info[trial.trial_id]
+        for _, recorded in bracket._rungs:
+            mine = recorded.get(trial.trial_id)
+            if mine is not None and len(recorded) > 1 and mine < bracket.cutoff(recorded):
+                self._num_stopped += 1
+                return TrialScheduler.STOP
+        return action
+
+
 # --------------------------------------------------------------------------- the driver
 
 
@@ -275,8 +299,8 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
                                            study_name=spec.name, storage=storage, max_epochs=spec.epochs)
         if early_stopping:
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
-                                      grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+            scheduler = RungCheckedASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
+                                        grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
         else:
             scheduler = FIFOScheduler()
         tuner = tune.Tuner(

@@ -91,7 +91,8 @@ def test_a_short_study_end_to_end(tmp_path):
         tid = t.user_attrs["tune_trial_id"]
         assert len(t.intermediate_values) == trials.set_index("trial_id").epochs_run[tid]
     # Final refit of the best completed trial, scored on test.
-    best = trials[trials.status == "completed"].sort_values("last_val_H").iloc[-1]
+    done = trials[trials.status == "completed"]
+    best = done.sort_values(["last_val_H", "trial_number"], ascending=[False, True]).iloc[0]  # ties: the earlier
     assert len(final) == 1 and final.latent_size[0] == best.latent_size and final.lr[0] == pytest.approx(best.lr)
     assert 0 <= final.test_H[0] <= 100
     out = p.stdout
@@ -176,3 +177,29 @@ def test_bad_study_input_is_one_line_exit_2(args, message):
     assert p.returncode == 2
     assert message in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_asha_stops_an_early_trial_once_its_rung_fills_with_better_ones():
+    # Four trials reach rung 5 one after the other with H 10, 20, 30, 40. The first passed with
+    # no rival; once the rung holds all four it is in the bottom two thirds: Ray's ASHA lets it
+    # run to the end, ours stops it at its next result. The best (H 40) goes on in both.
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from gzsl.study import RungCheckedASHA
+
+    def decisions(scheduler_cls):
+        s = scheduler_cls(time_attr="training_iteration", metric="val_H", mode="max", max_t=30,
+                          grace_period=5, reduction_factor=3)
+        trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(4)]
+        for t in trials:
+            s.on_trial_add(None, t)
+        for t, h in zip(trials, (10.0, 20.0, 30.0, 40.0)):
+            assert s.on_trial_result(None, t, {"training_iteration": 5, "val_H": h}) == TrialScheduler.CONTINUE
+        return [s.on_trial_result(None, t, {"training_iteration": 6, "val_H": h})
+                for t, h in zip(trials, (11.0, 21.0, 31.0, 41.0))]
+
+    stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
+    assert decisions(ASHAScheduler) == [go, go, go, go]
+    assert decisions(RungCheckedASHA) == [stop, stop, go, go]
