@@ -189,3 +189,34 @@ def test_compare_cli_writes_one_page_for_several_studies(study_results, tmp_path
     assert p.returncode == 0, p.stderr
     html = out.read_text()
     assert "Studies side by side" in html and html.count("<b>rep</b>") == 2
+
+
+def test_importance_falls_back_to_the_first_asha_rung_when_few_trials_complete():
+    """Two completed trials are too few for fANOVA: it then explains H at epoch 5 (the first
+    rung) over all trials. H at epoch 5 depends on gamma alone here; the final H of the two
+    completed trials says nothing."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 16
+    gamma = 10 ** rng.uniform(-1, 1, n)
+    now = pd.Timestamp.now(tz="UTC")
+    trials = pd.DataFrame({
+        "trial_id": [f"t{i}" for i in range(n)], "trial_number": range(n),
+        "status": ["completed"] * 2 + ["pruned"] * (n - 2), "alpha": rng.uniform(0.1, 10, n),
+        "gamma": gamma, "lam": rng.uniform(0.5, 10, n), "latent_size": rng.choice([16, 64], n),
+        "lr": 10 ** rng.uniform(-4, -2, n), "last_val_H": 50.0, "best_val_H": 50.0,
+        "epochs_run": [30] * 2 + [5] * (n - 2), "started_at": now, "ended_at": now})
+    epochs = pd.DataFrame({"trial_id": np.repeat(trials.trial_id, 5), "epoch": np.tile(np.arange(1, 6), n),
+                           "val_H": np.repeat(30 + 10 * np.log10(gamma), 5)})
+    space = {"alpha": {"low": 0.1, "high": 10, "log": True}, "gamma": {"low": 0.1, "high": 10, "log": True},
+             "lam": {"low": 0.5, "high": 10, "log": True}, "latent_size": {"choices": [16, 64]},
+             "lr": {"low": 1e-4, "high": 1e-2, "log": True}}
+    meta = {"space": space, "epochs": 30, "grace_period": 5, "reduction_factor": 3, "early_stopping": True}
+    imp = rec.importance(rec.StudyResults("few", meta, trials, epochs, pd.DataFrame()))
+    assert imp.params[0] == "gamma" and imp.importance[0] > 0.8
+    assert imp.basis == "H at epoch 5 (the first ASHA rung) of all 16 trials; 2 completed"
+    assert "epoch 5" in fig.importance(imp).layout.xaxis.title.text
+    # Without ASHA (a FIFO study) there is no rung to fall back on.
+    none = rec.importance(rec.StudyResults("few", {**meta, "early_stopping": False}, trials, epochs, pd.DataFrame()))
+    assert none.params == [] and "needs at least 3 completed trials, this study has 2" in none.note

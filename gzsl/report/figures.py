@@ -63,7 +63,7 @@ def learning_curves(curves: list[rec.Curve], rungs: list[int]) -> go.Figure:
 def importance(imp: rec.Importance) -> go.Figure:
     fig = go.Figure(go.Bar(x=imp.importance[::-1], y=[escape(p) for p in imp.params[::-1]], orientation="h",
                            marker_color="#1f77b4", hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
-    fig.update_xaxes(title_text="importance (fANOVA, completed trials)")
+    fig.update_xaxes(title_text=f"fANOVA importance for {escape(imp.basis)}")
     return _layout(fig, "Hyperparameter importance", height=320)
 
 

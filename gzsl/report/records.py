@@ -140,15 +140,19 @@ def searched_params(r: StudyResults) -> list[str]:
     return names or [p for p in PARAMS if r.trials[p].nunique() > 1]
 
 
-def optuna_study(r: StudyResults, statuses=("completed",)) -> optuna.Study:
-    """An in-memory Optuna study of the chosen trials, for Optuna's evaluators and plots."""
+def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None = None) -> optuna.Study:
+    """An in-memory Optuna study of the chosen trials, for Optuna's evaluators and plots.
+    `values` (trial_id -> H) replaces each trial's own H; trials it lacks are left out."""
     study = optuna.create_study(direction="maximize", study_name=r.name)
     dists = distributions(r)
     for _, row in r.trials[r.trials.status.isin(statuses)].iterrows():
         params = {p: (int(row[p]) if p == "latent_size" else float(row[p])) for p in dists}
         if any(isinstance(v, float) and math.isnan(v) for v in params.values()):
             continue
-        value = row.last_val_H if row.status == "completed" else row.best_val_H
+        if values is not None and row.trial_id not in values:
+            continue
+        value = values[row.trial_id] if values is not None else (
+            row.last_val_H if row.status == "completed" else row.best_val_H)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=float(0.0 if pd.isna(value) else value),
                                                   user_attrs={"trial_id": row.trial_id}))
@@ -176,18 +180,30 @@ class Importance(NamedTuple):
     params: list[str]
     importance: list[float]
     note: str  # why it is missing, when it is
+    basis: str = "completed trials, H at their last epoch"  # which H the importance explains
 
 
 def importance(r: StudyResults) -> Importance:
-    study = optuna_study(r)
+    """fANOVA importance of each searched parameter for the final H of completed trials. When
+    ASHA let fewer than 3 trials complete (common in small studies), it explains H at the first
+    ASHA rung instead, over every trial that reached it: the value ASHA itself decided on."""
+    study, basis = optuna_study(r), Importance._field_defaults["basis"]
     n = len(study.trials)
-    if n < 3:
+    rung = (asha_rungs(r.meta) or [None])[0]
+    if n < 3 and rung is not None and not r.epochs.empty:
+        at_rung = r.epochs[(r.epochs.epoch == rung) & r.epochs.val_H.notna()]
+        values = dict(zip(at_rung.trial_id, at_rung.val_H))
+        early = optuna_study(r, statuses=tuple(r.trials.status.unique()), values=values)
+        if len(early.trials) >= 3:
+            study = early
+            basis = f"H at epoch {rung} (the first ASHA rung) of all {len(early.trials)} trials; {n} completed"
+    if len(study.trials) < 3:
         return Importance([], [], f"needs at least 3 completed trials, this study has {n}")
     values = np.array([t.value for t in study.trials])
     if np.ptp(values) == 0:
-        return Importance([], [], "all completed trials scored the same H")
+        return Importance([], [], f"every trial scored the same H ({basis})")
     imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    return Importance(list(imp), [float(v) for v in imp.values()], "")
+    return Importance(list(imp), [float(v) for v in imp.values()], "", basis)
 
 
 class TimelineBar(NamedTuple):

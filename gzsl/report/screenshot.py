@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                                                             "unless --full-page")
     p.add_argument("--full-page", action="store_true")
     args = p.parse_args(argv)
+    if not Path(args.html).is_file():
+        print(f"error: {args.html}: no such page; write one first (python -m gzsl.report --study NAME)",
+              file=sys.stderr)
+        return 2
     if not (args.chromium or find_chromium()):
         print("error: no chromium on PATH; install Debian's chromium or pass --chromium", file=sys.stderr)
         return 2
