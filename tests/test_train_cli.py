@@ -22,7 +22,7 @@ def test_trains_and_ends_with_one_json_line():
     assert set(result) == {"U", "S", "H", "epochs", "seconds", "status"}
     assert result["epochs"] == 3 and result["status"] == "completed"
     assert 0 <= result["H"] <= 100
-    epochs = [l for l in p.stderr.splitlines() if l.startswith("epoch ")]
+    epochs = [line for line in p.stderr.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 3
     assert "H " in epochs[1] and "H " in epochs[2] and " H " not in epochs[0]
 

@@ -130,7 +130,8 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
     for p in rec.PARAMS:
         bar.add_trace(go.Bar(name=escape(p), x=[escape(n) for n, _ in imp_rows], y=[d.get(p, 0.0) for _, d in imp_rows]))
     bar.update_layout(barmode="group")
-    bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA on final H; on H at the first ASHA rung where < 3 completed)", height=380)
+    bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA on final H; on H at the first ASHA rung "
+                           "where fewer than 3 trials completed)", height=380)
     table = page.table_html(["study", "dataset", "trials", "best val H", "test H", "CADA-VAE H", "test H - CADA-VAE",
                              *[f"best {p}" for p in rec.PARAMS]], rows, left={"study", "dataset"})
     sections = [("table", "Studies side by side", table), ("importance", "Importance per study",
