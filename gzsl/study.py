@@ -258,7 +258,7 @@ class RungCheckedASHA(ASHAScheduler):
         bracket = self._trial_info[trial.trial_id]
         for _, recorded in bracket._rungs:
             mine = recorded.get(trial.trial_id)
-            if mine is not None and len(recorded) > 1 and mine < bracket.cutoff(recorded):
+            if mine is not None and mine < bracket.cutoff(recorded):
                 self._num_stopped += 1
                 return TrialScheduler.STOP
         return action

@@ -180,14 +180,17 @@ class Importance(NamedTuple):
     params: list[str]
     importance: list[float]
     note: str  # why it is missing, when it is
-    basis: str = "completed trials, H at their last epoch"  # which H the importance explains
+    basis: str = ""  # which H the importance explains
+
+
+FINAL_H = "completed trials, H at their last epoch"
 
 
 def importance(r: StudyResults) -> Importance:
     """fANOVA importance of each searched parameter for the final H of completed trials. When
     ASHA let fewer than 3 trials complete (common in small studies), it explains H at the first
     ASHA rung instead, over every trial that reached it: the value ASHA itself decided on."""
-    study, basis = optuna_study(r), Importance._field_defaults["basis"]
+    study, basis = optuna_study(r), FINAL_H
     n = len(study.trials)
     rung = (asha_rungs(r.meta) or [None])[0]
     if n < 3 and rung is not None and not r.epochs.empty:
