@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gzsl.data import GZSLData
+from gzsl.model import reparameterize
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class Evaluator:
         enc_v, enc_s = model.encoder_v, model.encoder_s
         # Encode each training image once; repetition only redraws the noise.
         mu, logvar = _encode_t(enc_v, data.train.x, c.encode_batch)
-        parts = [(_sample(mu[self.visual_idx], logvar[self.visual_idx]), self.visual_y)]
+        sampling = model.config.sampling
+        parts = [(reparameterize(mu[self.visual_idx], logvar[self.visual_idx], sampling), self.visual_y)]
         n_seen = len(data.seen_classes)
         for classes, n, offset in ((data.seen_classes, c.seen_semantic_samples, 0),
                                    (data.unseen_classes, c.unseen_semantic_samples, n_seen)):
@@ -89,13 +91,18 @@ class Evaluator:
                 continue
             mu_s, logvar_s = enc_s.encode_t(data.semantics[classes])
             local = torch.arange(len(classes), device=mu_s.device) + offset
-            parts.append((_sample(mu_s.repeat_interleave(n, 0), logvar_s.repeat_interleave(n, 0)),
+            parts.append((reparameterize(mu_s.repeat_interleave(n, 0), logvar_s.repeat_interleave(n, 0), sampling),
                           local.repeat_interleave(n)))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def __call__(self, model) -> Scores:
         """Fit the final classifier on sampled latents and score the eval sets. Runs on a forked,
         seeded random stream: evaluating (or not) never changes the training that follows."""
+        return self.compare(model, {"fast": self.config})["fast"]
+
+    def compare(self, model, recipes: dict[str, ClassifierConfig]) -> dict[str, Scores]:
+        """Scores of several classifier recipes fit on the SAME sampled latents (the sample sizes
+        come from this evaluator's config), e.g. {"fast": ..., "cada": CADA_RECIPE}."""
         was_training = model.training
         model.eval()
         device = self.data.train.x.device
@@ -103,7 +110,8 @@ class Evaluator:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
                 z, y = self.latent_training_set(model)
-                return self.score(model, fit_classifier(z, y, len(self.classes), self.config))
+                return {name: self.score(model, fit_classifier(z, y, len(self.classes), recipe))
+                        for name, recipe in recipes.items()}
         finally:
             model.train(was_training)
 
@@ -145,10 +153,6 @@ def fit_classifier(z: torch.Tensor, y: torch.Tensor, num_classes: int, config: C
 def _encode_t(encoder, x: torch.Tensor, batch: int):
     outs = [encoder.encode_t(x[i:i + batch]) for i in range(0, len(x), batch)]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-
-def _sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
 def _cycle_per_class(labels: np.ndarray, to_local: np.ndarray, per_class: int, rng: np.random.Generator):

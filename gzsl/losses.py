@@ -68,7 +68,7 @@ class Weights(NamedTuple):
     gamma: float
     lam: float
     beta: float
-    kl: float  # KL warm-up, 0 -> 1
+    kl: float  # KL weight of this epoch: warm-up 0 -> kl_weight (CADA-VAE: 0.25)
     cross: float  # cross-reconstruction warm-up, 0 -> 1
     distance: float  # distance warm-up, 0 -> 1
 

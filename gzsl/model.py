@@ -28,6 +28,7 @@ class ModelConfig:
     semantic_encoder_hidden: int = CADA_HIDDEN[2]
     semantic_decoder_hidden: int = CADA_HIDDEN[3]
     disentangle: bool = True  # False: CADA-VAE ablation (z^t only)
+    sampling: str = "textbook"  # reparameterization: "textbook" or CADA-VAE's "cada" (see reparameterize)
 
 
 class Posterior(NamedTuple):
@@ -39,8 +40,15 @@ class Posterior(NamedTuple):
     logvar_p: torch.Tensor | None
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps, one eps per dimension (not CADA-VAE's exp(logvar), one eps per row)."""
+SAMPLING = ("textbook", "cada")
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, sampling: str = "textbook") -> torch.Tensor:
+    """z = mu + sigma * eps.
+    textbook (method.md): sigma = exp(0.5 * logvar), one eps per dimension.
+    cada: CADA-VAE's code, sigma = exp(logvar) and one eps per row, shared by all dimensions."""
+    if sampling == "cada":
+        return mu + torch.exp(logvar) * torch.randn_like(mu[:, :1])
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
@@ -93,9 +101,10 @@ class DisentangledVAE(nn.Module):
         """Encode both modalities, sample, and decode each latent with both decoders.
         x: (B, D1) images, c: (B, D2) the semantics of their classes."""
         v, s = self.encoder_v(x), self.encoder_s(c)
-        z_t_v, z_t_s = reparameterize(v.mu_t, v.logvar_t), reparameterize(s.mu_t, s.logvar_t)
+        sample = lambda mu, logvar: reparameterize(mu, logvar, self.config.sampling)  # noqa: E731
+        z_t_v, z_t_s = sample(v.mu_t, v.logvar_t), sample(s.mu_t, s.logvar_t)
         if self.config.disentangle:
-            z_p_v, z_p_s = reparameterize(v.mu_p, v.logvar_p), reparameterize(s.mu_p, s.logvar_p)
+            z_p_v, z_p_s = sample(v.mu_p, v.logvar_p), sample(s.mu_p, s.logvar_p)
             z_v, z_s = z_t_v + z_p_v, z_t_s + z_p_s  # decoders take the sum z^t + z^p
         else:
             z_p_v = z_p_s = None

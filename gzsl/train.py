@@ -31,6 +31,7 @@ def positive_float(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
+    from gzsl.model import SAMPLING
     from gzsl.training import TrainConfig
 
     d = TrainConfig()
@@ -51,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     hp.add_argument("--lam", type=float, default=d.lam, help="weight of modality alignment (L_CR + beta L_DD)")
     hp.add_argument("--latent-size", type=positive_int, default=d.latent_size, help="size of z^t and of z^p")
     hp.add_argument("--lr", type=positive_float, default=d.lr, help="Adam (amsgrad) learning rate")
+    hp.add_argument("--kl-weight", type=positive_float, default=d.kl_weight,
+                    help="end value of the KL warm-up (CADA-VAE: 0.25; 1 collapses the posteriors)")
+    hp.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
+                    help="reparameterization: textbook (sigma = exp(logvar/2), noise per dimension) or "
+                         "cada (CADA-VAE's code: sigma = exp(logvar), one noise draw per row)")
     run = p.add_argument_group("training")
     run.add_argument("--epochs", type=positive_int, default=d.epochs)
     run.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -70,6 +76,7 @@ def config_from_args(args):
 
     return TrainConfig(
         alpha=args.alpha, gamma=args.gamma, lam=args.lam, latent_size=args.latent_size, lr=args.lr,
+        kl_weight=args.kl_weight, sampling=args.sampling,
         epochs=args.epochs, batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
         disentangle=not args.no_disentangle, device=resolve_device(args.device),
         hidden=tuple(args.hidden) if args.hidden else default_hidden(args.dataset),

@@ -67,8 +67,9 @@ def test_warmups_follow_the_method():
     assert ramp(0.0, 0.21, 0.75) == 0.0 and ramp(0.48, 0.21, 0.75) == pytest.approx(0.5)
     assert ramp(0.9, 0.21, 0.75) == 1.0
     w = weights(TrainConfig(epochs=100), 14)
-    assert w.kl == pytest.approx(14 / 93) and w.cross == 0.0 and w.distance == pytest.approx(0.5)
-    assert weights(TrainConfig(epochs=100), 99).kl == 1.0
+    assert w.kl == pytest.approx(0.25 * 14 / 93) and w.cross == 0.0 and w.distance == pytest.approx(0.5)
+    assert weights(TrainConfig(epochs=100), 99).kl == 0.25  # CADA-VAE's KL factor ends at 0.25, not 1
+    assert weights(TrainConfig(epochs=100, kl_weight=1.0), 99).kl == 1.0
 
 
 def test_per_class_accuracy_averages_over_classes_not_images():
