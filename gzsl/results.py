@@ -27,6 +27,7 @@ TRIALS = pa.schema([
     ("lam", pa.float64()),
     ("latent_size", pa.int64()),
     ("lr", pa.float64()),
+    ("sampling", pa.string()),  # reparameterization noise, textbook | cada; null in rows of older versions
     ("best_val_H", pa.float64()),  # best validation H over the epochs run (%)
     ("best_val_U", pa.float64()),  # U and S of that epoch
     ("best_val_S", pa.float64()),
@@ -68,10 +69,17 @@ FINAL = pa.schema([
     ("lam", pa.float64()),
     ("latent_size", pa.int64()),
     ("lr", pa.float64()),
+    ("sampling", pa.string()),
+    ("kl_weight", pa.float64()),
     ("epochs", pa.int64()),
+    # CADA-VAE's classifier recipe (evaluation.CADA_RECIPE): the numbers published rows report.
+    # Parts written before fast_* existed hold the fast classifier's scores here.
     ("test_U", pa.float64()),
     ("test_S", pa.float64()),
     ("test_H", pa.float64()),
+    ("fast_test_U", pa.float64()),  # our fast classifier (the one validation H uses), same latents
+    ("fast_test_S", pa.float64()),
+    ("fast_test_H", pa.float64()),
     ("seconds", pa.float64()),
     ("status", pa.string()),
 ])
@@ -87,6 +95,9 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("num_samples", pa.int64()),
     ("resources", pa.string()),  # JSON, per trial
     ("space", pa.string()),  # JSON: name -> {low, high, log} or {choices}
+    ("beta", pa.float64()),  # fixed by the study, or TrainConfig's default
+    ("kl_weight", pa.float64()),
+    ("sampling", pa.string()),  # textbook | cada, or "searched"
     ("seed", pa.int64()),
     ("resumed", pa.bool_()),
     ("started_at", pa.timestamp("ms", tz="UTC")),

@@ -1,8 +1,9 @@
 """Study files: `studies/<name>.toml`, validated on load.
 
-A study names a dataset and split protocol, the search space of the five
-hyperparameters, the trial budget, ASHA's settings, the resources of one trial
-and a seed. Every error names the file and the key.
+A study names a dataset and split protocol, the search space (the five
+hyperparameters, and optionally the reparameterization `sampling`), settings held
+fixed (`[training] beta`, `kl_weight`, `sampling`), the trial budget, ASHA's
+settings, the resources of one trial and a seed. Every error names the file and the key.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 from gzsl.errors import ConfigError
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
-SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr")
+SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
+SAMPLINGS = ("textbook", "cada")  # gzsl.model.SAMPLING, kept here so loading a study needs no torch
+FIXED = ("beta", "kl_weight", "sampling")  # [training] keys passed to TrainConfig as they are
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,13 @@ class StudySpec:
     final_seeds: int  # seeds of the final refit on trainval
     seed: int
     hidden: tuple[int, int, int, int] | None = None
-    fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed (e.g. beta)
+    fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed: beta, kl_weight, sampling
 
 
 _SECTIONS = {
     "study": {"dataset": str, "data_root": str, "split": str, "seed": int},
-    "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float},
+    "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float,
+                 "kl_weight": float, "sampling": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int},
     "asha": {"grace_period": int, "reduction_factor": int},
     "resources": {"cpu": float, "gpu": float},
@@ -132,7 +136,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
     reduction = positive("asha", "reduction_factor", 3)
     if reduction < 2:
         fail("asha.reduction_factor", f"must be >= 2, got {reduction}")
-    fixed = {"beta": get("training", "beta")} if get("training", "beta") is not None else {}
+    fixed = _fixed(raw.get("training", {}), {p.name for p in space}, fail)
     return StudySpec(
         name=path.stem, path=path, dataset=raw["study"]["dataset"], data_root=get("study", "data_root"),
         split=split, epochs=epochs, batch_size=positive("training", "batch_size", 50),
@@ -146,8 +150,28 @@ def parse(raw: dict, path: Path) -> StudySpec:
     )
 
 
+def _fixed(training: dict, searched: set[str], fail) -> dict:
+    """The [training] settings passed to TrainConfig as they are: beta, kl_weight (> 0), sampling."""
+    fixed = {k: training[k] for k in FIXED if k in training}
+    for k in ("beta", "kl_weight"):
+        if k not in fixed:
+            continue
+        if not (math.isfinite(fixed[k]) and fixed[k] > 0):
+            fail(f"training.{k}", f"must be a finite number > 0, got {fixed[k]}")
+        fixed[k] = float(fixed[k])
+    if "sampling" in fixed:
+        if fixed["sampling"] not in SAMPLINGS:
+            fail("training.sampling", f"expected 'textbook' or 'cada', got {fixed['sampling']!r}")
+        if "sampling" in searched:
+            fail("space.sampling", f"searched, and also fixed by training.sampling = {fixed['sampling']!r}; "
+                                   "remove one of them")
+    return fixed
+
+
 def _param(name: str, table: dict, path: Path) -> Param:
     key = f"space.{name}"
+    if name == "sampling":
+        return _sampling_param(table, path)
     if set(table) == {"choices"}:
         choices = table["choices"]
         if not isinstance(choices, list) or not choices:
@@ -171,3 +195,14 @@ def _param(name: str, table: dict, path: Path) -> Param:
     if name == "latent_size":
         raise ConfigError(f"{path}: {key}: latent size is categorical; give choices = [16, 32, 64, 128]")
     return Param(name, float(low), float(high), bool(log))
+
+
+def _sampling_param(table: dict, path: Path) -> Param:
+    key = "space.sampling"
+    if set(table) != {"choices"}:
+        raise ConfigError(f"{path}: {key}: sampling is categorical; give choices = [\"textbook\", \"cada\"]")
+    choices = table["choices"]
+    ok = isinstance(choices, list) and choices and all(c in SAMPLINGS for c in choices)
+    if not ok or len(set(choices)) != len(choices):
+        raise ConfigError(f"{path}: {key}.choices: expected 'textbook' and/or 'cada', each once, got {choices!r}")
+    return Param("sampling", choices=tuple(choices))

@@ -50,6 +50,9 @@ class TrainConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 
+FAST = "fast"  # EpochResult.recipe_scores' name for config.classifier, the one `scores` uses
+
+
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based
@@ -57,6 +60,9 @@ class EpochResult:
     scores: Scores | None  # U, S, H on the split's eval sets, when evaluated this epoch
     seconds: float  # wall time of this epoch, evaluation included
     status: str  # "running", "completed" or "diverged"
+    # Last result only, when train() was given `recipes`: scores per classifier recipe, "fast"
+    # (config.classifier, the same as `scores`) first, all fit on the same sampled latents.
+    recipe_scores: dict[str, Scores] | None = None
 
 
 def default_hidden(dataset: str) -> tuple[int, int, int, int]:
@@ -140,9 +146,14 @@ def vae_epochs(model: DisentangledVAE, optimizer: torch.optim.Optimizer, data: G
         yield {k: v.item() / n for k, v in sums.items()}  # one device sync per epoch
 
 
-def train(data: GZSLData, config: TrainConfig) -> Iterator[EpochResult]:
+def train(data: GZSLData, config: TrainConfig,
+          recipes: dict[str, ClassifierConfig] | None = None) -> Iterator[EpochResult]:
     """Train on data.train, yielding one EpochResult per epoch; H is scored on the split's
-    eval sets every `eval_every` epochs and after the last. Stops at the first non-finite loss."""
+    eval sets every `eval_every` epochs and after the last. Stops at the first non-finite loss.
+    `recipes` (name -> classifier recipe, e.g. {"cada": CADA_RECIPE}): the last result also
+    carries `recipe_scores`, these recipes and FAST fit on the same latents of the final model."""
+    if recipes and FAST in recipes:
+        raise ValueError(f"recipe name {FAST!r} is taken by config.classifier")
     torch.manual_seed(config.seed)
     data = data.to(config.device)
     model = build_model(data, config).to(config.device)
@@ -150,11 +161,14 @@ def train(data: GZSLData, config: TrainConfig) -> Iterator[EpochResult]:
     start = time.perf_counter()
     for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
         if not math.isfinite(epoch_losses["total"]):
-            yield EpochResult(epoch, epoch_losses, Scores(0.0, 0.0, 0.0), time.perf_counter() - start, "diverged")
+            zero = Scores(0.0, 0.0, 0.0)
+            by_recipe = {name: zero for name in (FAST, *recipes)} if recipes else None
+            yield EpochResult(epoch, epoch_losses, zero, time.perf_counter() - start, "diverged", by_recipe)
             return
         last = epoch == config.epochs
         evaluate = last or (config.eval_every > 0 and epoch % config.eval_every == 0)
-        scores = evaluator(model) if evaluate else None
+        by_recipe = evaluator.compare(model, {FAST: config.classifier, **recipes}) if last and recipes else None
+        scores = by_recipe[FAST] if by_recipe else (evaluator(model) if evaluate else None)
         yield EpochResult(epoch, epoch_losses, scores, time.perf_counter() - start,
-                          "completed" if last else "running")
+                          "completed" if last else "running", by_recipe)
         start = time.perf_counter()  # the caller's time between epochs is not ours

@@ -102,9 +102,10 @@ def _run(args, start: float) -> int:
     if not args.no_refit and spec.final_seeds > 0:
         test_data = load(spec.dataset, "test", spec.data_root, seed=spec.seed)  # first use of test images
         final = study.final_refit(spec, best, test_data, store)
-        print(f"test (mean ± std over {len(final)} seeds): U {final.test_U.mean():.2f} ± {final.test_U.std():.2f}  "
-              f"S {final.test_S.mean():.2f} ± {final.test_S.std():.2f}  H {final.test_H.mean():.2f} ± "
-              f"{final.test_H.std():.2f}")
+        for prefix, label in (("test_", "CADA-VAE classifier recipe"), ("fast_test_", "fast classifier")):
+            if final[f"{prefix}H"].notna().any():  # fast_* is absent from parts of older versions
+                print(f"test (mean ± std over {len(final)} seeds), {label}: " + "  ".join(
+                    f"{k} {final[prefix + k].mean():.2f} ± {final[prefix + k].std():.2f}" for k in "USH"))
     if not args.no_report:
         _report(spec.name, results)
     print(f"done in {time.time() - start:.0f}s; results in {results}")

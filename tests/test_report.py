@@ -7,6 +7,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+from html import escape
+
 import pandas as pd
 import pytest
 
@@ -58,7 +60,18 @@ def test_records_match_the_parquet(study_results):
     assert {c.status for c in curves} == set(trials[trials.epochs_run > 0].status)
     f = rec.final_result(r)
     assert f.n_seeds == 2 and f.references == {}  # synthetic data: no published numbers
-    assert abs(f.mean["H"] - pd.read_parquet(study_results / "final.parquet").test_H.mean()) < 1e-9
+    final = pd.read_parquet(study_results / "final.parquet")
+    recipe, fast = f.rows
+    assert recipe.label == ("test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32), comparable to "
+                            "published rows") and recipe.published_recipe and f.recipe() is recipe
+    assert fast.label == "fast classifier (the one validation H uses)" and not fast.published_recipe
+    for row, prefix in ((recipe, "test_"), (fast, "fast_test_")):
+        assert row.n_seeds == 2
+        for k in "USH":
+            assert row.mean[k] == pytest.approx(final[prefix + k].mean(), abs=1e-9)
+            assert row.std[k] == pytest.approx(final[prefix + k].std(ddof=1), abs=1e-9)
+    assert recipe.mean != fast.mean  # two classifiers, two sets of numbers
+    assert f.settings == {"sampling": "textbook", "kl_weight": 0.25}
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
     bars = rec.timeline(r)
@@ -103,6 +116,13 @@ def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
     assert "<script>alert('x')</script>" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in html
     assert 'id="trial-evil0001"' in html
+    final = html[html.index('<section id="final">'):html.index('<section id="history">')]
+    f = rec.final_result(rec.read_results(str(study_results)))
+    labels = [escape(row.label) for row in f.rows]
+    assert final.count('class="ours"') == 2 and final.index(labels[0]) < final.index(labels[1])
+    for row in f.rows:
+        assert f"{row.mean['H']:.1f} ± {row.std['H']:.1f}" in final
+    assert "(sampling textbook, kl_weight 0.25)" in final
 
 
 def test_comparison_puts_studies_side_by_side(study_results):
@@ -220,3 +240,56 @@ def test_importance_falls_back_to_the_first_asha_rung_when_few_trials_complete()
     # Without ASHA (a FIFO study) there is no rung to fall back on.
     none = rec.importance(rec.StudyResults("few", {**meta, "early_stopping": False}, trials, epochs, pd.DataFrame()))
     assert none.params == [] and "needs at least 3 completed trials, this study has 2" in none.note
+
+
+def _final_rows(n: int, seed0: int, h: float, fast: bool) -> list[dict]:
+    rows = [{"seed": seed0 + i, "test_U": h + 2 * i, "test_S": h + 10, "test_H": h + i, "status": "completed"}
+            for i in range(n)]
+    if fast:
+        for row in rows:
+            row.update(fast_test_U=row["test_U"] - 1, fast_test_S=row["test_S"], fast_test_H=row["test_H"] - 1,
+                       sampling="cada", kl_weight=0.25)
+    return rows
+
+
+def test_final_results_of_an_older_version_show_only_their_one_row(tmp_path):
+    """final.parquet parts written before fast_* existed (their test_* came from the fast classifier)
+    read with nulls there: one row, labelled as such, still beside the published numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gzsl.report import _final_html
+    from gzsl.results import FINAL
+
+    older = pa.schema([f for f in FINAL if not f.name.startswith("fast_") and f.name not in ("sampling", "kl_weight")])
+    folder = tmp_path / "final.parquet"
+    folder.mkdir()
+    for row in _final_rows(3, 1000, 40.0, fast=False):
+        pq.write_table(pa.Table.from_pylist([row], schema=older), folder / f"part-seed{row['seed']}.parquet")
+    final = ResultStore(str(tmp_path)).read("final")
+    r = rec.StudyResults("old", {"dataset": "CUB"}, pd.DataFrame(), pd.DataFrame(), final)
+    f = rec.final_result(r)
+    assert f.n_seeds == 3 and f.recipe() is None and f.settings == {}
+    (row,) = f.rows
+    assert row.label == "test U/S/H, fast classifier (results of an older version, without CADA-VAE's recipe)"
+    assert row.mean == {"U": 42.0, "S": 50.0, "H": 41.0} and row.std == {"U": 2.0, "S": 0.0, "H": 1.0}
+    html = _final_html(r)
+    assert html.count('class="ours"') == 1 and escape(row.label) in html and "42.0 ± 2.0" in html
+    assert "CADA-VAE's classifier recipe (23 epochs" not in html and "both fit on the same sampled latents" not in html
+    assert "<td class=\"l\" data-v=\"HSVA\">HSVA</td>" in html  # the published rows, as before
+    # The comparison page sets only a recipe's H beside CADA-VAE's published H.
+    trials = pd.DataFrame({"trial_id": ["t0"], "trial_number": [0], "status": ["completed"], "alpha": [1.0],
+                           "gamma": [1.0], "lam": [2.0], "latent_size": [32], "lr": [1e-3], "last_val_H": [40.0],
+                           "best_val_H": [40.0], "epochs_run": [10], "started_at": [pd.Timestamp.now(tz="UTC")],
+                           "ended_at": [pd.Timestamp.now(tz="UTC")]})
+    html = build_comparison([r._replace(trials=trials, meta={"dataset": "CUB", "epochs": 10})])
+    assert "41.0 ± 1.0 (fast classifier)" in html
+
+
+def test_final_results_mixing_versions_keep_each_seed_with_its_own_label():
+    final = pd.DataFrame(_final_rows(2, 1000, 50.0, fast=True) + _final_rows(1, 1002, 30.0, fast=False))
+    f = rec.final_result(rec.StudyResults("mixed", {"dataset": "synth-small"}, pd.DataFrame(), pd.DataFrame(), final))
+    assert [(row.n_seeds, row.published_recipe) for row in f.rows] == [(2, True), (2, False), (1, False)]
+    assert [row.mean["H"] for row in f.rows] == [50.5, 49.5, 30.0]
+    assert f.rows[2].label.startswith("test U/S/H, fast classifier (results of an older version")
+    assert f.settings == {"sampling": "cada", "kl_weight": 0.25}

@@ -3,7 +3,7 @@
 import pytest
 
 from gzsl.errors import ConfigError
-from gzsl.studies import STUDIES_DIR, load_study
+from gzsl.studies import SAMPLINGS, STUDIES_DIR, Param, load_study
 
 GOOD = """
 [study]
@@ -62,3 +62,56 @@ def test_invalid_toml_is_one_clear_error(tmp_path):
     path.write_text("[study\ndataset = 1")
     with pytest.raises(ConfigError, match=f"{path}: not valid TOML"):
         load_study(str(path))
+
+
+def load_text(tmp_path, text: str, name: str = "s"):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return load_study(str(path))
+
+
+def test_fixed_training_settings_reach_the_spec(tmp_path):
+    spec = load_text(tmp_path, GOOD + '[training]\nbeta = 2\nkl_weight = 0.5\nsampling = "cada"\n')
+    assert spec.fixed == {"beta": 2.0, "kl_weight": 0.5, "sampling": "cada"}
+    assert isinstance(spec.fixed["beta"], float)
+    assert load_text(tmp_path, GOOD, "none").fixed == {}
+
+
+def test_sampling_is_searchable_as_a_categorical(tmp_path):
+    spec = load_text(tmp_path, GOOD + '[space.sampling]\nchoices = ["textbook", "cada"]\n')
+    assert [p.name for p in spec.space] == ["alpha", "latent_size", "sampling"]
+    assert spec.space[-1] == Param("sampling", choices=("textbook", "cada"))
+    only = load_text(tmp_path, '[study]\ndataset = "synth-small"\n[space.sampling]\nchoices = ["cada"]\n', "only")
+    assert only.space == (Param("sampling", choices=("cada",)),) and only.fixed == {}
+
+
+def test_the_study_file_knows_the_models_samplings():
+    from gzsl.model import SAMPLING
+
+    assert SAMPLINGS == SAMPLING
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[space.sampling]\nchoices = ["textbook", "gaussian"]',
+     "space.sampling.choices: expected 'textbook' and/or 'cada', each once, got ['textbook', 'gaussian']"),
+    ('[space.sampling]\nchoices = ["cada", "cada"]',
+     "space.sampling.choices: expected 'textbook' and/or 'cada', each once, got ['cada', 'cada']"),
+    ("[space.sampling]\nchoices = []", "space.sampling.choices: expected 'textbook' and/or 'cada', each once, got []"),
+    ("[space.sampling]\nlow = 0\nhigh = 1",
+     'space.sampling: sampling is categorical; give choices = ["textbook", "cada"]'),
+    ('[training]\nsampling = "gaussian"', "training.sampling: expected 'textbook' or 'cada', got 'gaussian'"),
+    ("[training]\nsampling = 1", "training.sampling: expected str, got int 1"),
+    ('[training]\nsampling = "cada"\n[space.sampling]\nchoices = ["textbook", "cada"]',
+     "space.sampling: searched, and also fixed by training.sampling = 'cada'; remove one of them"),
+    ("[training]\nbeta = 0", "training.beta: must be a finite number > 0, got 0"),
+    ("[training]\nbeta = -1.5", "training.beta: must be a finite number > 0, got -1.5"),
+    ("[training]\nkl_weight = 0.0", "training.kl_weight: must be a finite number > 0, got 0.0"),
+    ("[training]\nkl_weight = nan", "training.kl_weight: must be a finite number > 0, got nan"),
+    ("[training]\nkl_weight = inf", "training.kl_weight: must be a finite number > 0, got inf"),
+])
+def test_bad_sampling_beta_kl_weight_are_one_line_naming_file_and_key(tmp_path, extra, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD + "\n" + extra + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_study(str(path))
+    assert str(err.value) == f"{path}: {message}"

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from gzsl.results import EPOCHS, FINAL, TRIALS
+from gzsl.results import EPOCHS, FINAL, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial
 
 STUDY = """
 [study]
@@ -22,6 +22,7 @@ seed = 0
 [training]
 epochs = {epochs}
 eval_every = 1
+{training_extra}
 [search]
 num_samples = {samples}
 max_concurrent = 2
@@ -37,14 +38,16 @@ alpha = {{ low = 0.1, high = 10.0 }}
 gamma = {{ low = 0.1, high = 10.0 }}
 latent_size = {{ choices = {latent} }}
 lr = {{ low = {lr_low}, high = {lr_high} }}
+{space_extra}
 """
 
 
 def write_study(tmp_path, name="mini", epochs=24, samples=6, final_seeds=1, max_failures=0, latent="[32, 64]",
-                lr_low=1e-3, lr_high=3e-3, grace=3):
+                lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra=""):
     path = tmp_path / f"{name}.toml"
     path.write_text(STUDY.format(epochs=epochs, samples=samples, final_seeds=final_seeds, max_failures=max_failures,
-                                 latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace))
+                                 latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace,
+                                 training_extra=training_extra, space_extra=space_extra))
     return path
 
 
@@ -69,9 +72,13 @@ def test_a_short_study_end_to_end(tmp_path):
     trials = pd.read_parquet(results / "trials.parquet")
     epochs = pd.read_parquet(results / "epochs.parquet")
     final = pd.read_parquet(results / "final.parquet")
+    meta = pd.read_parquet(results / "study.parquet")
     # The documented schema, readable by pyarrow as one table per folder of parts.
     assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
     assert list(epochs.columns) == EPOCHS.names and list(final.columns) == FINAL.names
+    assert list(meta.columns) == STUDY_SCHEMA.names
+    assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.25, 3.43, "textbook")  # TrainConfig's defaults
+    assert (trials.sampling == "textbook").all()
     assert len(trials) == 6 and trials.trial_id.is_unique
     assert set(trials.status) == {"completed", "pruned"}
     assert (trials[trials.status == "completed"].epochs_run == 24).all()
@@ -94,9 +101,36 @@ def test_a_short_study_end_to_end(tmp_path):
     done = trials[trials.status == "completed"]
     best = done.sort_values(["last_val_H", "trial_number"], ascending=[False, True]).iloc[0]  # ties: the earlier
     assert len(final) == 1 and final.latent_size[0] == best.latent_size and final.lr[0] == pytest.approx(best.lr)
-    assert 0 <= final.test_H[0] <= 100
+    assert final.sampling[0] == "textbook" and final.kl_weight[0] == 0.25
+    # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
+    for prefix in ("test_", "fast_test_"):
+        u, s, h = (final[f"{prefix}{k}"][0] for k in "USH")
+        assert 0 < h <= 100 and h == pytest.approx(2 * u * s / (u + s))
+    assert (final.test_U[0], final.test_S[0]) != (final.fast_test_U[0], final.fast_test_S[0])
     out = p.stdout
-    assert out.count("best H") == 6 and "best configuration:" in out and "test (mean" in out
+    assert out.count("best H") == 6 and "best configuration:" in out and "sampling=textbook" in out
+    assert "test (mean ± std over 1 seeds), CADA-VAE classifier recipe: U" in out
+    assert "test (mean ± std over 1 seeds), fast classifier: U" in out
+    assert f"H {final.test_H[0]:.2f} (CADA-VAE classifier recipe)" in out
+    assert f"H {final.fast_test_H[0]:.2f} (fast classifier)" in out
+
+
+def test_a_searched_sampling_and_a_fixed_kl_weight_reach_every_table(tmp_path):
+    study = write_study(tmp_path, name="samp", epochs=2, samples=3, grace=1, training_extra="kl_weight = 0.5",
+                        space_extra='sampling = { choices = ["textbook", "cada"] }')
+    results = tmp_path / "results"
+    p = run_tune(study, results)
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = pd.read_parquet(results / "trials.parquet")
+    final = pd.read_parquet(results / "final.parquet")
+    meta = pd.read_parquet(results / "study.parquet")
+    assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.5, 3.43, "searched")
+    _, ostudy = optuna_states(results, "samp")
+    searched = {t.user_attrs["tune_trial_id"]: t.params["sampling"] for t in ostudy.trials}
+    assert dict(zip(trials.trial_id, trials.sampling)) == searched  # what Optuna proposed, as a string
+    best = best_trial(trials)
+    assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
+    assert f"sampling={best['sampling']}" in p.stdout
 
 
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
@@ -203,3 +237,67 @@ def test_asha_stops_an_early_trial_once_its_rung_fills_with_better_ones():
     stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
     assert decisions(ASHAScheduler) == [go, go, go, go]
     assert decisions(RungCheckedASHA) == [stop, stop, go, go]
+
+
+# --------------------------------------------------------------------------- fixed and searched settings, no Ray run
+
+
+def spec_of(tmp_path, training_extra="", space_extra=""):
+    from gzsl.studies import load_study
+
+    return load_study(str(write_study(tmp_path, training_extra=training_extra, space_extra=space_extra)))
+
+
+def test_train_config_keeps_the_searched_sampling_a_string_and_passes_fixed_settings(tmp_path):
+    from gzsl.study import train_config
+
+    spec = spec_of(tmp_path, training_extra="beta = 2\nkl_weight = 0.5",
+                   space_extra='sampling = { choices = ["textbook", "cada"] }')
+    cfg = train_config(spec, {"alpha": "2.5", "latent_size": 32.0, "sampling": "cada", "trial_id": "x"}, seed=3)
+    assert (cfg.alpha, cfg.latent_size, cfg.sampling, cfg.beta, cfg.kl_weight, cfg.seed) == (2.5, 32, "cada", 2.0,
+                                                                                               0.5, 3)
+    assert isinstance(cfg.latent_size, int)
+    fixed = spec_of(tmp_path, training_extra='sampling = "cada"')
+    assert train_config(fixed, {"alpha": 1.0}, seed=0).sampling == "cada"
+    # A refit's params (read back from trials.parquet) repeat the fixed sampling: no clash.
+    assert train_config(fixed, {"alpha": 1.0, "sampling": "cada"}, seed=0).sampling == "cada"
+    assert train_config(spec_of(tmp_path), {"alpha": 1.0}, seed=0).sampling == "textbook"
+
+
+def test_search_space_and_study_row_describe_sampling(tmp_path):
+    import optuna
+
+    from gzsl.study import search_space, study_row
+
+    searched = spec_of(tmp_path, space_extra='sampling = { choices = ["textbook", "cada"] }')
+    dist = search_space(searched)["sampling"]
+    assert isinstance(dist, optuna.distributions.CategoricalDistribution) and dist.choices == ("textbook", "cada")
+    row = study_row(searched, resumed=False, early_stopping=True)
+    assert (row["beta"], row["kl_weight"], row["sampling"]) == (3.43, 0.25, "searched")
+    fixed = spec_of(tmp_path, training_extra='sampling = "cada"\nkl_weight = 1\nbeta = 8.13')
+    assert "sampling" not in search_space(fixed)
+    row = study_row(fixed, resumed=True, early_stopping=True)
+    assert (row["beta"], row["kl_weight"], row["sampling"]) == (8.13, 1.0, "cada")
+
+
+def test_best_params_carry_sampling_and_read_older_trials_without_it(tmp_path):
+    import pyarrow as pa
+
+    from gzsl.study import best_params
+
+    store = ResultStore(str(tmp_path / "new"))
+    rows = [{"trial_id": f"t{i}", "trial_number": i, "status": "completed", "alpha": 1.0, "gamma": 1.0, "lam": 2.0,
+             "latent_size": 32, "lr": 1e-3, "sampling": s, "last_val_H": h, "best_val_H": h}
+            for i, (s, h) in enumerate((("textbook", 40.0), ("cada", 45.5)))]
+    for row in rows:
+        store.write_part("trials", row["trial_id"], [row])
+    best = best_params(store)
+    assert (best["trial_id"], best["sampling"], best["val_H"]) == ("t1", "cada", 45.5)
+    # A part written before trials recorded sampling: the column reads as null, the refit takes the study's.
+    old = tmp_path / "old" / "trials.parquet"
+    old.mkdir(parents=True)
+    older = [f for f in TRIALS if f.name != "sampling"]
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in rows[1].items() if k != "sampling"}],
+                                        schema=pa.schema(older)), old / "part-t1.parquet")
+    best = best_params(ResultStore(str(tmp_path / "old")))
+    assert best["trial_id"] == "t1" and "sampling" not in best

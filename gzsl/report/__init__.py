@@ -58,6 +58,8 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
     rows = [[p, b[p]] for p in rec.PARAMS]
+    if isinstance(b.get("sampling"), str):  # null in trials of older versions
+        rows.append(["sampling", b["sampling"]])
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Best configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
             + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
@@ -67,19 +69,22 @@ def _final_html(r: rec.StudyResults) -> str:
     f = rec.final_result(r)
     if f is None:
         return '<p class="note">No final refit in these results (the study was run with --no-refit, or is still running).</p>'
-    rows = [[("html", "<b>this study (Disentangled-VAE)</b>"),
-             f"{f.mean['U']:.1f} ± {f.std['U']:.1f}", f"{f.mean['S']:.1f} ± {f.std['S']:.1f}",
-             f"{f.mean['H']:.1f} ± {f.std['H']:.1f}"]]
+    rows = [[("html", f"<b>this study (Disentangled-VAE)</b>: {escape(row.label)}"),
+             *[f"{row.mean[k]:.1f} ± {row.std[k]:.1f}" for k in "USH"]] for row in f.rows]
     rows += [[name, u, s, h] for name, (u, s, h) in f.references.items()]
-    note = (f"Best configuration retrained on all of trainval with {f.n_seeds} seeds, scored once on test "
-            "(mean ± standard deviation over seeds).")
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in f.settings.items())
+    note = (f"Best configuration retrained on all of trainval with {f.n_seeds} seeds"
+            + (f" ({settings})" if settings else "") + ", scored on test (mean ± standard deviation over seeds).")
+    if f.recipe() is not None:
+        note += (" Each seed's model is scored with CADA-VAE's classifier recipe and with the fast classifier "
+                 "that validation H uses, both fit on the same sampled latents.")
     if not f.references:
         note += " No published reference numbers: this dataset is not one of CUB, AWA1, AWA2, SUN."
     else:
         note += " Reference rows: published results (method.md)."
     return (f'<p class="note">{escape(note)}</p>'
             + page.table_html(["method", "U", "S", "H"], rows, left={"method"},
-                              row_classes=["ours"] + [""] * len(f.references), sortable=False))
+                              row_classes=["ours"] * len(f.rows) + [""] * len(f.references), sortable=False))
 
 
 def _params_html(r: rec.StudyResults, params: list[str]) -> str:
@@ -118,9 +123,12 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
         best = s.best
         best_h = chosen_val_H(best) if best else None
         cada = (f.references.get("CADA-VAE") if f else None) or rec.REFERENCES.get(str(s.dataset).upper(), {}).get("CADA-VAE")
-        rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h,
-                     f"{f.mean['H']:.1f} ± {f.std['H']:.1f}" if f else "", cada[2] if cada else None,
-                     (f.mean["H"] - cada[2]) if (f and cada) else None,
+        ours = (f.recipe() or f.rows[0]) if f else None  # results of older versions: the fast classifier's H
+        test_h = "" if ours is None else f"{ours.mean['H']:.1f} ± {ours.std['H']:.1f}" + (
+            "" if ours.published_recipe else " (fast classifier)")
+        rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h, test_h,
+                     cada[2] if cada else None,
+                     (ours.mean["H"] - cada[2]) if (ours and ours.published_recipe and cada) else None,
                      *[best[p] if best else None for p in rec.PARAMS]])
         imp = rec.importance(r)
         imp_rows.append((r.name, dict(zip(imp.params, imp.importance))))
@@ -132,12 +140,14 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
     bar.update_layout(barmode="group")
     bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA on final H; on H at the first ASHA rung "
                            "where fewer than 3 trials completed)", height=380)
-    table = page.table_html(["study", "dataset", "trials", "best val H", "test H", "CADA-VAE H", "test H - CADA-VAE",
+    table = page.table_html(["study", "dataset", "trials", "best val H", "test H (CADA-VAE's classifier recipe)",
+                             "CADA-VAE H", "test H - CADA-VAE",
                              *[f"best {p}" for p in rec.PARAMS]], rows, left={"study", "dataset"})
     sections = [("table", "Studies side by side", table), ("importance", "Importance per study",
                                                            page.figure_html(bar, "fig-importance-compare"))]
     return page.page("Study comparison: " + ", ".join(r.name for r in studies), sections,
-                     "Best validation H, test H of the refit best configuration, and the CADA-VAE reference.")
+                     "Best validation H, test H of the refit best configuration (CADA-VAE's classifier recipe), "
+                     "and the CADA-VAE reference.")
 
 
 def write_comparison(results: list[str], out: str) -> Path:
