@@ -1,0 +1,87 @@
+"""Shared by the science benchmarks: train many configurations, one process per core, each
+result appended to a JSON-lines file as it finishes (a rerun skips the jobs already there)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def job_key(job: dict) -> str:
+    return json.dumps(job, sort_keys=True)
+
+
+def with_data_id(job: dict) -> dict:
+    """Stamp a synthetic job with its preset's fingerprint: a changed preset reruns, never reuses."""
+    from gzsl import synthetic
+
+    if job["dataset"] in synthetic.PRESETS:
+        return {**job, "data_id": synthetic.fingerprint(job["dataset"])}
+    return job
+
+
+def run_job(job: dict) -> dict:
+    """job: {"dataset", "split", "config": TrainConfig overrides, "recipe": bool}. Trains one model
+    with train()'s own steps and returns its per-epoch H and final scores (fast classifier, and
+    CADA-VAE's recipe on the same latents when job["recipe"])."""
+    import torch
+
+    from gzsl.data import load
+    from gzsl.evaluation import CADA_RECIPE, Evaluator
+    from gzsl.training import TrainConfig, build_model, default_hidden, make_optimizer, vae_epochs
+
+    torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
+    cfg = TrainConfig(**{"hidden": default_hidden(job["dataset"]), **job["config"]})
+    data = load(job["dataset"], job["split"], seed=cfg.seed).to(cfg.device)
+    torch.manual_seed(cfg.seed)  # as training.train does
+    model = build_model(data, cfg).to(cfg.device)
+    evaluator = Evaluator(data, cfg.classifier, seed=cfg.seed)
+    start, per_epoch = time.perf_counter(), []
+    for epoch, losses in enumerate(vae_epochs(model, make_optimizer(model, cfg), data, cfg), 1):
+        if epoch < cfg.epochs and cfg.eval_every and epoch % cfg.eval_every == 0:
+            per_epoch.append([epoch, evaluator(model).H])
+    recipes = {"fast": cfg.classifier, **({"cada": CADA_RECIPE} if job.get("recipe") else {})}
+    final = evaluator.compare(model, recipes)
+    per_epoch.append([cfg.epochs, final["fast"].H])
+    return {"job": job, "seconds": time.perf_counter() - start, "per_epoch": per_epoch,
+            **{f"{name}_{k}": round(v, 2) for name, s in final.items() for k, v in s._asdict().items()}}
+
+
+def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict]:
+    """Run the jobs not yet in `out` on `workers` processes; return every job's result."""
+    jobs = [with_data_id(j) for j in jobs]
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[job_key(r["job"])] = r
+    todo = [j for j in jobs if job_key(j) not in done]
+    log(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {out}; {len(todo)} to go on {workers} process(es)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if todo:
+        with mp.get_context("spawn").Pool(workers) as pool, out.open("a") as f:
+            for r in pool.imap_unordered(run_job, todo):
+                f.write(json.dumps(r) + "\n")
+                f.flush()
+                done[job_key(r["job"])] = r
+                log(f"  {describe(r['job'])}: H {r['fast_H']:.1f} (U {r['fast_U']:.1f} S {r['fast_S']:.1f})"
+                    f" in {r['seconds']:.0f}s")
+    return [done[job_key(j)] for j in jobs]
+
+
+def describe(job: dict) -> str:
+    cfg = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in job["config"].items())
+    return f"{job['dataset']} {job['split']} {cfg}"
+
+
+def workers_default() -> int:
+    import os
+
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+

@@ -1,0 +1,97 @@
+"""Does validation H predict test H? The premise of every study, checked.
+
+    python benchmarks/val_test_agreement.py                  # 10 configurations, synth-cub, 30 epochs
+    python benchmarks/val_test_agreement.py --configs 12 --study cub_full --dataset synth-cub
+
+Draws random configurations from a study's search space (seeded), trains each with
+`--split val` and with `--split test` at the same seed, and prints:
+  1. the (val H, test H) pairs and their Spearman correlation (target >= 0.6);
+  2. the Spearman correlation between our fast final classifier and CADA-VAE's recipe
+     over the same configurations (same latents; target >= 0.8): the fast one may drive
+     validation H only if it ranks configurations as the published recipe does;
+  3. the Spearman correlation between validation H at each epoch and final validation H:
+     where ASHA's first rung can judge (target >= 0.7), as a fraction of the run.
+Runs go one per core; each result is appended to --out as it ends, and a rerun skips
+what is there (delete the file to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _runs import run_all, workers_default  # noqa: E402
+
+from gzsl.studies import load_study  # noqa: E402
+
+
+def draw_configs(study: str, n: int, seed: int) -> list[dict]:
+    """n configurations drawn uniformly (log-uniform where the study says log) from its space."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(n):
+        c = {}
+        for p in load_study(study).space:
+            if p.choices is not None:
+                c[p.name] = p.choices[rng.integers(len(p.choices))]
+                c[p.name] = c[p.name].item() if hasattr(c[p.name], "item") else c[p.name]
+            elif p.log:
+                c[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
+            else:
+                c[p.name] = float(rng.uniform(p.low, p.high))
+        configs.append(c)
+    return configs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", default="cub_full", help="whose search space to draw from")
+    p.add_argument("--dataset", default="synth-cub")
+    p.add_argument("--configs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0, help="draws the configurations; every run trains with seed 0")
+    p.add_argument("--workers", type=int, default=workers_default())
+    p.add_argument("--out", type=Path, help="JSON-lines results (default: benchmarks/results/agreement-<dataset>.jsonl)")
+    args = p.parse_args()
+    out = args.out or Path(__file__).parent / "results" / f"agreement-{args.dataset}-{args.epochs}ep.jsonl"
+    configs = draw_configs(args.study, args.configs, args.seed)
+    jobs = [{"dataset": args.dataset, "split": split, "recipe": True,
+             "config": {**c, "epochs": args.epochs, "eval_every": 1 if split == "val" else 0}}
+            for c in configs for split in ("val", "test")]
+    results = run_all(jobs, out, args.workers)
+    val, test = results[0::2], results[1::2]
+
+    print(f"\n{args.configs} random configurations of {args.study}'s space on {args.dataset}, "
+          f"{args.epochs} epochs (H: fast classifier / CADA-VAE recipe)")
+    print(f"{'alpha':>7} {'gamma':>7} {'lam':>7} {'latent':>6} {'lr':>9} | {'val H':>13} | {'test H':>13}")
+    for c, v, t in zip(configs, val, test):
+        print(f"{c['alpha']:7.3g} {c['gamma']:7.3g} {c['lam']:7.3g} {c['latent_size']:6d} {c['lr']:9.3g} | "
+              f"{v['fast_H']:5.1f} / {v['cada_H']:5.1f} | {t['fast_H']:5.1f} / {t['cada_H']:5.1f}")
+    rho = lambda a, b: spearmanr(a, b).statistic  # noqa: E731
+    vf, tf = [r["fast_H"] for r in val], [r["fast_H"] for r in test]
+    vc, tc = [r["cada_H"] for r in val], [r["cada_H"] for r in test]
+    print(f"\nSpearman val H vs test H: fast classifier {rho(vf, tf):.3f}, CADA-VAE recipe {rho(vc, tc):.3f}"
+          "  (target >= 0.6)")
+    print(f"Spearman fast vs CADA-VAE recipe over the configurations: val {rho(vf, vc):.3f}, test {rho(tf, tc):.3f}"
+          "  (target >= 0.8)")
+    print(f"mean H, fast minus recipe: val {np.mean(np.subtract(vf, vc)):+.2f}, test {np.mean(np.subtract(tf, tc)):+.2f}")
+
+    print(f"\nSpearman of validation H at epoch e with final validation H (fast), over {args.configs} configurations:")
+    by_epoch = {e: [] for e, _ in val[0]["per_epoch"]}
+    for r in val:
+        for e, h in r["per_epoch"]:
+            by_epoch[e].append(h)
+    final = by_epoch[args.epochs]
+    print("  epoch  fraction  Spearman   mean H")
+    for e, hs in by_epoch.items():
+        print(f"  {e:5d}  {e / args.epochs:8.2f}  {rho(hs, final):8.3f}  {np.mean(hs):7.1f}")
+
+
+if __name__ == "__main__":
+    main()
