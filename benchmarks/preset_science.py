@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=workers_default())
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    out = args.out or Path(__file__).parent / "results" / f"science-{args.dataset}-{args.split}-{args.epochs}ep.jsonl"
+    out = args.out or Path(__file__).parent / "measured" / f"science-{args.dataset}-{args.split}-{args.epochs}ep.jsonl"
     seeds = {name: args.seeds if name in ("default", "ablation (--no-disentangle)") else args.variant_seeds
              for name in VARIANTS}
     jobs = [{"dataset": args.dataset, "split": args.split,

@@ -57,9 +57,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0, help="draws the configurations; every run trains with seed 0")
     p.add_argument("--workers", type=int, default=workers_default())
-    p.add_argument("--out", type=Path, help="JSON-lines results (default: benchmarks/results/agreement-<dataset>.jsonl)")
+    p.add_argument("--out", type=Path, help="JSON-lines results (default: benchmarks/measured/agreement-<dataset>-<epochs>ep.jsonl)")
     args = p.parse_args()
-    out = args.out or Path(__file__).parent / "results" / f"agreement-{args.dataset}-{args.epochs}ep.jsonl"
+    out = args.out or Path(__file__).parent / "measured" / f"agreement-{args.dataset}-{args.epochs}ep.jsonl"
     configs = draw_configs(args.study, args.configs, args.seed)
     jobs = [{"dataset": args.dataset, "split": split, "recipe": True,
              "config": {**c, "epochs": args.epochs, "eval_every": 1 if split == "val" else 0}}
