@@ -62,6 +62,11 @@ def _run(args, start: float) -> int:
         if value is not None and value < (1 if flag == "num_samples" else 0):
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     results = args.results or os.path.join("results", spec.name)
+    if spec.grace_period < 0.2 * spec.epochs:
+        # Measured (README, "Early stopping"): before ~20% of the run the warm-ups have not acted and
+        # H does not predict the final score, so a rung there prunes on noise.
+        print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is before 20% of the "
+              f"{spec.epochs} epochs; H there does not predict the final H (use >= {-(-spec.epochs // 4)})")
     data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
     # Let the searcher keep several trials pending so every worker stays busy.

@@ -109,6 +109,7 @@ def test_a_short_study_end_to_end(tmp_path):
     assert (final.test_U[0], final.test_S[0]) != (final.fast_test_U[0], final.fast_test_S[0])
     out = p.stdout
     assert out.count("best H") == 6 and "best configuration:" in out and "sampling=textbook" in out
+    assert "asha.grace_period 3 is before 20% of the 24 epochs" in out  # a rung in the warm-ups' blind zone
     assert "test (mean ± std over 1 seeds), CADA-VAE classifier recipe: U" in out
     assert "test (mean ± std over 1 seeds), fast classifier: U" in out
     assert f"H {final.test_H[0]:.2f} (CADA-VAE classifier recipe)" in out
