@@ -27,27 +27,22 @@ def with_data_id(job: dict) -> dict:
 
 def run_job(job: dict) -> dict:
     """job: {"dataset", "split", "config": TrainConfig overrides, "recipe": bool}. Trains one model
-    with train()'s own steps and returns its per-epoch H and final scores (fast classifier, and
+    with gzsl.training.train and returns its per-epoch H and final scores (fast classifier, and
     CADA-VAE's recipe on the same latents when job["recipe"])."""
     import torch
 
     from gzsl.data import load
-    from gzsl.evaluation import CADA_RECIPE, Evaluator
-    from gzsl.training import TrainConfig, build_model, default_hidden, make_optimizer, vae_epochs
+    from gzsl.evaluation import CADA_RECIPE
+    from gzsl.training import FAST, TrainConfig, default_hidden, train
 
     torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
     cfg = TrainConfig(**{"hidden": default_hidden(job["dataset"]), **job["config"]})
-    data = load(job["dataset"], job["split"], seed=cfg.seed).to(cfg.device)
-    torch.manual_seed(cfg.seed)  # as training.train does
-    model = build_model(data, cfg).to(cfg.device)
-    evaluator = Evaluator(data, cfg.classifier, seed=cfg.seed)
+    data = load(job["dataset"], job["split"], seed=cfg.seed)
     start, per_epoch = time.perf_counter(), []
-    for epoch, losses in enumerate(vae_epochs(model, make_optimizer(model, cfg), data, cfg), 1):
-        if epoch < cfg.epochs and cfg.eval_every and epoch % cfg.eval_every == 0:
-            per_epoch.append([epoch, evaluator(model).H])
-    recipes = {"fast": cfg.classifier, **({"cada": CADA_RECIPE} if job.get("recipe") else {})}
-    final = evaluator.compare(model, recipes)
-    per_epoch.append([cfg.epochs, final["fast"].H])
+    for r in train(data, cfg, recipes={"cada": CADA_RECIPE} if job.get("recipe") else {}):
+        if r.scores is not None:
+            per_epoch.append([r.epoch, r.scores.H])
+    final = r.recipe_scores or {FAST: r.scores}
     return {"job": job, "seconds": time.perf_counter() - start, "per_epoch": per_epoch,
             **{f"{name}_{k}": round(v, 2) for name, s in final.items() for k, v in s._asdict().items()}}
 
