@@ -40,7 +40,6 @@ def draw_configs(study: str, n: int, seed: int) -> list[dict]:
         for p in load_study(study).space:
             if p.choices is not None:
                 c[p.name] = p.choices[rng.integers(len(p.choices))]
-                c[p.name] = c[p.name].item() if hasattr(c[p.name], "item") else c[p.name]
             elif p.log:
                 c[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
             else:

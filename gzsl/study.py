@@ -28,7 +28,6 @@ from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import FAST, TrainConfig, default_hidden, train
 
 METRIC, MODE = "val_H", "max"
-PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")  # what trials.parquet records of a trial
 
 
 # --------------------------------------------------------------------------- the trial
@@ -210,7 +209,7 @@ class ParquetCallback(tune.Callback):
         started = self.started.get(tid, time.time())
         ended = time.time()
         used = train_config(self.spec, trial.config, seed=self.spec.seed)  # searched values plus defaults
-        params = {k: getattr(used, k) for k in PARAMS}
+        params = {k: getattr(used, k) for k in SEARCHED}
         row = {
             "trial_id": tid, "trial_number": self.numbers.get(tid, -1), "status": status, **params,
             "best_val_H": best.get("val_H"), "best_val_U": best.get("val_U"), "best_val_S": best.get("val_S"),
@@ -388,7 +387,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     for last in train(data, cfg, recipes={"cada": CADA_RECIPE}):
         pass
     cada, fast = last.recipe_scores["cada"], last.recipe_scores[FAST]
-    return {"seed": seed, **{k: getattr(cfg, k) for k in PARAMS}, "kl_weight": cfg.kl_weight, "epochs": last.epoch,
+    return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": last.epoch,
             "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
             "seconds": time.perf_counter() - start, "status": last.status}
