@@ -25,21 +25,32 @@ def with_data_id(job: dict) -> dict:
     return job
 
 
+def recipes() -> dict:
+    """Final-classifier recipes a job may ask for by name, all fit on the same sampled latents:
+    CADA-VAE's, the same recipe redrawn (the noise floor of any ranking against it), and
+    larger-batch fits between it and the fast one."""
+    from gzsl.evaluation import CADA_RECIPE, ClassifierConfig
+
+    return {"cada": CADA_RECIPE, "cada_redraw": CADA_RECIPE,
+            "b256": ClassifierConfig(epochs=23, batch_size=256, lr=3e-3),
+            "b1024": ClassifierConfig(epochs=23, batch_size=1024, lr=8e-3)}
+
+
 def run_job(job: dict) -> dict:
-    """job: {"dataset", "split", "config": TrainConfig overrides, "recipe": bool}. Trains one model
-    with gzsl.training.train and returns its per-epoch H and final scores (fast classifier, and
-    CADA-VAE's recipe on the same latents when job["recipe"])."""
+    """job: {"dataset", "split", "config": TrainConfig overrides, "recipes": [names of recipes()]}
+    ("recipe": true is ["cada"]). Trains one model with gzsl.training.train and returns its
+    per-epoch H and final scores: the fast classifier and each recipe, on the same latents."""
     import torch
 
     from gzsl.data import load
-    from gzsl.evaluation import CADA_RECIPE
     from gzsl.training import FAST, TrainConfig, default_hidden, train
 
     torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
     cfg = TrainConfig(**{"hidden": default_hidden(job["dataset"]), **job["config"]})
     data = load(job["dataset"], job["split"], seed=cfg.seed)
     start, per_epoch = time.perf_counter(), []
-    for r in train(data, cfg, recipes={"cada": CADA_RECIPE} if job.get("recipe") else {}):
+    names = job.get("recipes", ["cada"] if job.get("recipe") else [])
+    for r in train(data, cfg, recipes={name: recipes()[name] for name in names}):
         if r.scores is not None:
             per_epoch.append([r.epoch, r.scores.H])
     final = r.recipe_scores or {FAST: r.scores}

@@ -30,6 +30,8 @@ from _runs import run_all, workers_default  # noqa: E402
 
 from gzsl.studies import load_study  # noqa: E402
 
+RECIPES = ["cada", "cada_redraw", "b256", "b1024"]
+
 
 def draw_configs(study: str, n: int, seed: int) -> list[dict]:
     """n configurations drawn uniformly (log-uniform where the study says log) from its space."""
@@ -56,11 +58,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0, help="draws the configurations; every run trains with seed 0")
     p.add_argument("--workers", type=int, default=workers_default())
+    p.add_argument("--recipes", action="store_true",
+                   help=f"also fit {', '.join(RECIPES[1:])} on the same latents (the noise floor of the ranking, "
+                        "and classifiers between the fast one and the recipe)")
     p.add_argument("--out", type=Path, help="JSON-lines results (default: benchmarks/measured/agreement-<dataset>-<epochs>ep.jsonl)")
     args = p.parse_args()
     out = args.out or Path(__file__).parent / "measured" / f"agreement-{args.dataset}-{args.epochs}ep.jsonl"
     configs = draw_configs(args.study, args.configs, args.seed)
-    jobs = [{"dataset": args.dataset, "split": split, "recipe": True,
+    jobs = [{"dataset": args.dataset, "split": split, **({"recipes": RECIPES} if args.recipes else {"recipe": True}),
              "config": {**c, "epochs": args.epochs, "eval_every": 1 if split == "val" else 0}}
             for c in configs for split in ("val", "test")]
     results = run_all(jobs, out, args.workers)
@@ -79,6 +84,11 @@ def main() -> None:
           "  (target >= 0.6)")
     print(f"Spearman fast vs CADA-VAE recipe over the configurations: val {rho(vf, vc):.3f}, test {rho(tf, tc):.3f}"
           "  (target >= 0.8)")
+    extra = [name for name in RECIPES[1:] if f"{name}_H" in val[0]]
+    for name in extra:
+        v, t = [r[f"{name}_H"] for r in val], [r[f"{name}_H"] for r in test]
+        print(f"  {name:>11} vs recipe: val {rho(v, vc):.3f}, test {rho(t, tc):.3f};"
+              f" val vs test {rho(v, t):.3f}; mean H val {np.mean(v):.1f}, test {np.mean(t):.1f}")
     print(f"mean H, fast minus recipe: val {np.mean(np.subtract(vf, vc)):+.2f}, test {np.mean(np.subtract(tf, tc)):+.2f}")
 
     print(f"\nSpearman of validation H at epoch e with final validation H (fast), over {args.configs} configurations:")
