@@ -41,7 +41,7 @@ TRIALS = pa.schema([
     ("ended_at", pa.timestamp("ms", tz="UTC")),
     ("node_id", pa.string()),  # Ray node that ran it
     ("node_ip", pa.string()),
-    ("gpu_id", pa.string()),  # CUDA_VISIBLE_DEVICES of the trial, "" on CPU
+    ("gpu_id", pa.string()),  # the GPU ids Ray assigned the trial (ray.get_gpu_ids()), "" on CPU
     ("gpu_mem_mb", pa.float64()),  # peak GPU memory of the trial, null on CPU
     ("seed", pa.int64()),
     ("error", pa.string()),  # the exception, for status error

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import replace
@@ -49,9 +48,18 @@ def _cast(name: str, value):
     return str(value) if name == "sampling" else float(value)
 
 
-def trial_device() -> str:
-    # Tune sets CUDA_VISIBLE_DEVICES to the GPU it assigned, so "cuda" is that GPU.
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def trial_device(gpu_ids: list) -> str:
+    """The device of a trial or refit task from the GPUs Ray assigned it (`ray.get_gpu_ids()`),
+    never from what torch can see: since Ray 2.60 a task that asked for no GPU keeps the node's
+    CUDA_VISIBLE_DEVICES, and "cuda" would put every CPU trial on GPU 0. With GPUs assigned,
+    Ray sets CUDA_VISIBLE_DEVICES to them, so "cuda" is the first one assigned."""
+    if not gpu_ids:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"Ray assigned GPU(s) {gpu_ids} to this trial, but torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); install a CUDA build "
+                          "of torch on the workers, or set [resources] gpu = 0")
+    return "cuda"
 
 
 def objective(config: dict, data=None, spec: StudySpec = None) -> None:
@@ -60,14 +68,15 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
 
     cpus = spec.resources.get("cpu", 1)
     torch.set_num_threads(max(1, int(cpus)))  # exactly the CPUs Tune gave us: no OpenMP oversubscription
-    device = trial_device()
+    gpu_ids = ray.get_gpu_ids()
+    device = trial_device(gpu_ids)
     if device == "cuda":
         # Several trials share a GPU: cap this one at its share, so one trial cannot starve the others.
         torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0))
         torch.cuda.reset_peak_memory_stats()
     ctx = ray.get_runtime_context()
     where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-             "gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES", "") if device == "cuda" else ""}
+             "gpu_id": ",".join(str(g) for g in gpu_ids)}
     cfg = train_config(spec, config, seed=spec.seed, device=device)
     last = {"val_U": 0.0, "val_S": 0.0, "val_H": 0.0}
     for r in train(data, cfg):
@@ -380,8 +389,10 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     """One seed of the refit, scored on test twice on the same latents of the final model: with
     CADA-VAE's classifier recipe (test_*, the numbers published rows report) and with our fast
     classifier (fast_test_*, the one validation H used)."""
+    import ray
+
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
-    cfg = replace(train_config(spec, params, seed=seed, device=trial_device()), eval_every=0)
+    cfg = replace(train_config(spec, params, seed=seed, device=trial_device(ray.get_gpu_ids())), eval_every=0)
     start = time.perf_counter()
     last = None
     for last in train(data, cfg, recipes={"cada": CADA_RECIPE}):

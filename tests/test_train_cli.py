@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import real_att_splits
 
@@ -53,8 +54,23 @@ def test_malformed_data_file_is_one_line(tmp_path):
     assert "res101.mat: not a readable MATLAB .mat file" in p.stderr
 
 
-@pytest.mark.parametrize("flag", [["--lr", "-1"], ["--split", "train"], ["--device", "cuda"]])
+@pytest.mark.parametrize("flag", [["--lr", "-1"], ["--split", "train"], ["--device", "nonsense"]])
 def test_bad_flags_exit_2_without_traceback(flag):
     p = gzsl_train("--epochs", "1", *flag)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert flag[0] in p.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present: the GPU branch is tested instead")
+def test_device_cuda_without_a_gpu_is_one_line():
+    p = gzsl_train("--epochs", "1", "--device", "cuda")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "--device cuda: no CUDA device is visible here" in p.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_device_cuda_trains_on_the_gpu():
+    p = gzsl_train("--dataset", "synth-small", "--epochs", "2", "--device", "cuda")
+    assert p.returncode == 0, p.stderr
+    assert "device cuda" in p.stderr
+    assert json.loads(p.stdout)["status"] == "completed"
