@@ -27,7 +27,7 @@ for per_gpu in 1 4 8; do
   gpu=$(python3 -c "print(1 / $per_gpu)")
   dir=$(mktemp -d)
   sed -e "s/^cpu = 1$/cpu = 1\ngpu = $gpu/" -e "s/^num_samples = .*/num_samples = $N/" -e "s/^epochs = 100/epochs = 30/" \
-      studies/synth_cub.toml > "$dir/gpu_slice_$per_gpu.toml"
+      gzsl/studies/synth_cub.toml > "$dir/gpu_slice_$per_gpu.toml"
   echo "## synth_cub slice: $N trials x 30 epochs, $per_gpu trial(s) per GPU"
   start=$(date +%s)
   $PY -m gzsl.tune --study "$dir/gpu_slice_$per_gpu.toml" --results "$dir/results" --no-refit --no-report \

@@ -21,7 +21,7 @@ from gzsl.errors import GzslError
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gzsl.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--study", required=True, help="a name in studies/ (demo, synth_cub, cub_full, ...) or a .toml path")
+    p.add_argument("--study", required=True, help="a shipped study (demo, synth_cub, cub_full, awa1_full, awa2_full, sun_full: gzsl/studies/) or a .toml path")
     p.add_argument("--data-root", help="xlsa17 folder for real datasets (overrides the study's data_root)")
     p.add_argument("--results", help="results folder or pyarrow URI such as s3://bucket/results/NAME "
                                      "(default: results/<study>)")

@@ -3,7 +3,7 @@
 import pytest
 
 from gzsl.errors import ConfigError
-from gzsl.studies import SAMPLINGS, STUDIES_DIR, Param, load_study
+from gzsl.studies import SAMPLINGS, Param, load_study
 
 GOOD = """
 [study]
@@ -51,10 +51,11 @@ def test_bad_study_names_file_and_key(tmp_path, extra, message):
         load_study(str(path))
 
 
-def test_unknown_study_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"no such study file; known studies: .*demo"):
+def test_unknown_study_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match=r"^nope: no such study file or shipped study; shipped studies: .*demo"):
         load_study("nope")
-    assert (STUDIES_DIR / "demo.toml").is_file()
+    with pytest.raises(ConfigError, match=r"missing.toml: no such study file; shipped studies: .*cub_full"):
+        load_study("missing.toml")
 
 
 def test_invalid_toml_is_one_clear_error(tmp_path):
@@ -108,10 +109,28 @@ def test_the_study_file_knows_the_models_samplings():
     ("[training]\nkl_weight = 0.0", "training.kl_weight: must be a finite number > 0, got 0.0"),
     ("[training]\nkl_weight = nan", "training.kl_weight: must be a finite number > 0, got nan"),
     ("[training]\nkl_weight = inf", "training.kl_weight: must be a finite number > 0, got inf"),
+    ('[space.lr]\nlow = 1e-4\nhigh = 1e-3\nlog = "false"', "space.lr.log: expected true or false (no quotes), got 'false'"),
+    ('[space.gamma]\nchoices = ["high", "low"]', "space.gamma.choices: gamma takes positive numbers, got ['high', 'low']"),
+    ("[space.gamma]\nchoices = [1, 0]", "space.gamma.choices: gamma takes positive numbers, got [1, 0]"),
+    ("[space.lam]\nlow = 0\nhigh = 4\nlog = false", "space.lam.low: lam must stay > 0, got 0"),
+    ("[space.lr]\nlow = -1e-3\nhigh = 1e-3\nlog = false", "space.lr.low: lr must stay > 0, got -0.001"),
 ])
-def test_bad_sampling_beta_kl_weight_are_one_line_naming_file_and_key(tmp_path, extra, message):
+def test_bad_values_are_one_line_naming_file_and_key(tmp_path, extra, message):
     path = tmp_path / "bad.toml"
     path.write_text(GOOD + "\n" + extra + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_study(str(path))
+    assert str(err.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("seed = -1", "study.seed: must be >= 0 (numpy and Optuna seeds are unsigned), got -1"),
+    ('split = "test"', "study.split: a study tunes on validation H and scores test once, in its final refit; "
+                       'tuning on test H would report a test score chosen on test: use split = "val"'),
+])
+def test_bad_study_table_values_are_one_line(tmp_path, line, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace('[study]\n', f"[study]\n{line}\n"))
     with pytest.raises(ConfigError) as err:
         load_study(str(path))
     assert str(err.value) == f"{path}: {message}"

@@ -1,4 +1,5 @@
-"""Study files: `studies/<name>.toml`, validated on load.
+"""Study files, validated on load: the shipped ones (`gzsl/studies/<name>.toml`, package data,
+so `--study cub_full` works from any install) or any `path.toml`.
 
 A study names a dataset and split protocol, the search space (the five
 hyperparameters, and optionally the reparameterization `sampling`), settings held
@@ -9,13 +10,17 @@ settings, the resources of one trial and a seed. Every error names the file and 
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from gzsl.errors import ConfigError
 
-STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04 cluster images): the same parser, from PyPI
+    import tomli as tomllib
+
 SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
 SAMPLINGS = ("textbook", "cada")  # gzsl.model.SAMPLING, kept here so loading a study needs no torch
 FIXED = ("beta", "kl_weight", "sampling")  # [training] keys passed to TrainConfig as they are
@@ -66,20 +71,29 @@ _SECTIONS = {
 }
 
 
-def study_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        return path
-    return STUDIES_DIR / f"{name_or_path}.toml"
+def shipped_studies() -> dict[str, str]:
+    """Name -> TOML text of the studies shipped inside the package."""
+    return {f.name.removesuffix(".toml"): f.read_text() for f in resources.files(__name__).iterdir()
+            if f.name.endswith(".toml")}
 
 
 def load_study(name_or_path: str) -> StudySpec:
-    path = study_path(name_or_path)
+    """A shipped study by name (demo, cub_full, ...), or a study file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and not path.exists():
+        shipped = shipped_studies()
+        if name_or_path not in shipped:
+            raise ConfigError(f"{name_or_path}: no such study file or shipped study; shipped studies: "
+                              f"{', '.join(sorted(shipped))}")
+        return _parse_text(shipped[name_or_path], Path("gzsl/studies") / f"{name_or_path}.toml")
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.toml")))
-        raise ConfigError(f"{path}: no such study file; known studies: {known}")
+        raise ConfigError(f"{path}: no such study file; shipped studies: {', '.join(sorted(shipped_studies()))}")
+    return _parse_text(path.read_text(), path)
+
+
+def _parse_text(text: str, path: Path) -> StudySpec:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return parse(raw, path)
@@ -106,8 +120,11 @@ def parse(raw: dict, path: Path) -> StudySpec:
     if "dataset" not in raw.get("study", {}):
         fail("study.dataset", "missing; name a dataset (synth-small, synth-cub, CUB, AWA1, AWA2, SUN)")
     split = get("study", "split", "val")
-    if split not in ("val", "test"):
-        fail("study.split", f"expected 'val' or 'test', got {split!r}")
+    if split == "test":
+        fail("study.split", "a study tunes on validation H and scores test once, in its final refit; "
+                            "tuning on test H would report a test score chosen on test: use split = \"val\"")
+    if split != "val":
+        fail("study.split", f"expected 'val', got {split!r}")
 
     def positive(section, key, default, allow_zero=False):
         v = get(section, key, default)
@@ -137,6 +154,9 @@ def parse(raw: dict, path: Path) -> StudySpec:
     if reduction < 2:
         fail("asha.reduction_factor", f"must be >= 2, got {reduction}")
     fixed = _fixed(raw.get("training", {}), {p.name for p in space}, fail)
+    seed = get("study", "seed", 0)
+    if seed < 0:
+        fail("study.seed", f"must be >= 0 (numpy and Optuna seeds are unsigned), got {seed}")
     return StudySpec(
         name=path.stem, path=path, dataset=raw["study"]["dataset"], data_root=get("study", "data_root"),
         split=split, epochs=epochs, batch_size=positive("training", "batch_size", 50),
@@ -145,7 +165,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
                                                                                   allow_zero=True),
         grace_period=grace, reduction_factor=reduction, resources=resources,
         max_failures=positive("search", "max_failures", 1, allow_zero=True),
-        final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=get("study", "seed", 0),
+        final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=seed,
         hidden=tuple(hidden) if hidden else None, fixed=fixed,
     )
 
@@ -176,15 +196,20 @@ def _param(name: str, table: dict, path: Path) -> Param:
         choices = table["choices"]
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{path}: {key}.choices: expected a non-empty list, got {choices!r}")
-        if name == "latent_size" and not all(isinstance(c, int) and c > 0 for c in choices):
+        if name == "latent_size" and not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                             for c in choices):
             raise ConfigError(f"{path}: {key}.choices: latent sizes must be positive integers, got {choices}")
-        return Param(name, choices=tuple(choices))
+        if name != "latent_size" and not all(_positive_number(c) for c in choices):
+            raise ConfigError(f"{path}: {key}.choices: {name} takes positive numbers, got {choices}")
+        return Param(name, choices=tuple(float(c) for c in choices) if name != "latent_size" else tuple(choices))
     unknown = set(table) - {"low", "high", "log"}
     if unknown:
         raise ConfigError(f"{path}: {key}.{sorted(unknown)[0]}: unknown key; expected low, high, log or choices")
     if "low" not in table or "high" not in table:
         raise ConfigError(f"{path}: {key}: expected low and high (or choices)")
     low, high, log = table["low"], table["high"], table.get("log", True)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{path}: {key}.log: expected true or false (no quotes), got {log!r}")
     for k, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ConfigError(f"{path}: {key}.{k}: expected a number, got {v!r}")
@@ -192,9 +217,15 @@ def _param(name: str, table: dict, path: Path) -> Param:
         raise ConfigError(f"{path}: {key}: empty range, low {low} must be below high {high}")
     if log and low <= 0:
         raise ConfigError(f"{path}: {key}.low: a log-uniform range needs low > 0, got {low}")
+    if low <= 0:  # alpha, gamma, lam or lr at 0 switches a part of the method off, or training
+        raise ConfigError(f"{path}: {key}.low: {name} must stay > 0, got {low}")
     if name == "latent_size":
         raise ConfigError(f"{path}: {key}: latent size is categorical; give choices = [16, 32, 64, 128]")
     return Param(name, float(low), float(high), bool(log))
+
+
+def _positive_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def _sampling_param(table: dict, path: Path) -> Param:
