@@ -39,6 +39,24 @@ def _pg_bin() -> Path | None:
     return None
 
 
+def _stop_orphans(pg: Path, as_user: list) -> None:
+    """Servers a previous run left behind when its process died without teardown (a local Ray
+    whose GCS is killed ends its driver's process at once): stop them and remove their folders."""
+    for home in glob.glob(os.path.join(tempfile.gettempdir(), "gzsl-pg-*")):
+        try:
+            os.kill(int(Path(home, "owner.pid").read_text()), 0)
+            continue  # its test run is alive
+        except FileNotFoundError:
+            if time.time() - os.path.getmtime(home) < 300:
+                continue  # a run that is starting its server right now
+        except (OSError, ValueError):
+            pass
+        if Path(home, "data", "postmaster.pid").is_file():
+            subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", f"{home}/data", "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +78,9 @@ def postgres():
         if not shutil.which("runuser"):
             pytest.skip("running as root and runuser is missing: cannot start postgres as another user")
         as_user = ["runuser", "-u", "postgres", "--"]
+    _stop_orphans(pg, as_user)
     home = tempfile.mkdtemp(prefix="gzsl-pg-")  # not under pytest's tmp (root-only): the server user owns it
+    Path(home, "owner.pid").write_text(str(os.getpid()))
     if owner:
         os.chown(home, owner.pw_uid, owner.pw_gid)
     data, log, port = f"{home}/data", f"{home}/server.log", _free_port()
