@@ -11,3 +11,7 @@ class DataError(GzslError):
 
 class ConfigError(GzslError):
     """A study file or flag is invalid."""
+
+
+class NoResultsYet(GzslError):
+    """A results folder holds no finished trial (yet): `gzsl.report --watch` waits for one."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import replace
@@ -78,12 +79,12 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
     where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
              "gpu_id": ",".join(str(g) for g in gpu_ids)}
     cfg = train_config(spec, config, seed=spec.seed, device=device)
-    last = {"val_U": 0.0, "val_S": 0.0, "val_H": 0.0}
     for r in train(data, cfg):
-        if r.scores is not None:
-            last = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H}
+        # H only on the epochs that computed it (eval_every): a repeated older H would be compared
+        # by ASHA's rungs and recorded by Optuna as if it were this epoch's.
+        scores = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H} if r.scores is not None else {}
         metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "evaluated": r.scores is not None,
-                   **{f"loss_{k}": v for k, v in r.losses.items()}, **last, **where}
+                   **{f"loss_{k}": v for k, v in r.losses.items()}, **scores, **where}
         if device == "cuda":
             metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
         tune.report(metrics)
@@ -102,15 +103,48 @@ def search_space(spec: StudySpec) -> dict:
     return space
 
 
+# Signs of life, so that a run never fails another live run's trials (fail_stale_running): each
+# Optuna trial records the results folder whose run asked it (user attr "gzsl_owner") and, while
+# it is unfinished, the time its driver last saw it alive ("gzsl_seen", refreshed at most every
+# HEARTBEAT_S, on every suggestion and result). A live driver can be silent far longer than that:
+# while every trial waits for an autoscaler's GPU nodes nothing reports, so STALE_AFTER_S is an hour.
+HEARTBEAT_S = 30
+STALE_AFTER_S = 3600
+
+
 class PrunedAwareOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch tells Optuna that an ASHA-stopped trial COMPLETEd with its
     early value, which misleads TPE and the importance plots. Here a trial that
     ended before the last epoch (and did not diverge) is recorded as PRUNED, with
-    its intermediate values (reported each epoch by on_trial_result)."""
+    its intermediate values (reported each epoch by on_trial_result). Each trial
+    carries its owner and heartbeat (see HEARTBEAT_S)."""
 
-    def __init__(self, *args, max_epochs: int, **kwargs):
+    def __init__(self, *args, max_epochs: int, owner: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+        self.owner = owner
+        self._beat_at = 0.0
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("gzsl_owner", self.owner)
+        ot_trial.set_user_attr("gzsl_seen", time.time())
+        self._heartbeat()
+        return config
+
+    def _heartbeat(self) -> None:
+        """Refresh "gzsl_seen" on every unfinished trial of this driver, pending ones included."""
+        now = time.time()
+        if now - self._beat_at < HEARTBEAT_S:
+            return
+        self._beat_at = now
+        for trial_id, ot_trial in list(self._ot_trials.items()):
+            if trial_id not in self._completed_trials:
+                try:
+                    ot_trial.set_user_attr("gzsl_seen", now)
+                except optuna.exceptions.UpdateFinishedTrialError:  # finished before a resume (_stale)
+                    self._completed_trials.add(trial_id)
 
     def _stale(self, trial_id: str) -> bool:
         """After a resume, Tune may rerun a trial whose Optuna twin already finished before the
@@ -120,8 +154,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         return ot_trial is None or self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if not self._stale(trial_id):
+        if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
             super().on_trial_result(trial_id, result)
+        self._heartbeat()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or self._stale(trial_id):
@@ -155,18 +190,51 @@ def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
 
 
 def optuna_storage(url: str):
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}
-                                      if url.startswith("sqlite") else {})
+    """The Optuna RDB storage; a URL whose database driver is missing (psycopg or psycopg2 for
+    postgresql://, which the `cluster` extra installs), malformed or unreachable is a ConfigError,
+    not a traceback; its password is never shown."""
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}
+                                          if url.startswith("sqlite") else {})
+    except ImportError as exc:
+        scheme = url.split(":", 1)[0]
+        missing = exc.__cause__ or exc
+        fix = ('pip install "gzsl[cluster]"' if scheme.startswith("postgres") else
+               "pip install mysqlclient (or PyMySQL with a mysql+pymysql:// URL)" if scheme.startswith("mysql") else
+               "install the database driver SQLAlchemy needs for it")
+        raise ConfigError(f"--optuna-storage {shown_url(url)}: no database driver for {scheme}:// ({missing}); "
+                          f"{fix}") from None
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--optuna-storage {shown_url(url)}: cannot open it ({first})") from None
 
 
-def fail_stale_running(storage, study_name: str) -> int:
+def shown_url(url: str) -> str:
+    """A storage URL fit for a message: its password hidden."""
+    import sqlalchemy.engine
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."
+
+
+def fail_stale_running(storage, study_name: str, owner: str | None = None, stale_after: float = STALE_AFTER_S) -> int:
     """Trials a killed driver left RUNNING in Optuna: mark them FAIL (their Tune trials rerun
-    under new Optuna trials). Returns how many."""
+    under new Optuna trials). Only those no live run can own: this results folder's (`owner`;
+    called once its study has finished, so none of its trials is still in flight), and any
+    other whose heartbeat ("gzsl_seen") is older than `stale_after` seconds. Another run's live
+    trials, and trials without a heartbeat (not asked by gzsl), are left alone. Returns how many."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return 0
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    now = time.time()
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING and (
+        (owner is not None and t.user_attrs.get("gzsl_owner") == owner)
+        or now - t.user_attrs.get("gzsl_seen", now) > stale_after)]
     for t in stale:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     return len(stale)
@@ -213,7 +281,7 @@ class ParquetCallback(tune.Callback):
         epochs = [self.epochs.get(tid, {})[k] for k in sorted(self.epochs.get(tid, {}))]
         last = epochs[-1] if epochs else {}
         status = trial_status(last, error is not None, self.spec.epochs)
-        evaluated = [e for e in epochs if e.get("evaluated")] or epochs
+        evaluated = [e for e in epochs if METRIC in e]
         best = max(evaluated, key=lambda e: e[METRIC]) if evaluated else {}
         started = self.started.get(tid, time.time())
         ended = time.time()
@@ -280,6 +348,19 @@ class RungCheckedASHA(ASHAScheduler):
                 return TrialScheduler.STOP
         return action
 
+    def restore_rungs(self, epochs, ended: set[str]) -> int:
+        """Refill the rungs from epochs.parquet after a resume: Tune saves no scheduler state, so a
+        restored ASHA starts with empty rungs and the trials it reruns pass them with no rival.
+        Each trial that `ended` (trials.parquet) is recorded at every rung it reached, with the
+        first H at or after the rung's epoch, as ASHA recorded it. Returns how many trials."""
+        scored = epochs[epochs.trial_id.isin(ended)].dropna(subset=[METRIC]).sort_values("epoch")
+        for bracket in self._brackets:
+            for milestone, recorded in bracket._rungs:
+                reached = scored[scored.epoch >= milestone].groupby("trial_id")[METRIC].first()
+                for trial_id, h in reached.items():
+                    recorded.setdefault(trial_id, self._metric_op * float(h))
+        return scored.trial_id.nunique()
+
 
 # --------------------------------------------------------------------------- the driver
 
@@ -290,7 +371,12 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
     and `early_stopping=False` give the plain baseline (random search, every trial to the end)."""
+    # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
+    # and Tune must not reject them as missing the metric.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     store = ResultStore(results_uri)
+    if resume:
+        num_samples = resumed_budget(store, num_samples, results_uri)
     num_samples = num_samples or spec.num_samples
     spec = replace(spec, num_samples=num_samples)
     concurrent = max_concurrent if max_concurrent is not None else spec.max_concurrent
@@ -303,6 +389,10 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"--resume: no interrupted study at {experiment}; run without --resume to start one")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        scheduler = tuner._local_tuner._tune_config.scheduler  # restored as first built: rungs empty
+        if isinstance(scheduler, RungCheckedASHA):
+            n = scheduler.restore_rungs(store.read("epochs"), set(store.read("trials").trial_id))
+            log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
     else:
         if tune.Tuner.can_restore(experiment):
             raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
@@ -313,8 +403,17 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                                                     n_startup_trials=min(10, max(2, num_samples // 4)))
         else:
             ot_sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        try:
+            taken = len(optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
+        except KeyError:
+            taken = 0
+        if taken:  # an existing study's trials: a new run must not silently merge into them
+            raise ConfigError(f"study {spec.name} already has {taken} trial(s) in {shown_url(storage_url)} (another "
+                              "run's): continue that run with --resume and its --results, or use another "
+                              "--optuna-storage or study file name")
         searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
-                                           study_name=spec.name, storage=storage, max_epochs=spec.epochs)
+                                           study_name=spec.name, storage=storage, max_epochs=spec.epochs,
+                                           owner=experiment)
         if early_stopping:
             scheduler = RungCheckedASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
                                         grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
@@ -335,10 +434,38 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         # Finished: an Optuna trial still RUNNING was asked by a driver that died before its Tune
         # trial was saved; nothing will ever finish it. (After Ctrl-C they stay RUNNING: --resume
         # continues them.)
-        stale = fail_stale_running(storage, spec.name)
+        stale = fail_stale_running(storage, spec.name, owner=experiment)
         if stale:
             log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
     return store
+
+
+def pending_trials(per_trial: dict, cluster_resources: dict, num_samples: int, max_concurrent: int = 0,
+                   cluster: bool = False) -> int:
+    """How many trials Tune may keep waiting for resources (TUNE_MAX_PENDING_TRIALS_PG; Tune's
+    default with a searcher is 1). Each pending trial already holds a TPE proposal, so locally it is
+    what the machine runs at once. On a cluster a pending trial is also a request to the
+    autoscaler: twice what fits now, at least 16 (four 4-trial GPU nodes), so that a cluster grows
+    by several nodes at a time instead of one."""
+    fits = min((int(cluster_resources.get(k.upper(), 0) // v) for k, v in per_trial.items() if v > 0), default=1)
+    want = max(16, 2 * fits) if cluster else max(1, fits)
+    if max_concurrent:
+        want = min(want, max_concurrent)
+    return max(1, min(want, num_samples))
+
+
+def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:
+    """The trial budget of the run being resumed (study.parquet), which Tuner.restore keeps:
+    `--num-samples` given at the start need not be repeated, and a different one is refused."""
+    runs = store.read("study")
+    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
+    if first.empty:
+        return asked
+    budget = int(first.num_samples.iloc[0])
+    if asked is not None and asked != budget:
+        raise ConfigError(f"--num-samples {asked}: the run in {results_uri} was started with a budget of {budget} "
+                          "trials, which a resumed run keeps; resume without --num-samples")
+    return budget
 
 
 def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:

@@ -2,6 +2,8 @@
 
     python -m gzsl.tune --study demo
     python -m gzsl.tune --study cub_full --data-root ~/xlsa17 --address auto
+    ray job submit --address http://localhost:8265 --working-dir . -- \
+        python -m gzsl.tune --study cub_full --data-root '~/xlsa17' --address auto   # ~ on the head
 
 The search scores validation H only (no test image is read); afterwards the best
 configuration is retrained on all of trainval with several seeds and scored once
@@ -24,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="a shipped study (demo, synth_cub, cub_full, awa1_full, awa2_full, sun_full: gzsl/studies/) or a .toml path")
     p.add_argument("--data-root", help="xlsa17 folder for real datasets (overrides the study's data_root)")
     p.add_argument("--results", help="results folder or pyarrow URI such as s3://bucket/results/NAME "
-                                     "(default: results/<study>)")
+                                     "(default: results/<study>; in a `ray job submit` job, ~/gzsl-results/<study> "
+                                     "on the head node)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to join ('auto' on a cluster node; default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)")
@@ -61,16 +64,18 @@ def _run(args, start: float) -> int:
         value = getattr(args, flag)
         if value is not None and value < (1 if flag == "num_samples" else 0):
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    results = args.results or os.path.join("results", spec.name)
+    results = args.results or os.path.join(default_results_root(), spec.name)
+    if "://" not in results:
+        results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
     if spec.grace_period < 0.2 * spec.epochs:
         # Measured (README, "Early stopping"): before ~20% of the run the warm-ups have not acted and
         # H does not predict the final score, so a rung there prunes on noise.
         print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is before 20% of the "
               f"{spec.epochs} epochs; H there does not predict the final H (use >= {-(-spec.epochs // 4)})")
+    if spec.eval_every > 1 and spec.grace_period % spec.eval_every:
+        print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is not a multiple of "
+              f"training.eval_every {spec.eval_every}: the first rung judges on the next evaluated epoch")
     data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
-    concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
-    # Let the searcher keep several trials pending so every worker stays busy.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, concurrent or os.cpu_count() or 2)))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables: our lines say it
     # Save Tune's experiment state often: after a crash, trials finished since the last save are
     # rerun (Parquet and Optuna keep their first outcome), so a short period wastes little.
@@ -83,6 +88,10 @@ def _run(args, start: float) -> int:
     info = ray.init(address=args.address, num_cpus=args.num_cpus if not args.address else None,
                     log_to_driver=False, configure_logging=False)
     dashboard = getattr(info, "dashboard_url", "") or ""
+    concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(study.pending_trials(
+        spec.resources, ray.cluster_resources(), args.num_samples or spec.num_samples, concurrent,
+        cluster=bool(args.address))))
     print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
           f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor}, "
@@ -91,10 +100,10 @@ def _run(args, start: float) -> int:
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                             optuna_url=args.optuna_storage, resume=args.resume)
     trials = store.read("trials")
-    target = args.num_samples or spec.num_samples
+    target = int(store.read("study").sort_values("started_at").num_samples.iloc[-1])  # this run's budget
     if len(trials) < target:
         print(f"study stopped with {len(trials)}/{target} trials recorded; continue with "
-              f"python -m gzsl.tune --study {args.study} --resume" + (f" --results {args.results}" if args.results else ""))
+              f"python -m gzsl.tune --study {args.study} --resume --results {results}")
         return 130
     counts = trials.status.value_counts().to_dict()
     print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -117,11 +126,24 @@ def _run(args, start: float) -> int:
     return 0
 
 
+def in_ray_job() -> bool:
+    """True in a `ray job submit` entrypoint, whose working directory is Ray's unpacked copy of the
+    submitted one: temporary, and different for every job."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def default_results_root() -> str:
+    """results/ under the current directory; in a Ray job, ~/gzsl-results on the head, so that
+    --resume and gzsl.report find the results of an earlier job."""
+    return os.path.expanduser("~/gzsl-results") if in_ray_job() else "results"
+
+
 def _report(name: str, results: str) -> None:
     from gzsl import report
 
+    reports = os.path.join(default_results_root(), "reports") if in_ray_job() else "reports"
     try:
-        path = report.write_report(results, os.path.join("reports", f"{name}.html"), study=name)
+        path = report.write_report(results, os.path.join(reports, f"{name}.html"), study=name)
     except Exception as exc:  # the results are safe in Parquet: say so, don't fail the study
         print(f"report not written ({type(exc).__name__}: {exc}); results are in {results}, "
               f"retry with python -m gzsl.report --results {results}")

@@ -4,8 +4,10 @@ to a local head node."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,12 @@ def test_launcher_config_passes_rays_validation():
     assert types["gpu_worker"]["resources"]["GPU"] == 1
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start  # the dashboard is not opened to the world
+
+
+def test_the_dockerfile_copies_only_what_exists():
+    sources = [w for line in (ROOT / "cluster" / "Dockerfile").read_text().splitlines() if line.startswith("COPY")
+               for w in line.split()[1:-1] if not w.startswith("--")]
+    assert sources and all((ROOT / s).exists() for s in sources), sources
 
 
 @pytest.mark.parametrize("manifest", ["raycluster.yaml", "rayjob.yaml"])
@@ -84,23 +92,34 @@ def test_a_study_spreads_its_trials_over_two_nodes(tmp_path):
 
 
 def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
-    study = write_study(tmp_path, name="job", epochs=2, samples=2, final_seeds=1, grace=1)
-    results = tmp_path / "results"
+    """Without --results, a job's results go to ~/gzsl-results/<study> on the head, not into Ray's
+    temporary copy of the working dir, where --resume and gzsl.report would not find them."""
+    name = f"job{os.getpid()}"
+    study = write_study(tmp_path, name=name, epochs=2, samples=2, final_seeds=1, grace=1)
+    results = Path.home() / "gzsl-results" / name
+    shutil.rmtree(results, ignore_errors=True)
     env = {**_env(), "RAY_ADDRESS": ""}
     _ray("stop", "--force")
     _ray("start", "--head", "--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1",
          "--dashboard-port", "8275", "--disable-usage-stats")
     try:
-        submit = subprocess.run(
-            [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
-             "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git"]}), "--",
-             sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results), "--address", "auto"],
-            capture_output=True, text=True, timeout=500, env=env)
+        for _ in range(30):  # the head's job agent may start a little after `ray start` returns
+            submit = subprocess.run(
+                [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
+                 "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build"]}),
+                 "--", sys.executable, "-m", "gzsl.tune", "--study", str(study), "--address", "auto"],
+                capture_output=True, text=True, timeout=500, env=env)
+            if "No available agent to submit job" not in submit.stderr:
+                break
+            time.sleep(2)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout.lower()
         assert "best configuration:" in submit.stdout
         assert len(pd.read_parquet(results / "trials.parquet")) == 2
         assert len(pd.read_parquet(results / "final.parquet")) == 1
-        assert (tmp_path / "results").is_dir()
+        assert f"results: {results}" in submit.stdout
+        assert (Path.home() / "gzsl-results" / "reports" / f"{name}.html").is_file()
     finally:
         _ray("stop", "--force")
+        shutil.rmtree(results, ignore_errors=True)
+        (Path.home() / "gzsl-results" / "reports" / f"{name}.html").unlink(missing_ok=True)

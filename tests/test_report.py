@@ -2,9 +2,10 @@
 person sees them in headless Chromium."""
 
 import re
-import time
+import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 
 from html import escape
@@ -64,7 +65,7 @@ def test_records_match_the_parquet(study_results):
     recipe, fast = f.rows
     assert recipe.label == ("test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32), comparable to "
                             "published rows") and recipe.published_recipe and f.recipe() is recipe
-    assert fast.label == "fast classifier (the one validation H uses)" and not fast.published_recipe
+    assert fast.label == "fast classifier (3 epochs at batch 2048), same latents" and not fast.published_recipe
     for row, prefix in ((recipe, "test_"), (fast, "fast_test_")):
         assert row.n_seeds == 2
         for k in "USH":
@@ -200,6 +201,24 @@ def test_watch_rewrites_the_page_atomically(study_results, tmp_path):
         proc.wait(timeout=30)
     assert len(set(seen)) >= 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".watched")]  # no temp files left
+
+
+def test_watch_started_before_the_first_trial_waits_for_it(study_results, tmp_path):
+    results, out = tmp_path / "later", tmp_path / "later.html"
+    proc = subprocess.Popen([sys.executable, "-m", "gzsl.report", "--results", str(results), "--out", str(out),
+                             "--watch", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, proc.communicate()  # still watching, not "exit 2"
+        shutil.copytree(study_results, results)  # the study's first trials land
+        deadline = time.time() + 60
+        while not out.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert out.exists() and proc.poll() is None
+    finally:
+        proc.terminate()
+        stdout = proc.communicate(timeout=30)[0]
+    assert stdout.count("waiting:") == 1 and "no trials.parquet results there yet" in stdout
 
 
 def test_compare_cli_writes_one_page_for_several_studies(study_results, tmp_path):

@@ -21,7 +21,7 @@ dataset = "synth-small"
 seed = 0
 [training]
 epochs = {epochs}
-eval_every = 1
+eval_every = {eval_every}
 {training_extra}
 [search]
 num_samples = {samples}
@@ -43,11 +43,11 @@ lr = {{ low = {lr_low}, high = {lr_high} }}
 
 
 def write_study(tmp_path, name="mini", epochs=24, samples=6, final_seeds=1, max_failures=0, latent="[32, 64]",
-                lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra=""):
+                lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra="", eval_every=1):
     path = tmp_path / f"{name}.toml"
     path.write_text(STUDY.format(epochs=epochs, samples=samples, final_seeds=final_seeds, max_failures=max_failures,
                                  latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace,
-                                 training_extra=training_extra, space_extra=space_extra))
+                                 training_extra=training_extra, space_extra=space_extra, eval_every=eval_every))
     return path
 
 
@@ -134,6 +134,24 @@ def test_a_searched_sampling_and_a_fixed_kl_weight_reach_every_table(tmp_path):
     assert f"sampling={best['sampling']}" in p.stdout
 
 
+def test_eval_every_2_reports_h_only_on_evaluated_epochs(tmp_path):
+    """With eval_every = 2, odd epochs compute no H: none is recorded for them (Parquet, Optuna's
+    intermediate values, which ASHA's rungs also see), and a trial's best is an evaluated one."""
+    study = write_study(tmp_path, name="every2", epochs=5, samples=3, final_seeds=0, grace=2, eval_every=2)
+    results = tmp_path / "results"
+    p = run_tune(study, results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    scored = epochs.dropna(subset=["val_H"])
+    assert set(scored.epoch) <= {2, 4, 5} and 2 in set(scored.epoch)  # 5: the last epoch is always scored
+    assert epochs[epochs.epoch.isin([1, 3])].val_H.isna().all() and len(epochs[epochs.epoch == 3]) > 0
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert set(trials.best_epoch) <= {2, 4, 5}
+    ot = optuna.load_study(study_name="every2", storage=f"sqlite:///{results / 'optuna.db'}")
+    steps = {step for t in ot.trials for step in t.intermediate_values}
+    assert steps and steps <= {2, 4, 5}
+
+
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
     # latent_size 2**40 cannot be allocated (the trial raises); lr up to 1e4 diverges.
     study = write_study(tmp_path, name="faulty", epochs=3, samples=8, final_seeds=0, max_failures=1, grace=1,
@@ -162,8 +180,9 @@ def _parts(folder: Path) -> int:
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
-    study, results = write_study(tmp_path, name="crash", samples=8, final_seeds=0), tmp_path / "results"
-    proc = subprocess.Popen(tune_cmd(study, results), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # The file's budget is 12; the run is started with --num-samples 8, which the resume need not repeat.
+    study, results = write_study(tmp_path, name="crash", samples=12, final_seeds=0), tmp_path / "results"
+    proc = subprocess.Popen(tune_cmd(study, results, "--num-samples", "8"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 300
     while _parts(results / "trials.parquet") < 2 and time.time() < deadline and proc.poll() is None:
@@ -183,6 +202,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
 
     p = run_tune(study, results, "--resume")
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "ASHA: rungs rebuilt from the" in p.stdout
     trials = pd.read_parquet(results / "trials.parquet")
     epochs = pd.read_parquet(results / "epochs.parquet")
     # Tune's experiment state is saved every 2 s: a trial that finished after the last save is
@@ -238,6 +258,46 @@ def test_asha_stops_an_early_trial_once_its_rung_fills_with_better_ones():
     stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
     assert decisions(ASHAScheduler) == [go, go, go, go]
     assert decisions(RungCheckedASHA) == [stop, stop, go, go]
+
+
+def test_asha_rungs_rebuilt_after_a_resume_still_stop_a_weak_rerun_trial():
+    """Tune restores ASHA with empty rungs: a trial rerun after --resume would pass its rung with no
+    rival. Rebuilt from epochs.parquet, the rung holds the trials that ended before the interruption."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from gzsl.study import RungCheckedASHA
+
+    def rerun_decision(rebuild: bool):
+        s = RungCheckedASHA(time_attr="training_iteration", metric="val_H", mode="max", max_t=30,
+                            grace_period=5, reduction_factor=3)
+        epochs = pd.DataFrame({"trial_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["rerun"] * 2,
+                               "epoch": [4, 5, 6] * 3 + [4, 5],
+                               "val_H": [1, 20, 21, 2, 30, 31, 3, None, 41, 9, 9]})  # c: no H at 5, so 6 counts
+        if rebuild:
+            assert s.restore_rungs(epochs, ended={"a", "b", "c"}) == 3
+            assert dict(s._brackets[0]._rungs[-1][1]) == {"a": 20.0, "b": 30.0, "c": 41.0}
+        trial = SimpleNamespace(trial_id="rerun")
+        s.on_trial_add(None, trial)
+        return s.on_trial_result(None, trial, {"training_iteration": 5, "val_H": 10.0})
+
+    assert rerun_decision(rebuild=False) == TrialScheduler.CONTINUE
+    assert rerun_decision(rebuild=True) == TrialScheduler.STOP
+
+
+def test_pending_trials_let_an_autoscaling_cluster_grow_by_several_nodes():
+    from gzsl.study import pending_trials
+
+    gpu_trial, cpu_trial = {"cpu": 1.0, "gpu": 0.25}, {"cpu": 1.0}
+    # A CPU-only head of an autoscaling GPU cluster: no trial fits yet, 16 are requested.
+    assert pending_trials(gpu_trial, {"CPU": 8.0}, num_samples=200, cluster=True) == 16
+    assert pending_trials(gpu_trial, {"CPU": 64.0, "GPU": 8.0}, num_samples=200, cluster=True) == 64
+    assert pending_trials(gpu_trial, {"CPU": 64.0, "GPU": 8.0}, num_samples=200, max_concurrent=10, cluster=True) == 10
+    assert pending_trials(gpu_trial, {"CPU": 8.0}, num_samples=6, cluster=True) == 6
+    # Locally: what the machine runs at once (each pending trial holds a TPE proposal).
+    assert pending_trials(cpu_trial, {"CPU": 2.0}, num_samples=16) == 2
+    assert pending_trials(cpu_trial, {"CPU": 0.5}, num_samples=16) == 1
 
 
 # --------------------------------------------------------------------------- fixed and searched settings, no Ray run

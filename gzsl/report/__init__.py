@@ -76,8 +76,8 @@ def _final_html(r: rec.StudyResults) -> str:
     note = (f"Best configuration retrained on all of trainval with {f.n_seeds} seeds"
             + (f" ({settings})" if settings else "") + ", scored on test (mean ± standard deviation over seeds).")
     if f.recipe() is not None:
-        note += (" Each seed's model is scored with CADA-VAE's classifier recipe and with the fast classifier "
-                 "that validation H uses, both fit on the same sampled latents.")
+        note += (" Each seed's model is scored with CADA-VAE's classifier recipe and with a fast classifier, "
+                 "both fit on the same sampled latents.")
     if not f.references:
         note += " No published reference numbers: this dataset is not one of CUB, AWA1, AWA2, SUN."
     else:

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from gzsl.errors import GzslError
+from gzsl.errors import GzslError, NoResultsYet
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,9 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --watch must be a positive number of seconds, got {args.watch}", file=sys.stderr)
         return 2
     try:
+        waiting = False
         while True:
-            path = write()
-            print(f"report: {path}", flush=True)
+            try:
+                print(f"report: {write()}", flush=True)
+            except NoResultsYet as exc:
+                if not args.watch:
+                    raise
+                if not waiting:  # started before the study's first trial ended: wait for it
+                    print(f"waiting: {exc.args[0].split(';')[0]} yet; checking every {args.watch:g}s "
+                          "(Ctrl-C to stop)", flush=True)
+                waiting = True
             if not args.watch:
                 return 0
             time.sleep(args.watch)

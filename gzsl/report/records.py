@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from gzsl.errors import GzslError
+from gzsl.errors import NoResultsYet
 from gzsl.results import ResultStore, best_trial
 
 PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr")
@@ -40,7 +40,7 @@ def read_results(uri: str, name: str | None = None) -> StudyResults:
     store = ResultStore(uri)
     trials = store.read("trials")
     if trials.empty:
-        raise GzslError(f"{uri}: no trials.parquet results there; run a study first "
+        raise NoResultsYet(f"{uri}: no trials.parquet results there; run a study first "
                         "(python -m gzsl.tune --study NAME) or pass --results to its folder")
     meta_df = store.read("study")
     meta = meta_df.sort_values("started_at").iloc[-1].to_dict() if not meta_df.empty else {}
@@ -73,7 +73,7 @@ def summary(r: StudyResults) -> Summary:
 
 
 RECIPE_LABEL = "test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32), comparable to published rows"
-FAST_LABEL = "fast classifier (the one validation H uses)"
+FAST_LABEL = "fast classifier (3 epochs at batch 2048), same latents"
 # final.parquet parts written before fast_* existed: their test_* came from the fast classifier.
 OLDER_LABEL = "test U/S/H, fast classifier (results of an older version, without CADA-VAE's recipe)"
 
