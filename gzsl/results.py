@@ -77,7 +77,7 @@ FINAL = pa.schema([
     ("test_U", pa.float64()),
     ("test_S", pa.float64()),
     ("test_H", pa.float64()),
-    ("fast_test_U", pa.float64()),  # our fast classifier (the one validation H uses), same latents
+    ("fast_test_U", pa.float64()),  # the fast classifier (evaluation.FAST_CLASSIFIER), same latents
     ("fast_test_S", pa.float64()),
     ("fast_test_H", pa.float64()),
     ("seconds", pa.float64()),
@@ -98,6 +98,7 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("beta", pa.float64()),  # fixed by the study, or TrainConfig's default
     ("kl_weight", pa.float64()),
     ("sampling", pa.string()),  # textbook | cada, or "searched"
+    ("classifier", pa.string()),  # final classifier of validation H: cada (CADA-VAE's recipe) | fast
     ("seed", pa.int64()),
     ("resumed", pa.bool_()),
     ("started_at", pa.timestamp("ms", tz="UTC")),

@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     hp.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
                     help="reparameterization: textbook (sigma = exp(logvar/2), noise per dimension) or "
                          "cada (CADA-VAE's code: sigma = exp(logvar), one noise draw per row)")
+    hp.add_argument("--classifier", choices=("cada", "fast"), default=d.classifier,
+                    help="final classifier: cada (CADA-VAE's recipe, 23 epochs at batch 32: what published rows "
+                         "report) or fast (3 epochs at batch 2048: a quick look)")
     run = p.add_argument_group("training")
     run.add_argument("--epochs", type=positive_int, default=d.epochs)
     run.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -76,7 +79,7 @@ def config_from_args(args):
 
     return TrainConfig(
         alpha=args.alpha, gamma=args.gamma, lam=args.lam, latent_size=args.latent_size, lr=args.lr,
-        kl_weight=args.kl_weight, sampling=args.sampling,
+        kl_weight=args.kl_weight, sampling=args.sampling, classifier=args.classifier,
         epochs=args.epochs, batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
         disentangle=not args.no_disentangle, device=resolve_device(args.device),
         hidden=tuple(args.hidden) if args.hidden else default_hidden(args.dataset),

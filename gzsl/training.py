@@ -17,7 +17,7 @@ import torch
 from gzsl import losses, synthetic
 from gzsl.data import GZSLData
 from gzsl.errors import GzslError
-from gzsl.evaluation import ClassifierConfig, Evaluator, Scores
+from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, Scores
 from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig
 
 
@@ -47,10 +47,21 @@ class TrainConfig:
     eval_every: int = 10  # compute validation H every n epochs (and always after the last)
     seed: int = 0
     device: str = "cpu"
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    # The final classifier of every evaluation: "cada" (CADA-VAE's recipe, evaluation.CADA_RECIPE)
+    # or "fast" (evaluation.FAST_CLASSIFIER), or a ClassifierConfig.
+    classifier: str | ClassifierConfig = "cada"
 
 
-FAST = "fast"  # EpochResult.recipe_scores' name for config.classifier, the one `scores` uses
+MAIN = "main"  # EpochResult.recipe_scores' name for config.classifier, the one `scores` uses
+
+
+def classifier_config(config: TrainConfig) -> ClassifierConfig:
+    c = config.classifier
+    if isinstance(c, ClassifierConfig):
+        return c
+    if c not in CLASSIFIERS:
+        raise GzslError(f"classifier {c!r}: expected one of {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[c]
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,7 @@ class EpochResult:
     scores: Scores | None  # U, S, H on the split's eval sets, when evaluated this epoch
     seconds: float  # wall time of this epoch, evaluation included
     status: str  # "running", "completed" or "diverged"
-    # Last result only, when train() was given `recipes`: scores per classifier recipe, "fast"
+    # Last result only, when train() was given `recipes`: scores per classifier recipe, MAIN
     # (config.classifier, the same as `scores`) first, all fit on the same sampled latents.
     recipe_scores: dict[str, Scores] | None = None
 
@@ -150,25 +161,26 @@ def train(data: GZSLData, config: TrainConfig,
           recipes: dict[str, ClassifierConfig] | None = None) -> Iterator[EpochResult]:
     """Train on data.train, yielding one EpochResult per epoch; H is scored on the split's
     eval sets every `eval_every` epochs and after the last. Stops at the first non-finite loss.
-    `recipes` (name -> classifier recipe, e.g. {"cada": CADA_RECIPE}): the last result also
-    carries `recipe_scores`, these recipes and FAST fit on the same latents of the final model."""
-    if recipes and FAST in recipes:
-        raise ValueError(f"recipe name {FAST!r} is taken by config.classifier")
+    `recipes` (name -> classifier recipe, e.g. {"fast": FAST_CLASSIFIER}): the last result also
+    carries `recipe_scores`, these recipes and MAIN fit on the same latents of the final model."""
+    if recipes and MAIN in recipes:
+        raise ValueError(f"recipe name {MAIN!r} is taken by config.classifier")
+    classifier = classifier_config(config)
     torch.manual_seed(config.seed)
     data = data.to(config.device)
     model = build_model(data, config).to(config.device)
-    evaluator = Evaluator(data, config.classifier, seed=config.seed)
+    evaluator = Evaluator(data, classifier, seed=config.seed)
     start = time.perf_counter()
     for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
         if not math.isfinite(epoch_losses["total"]):
             zero = Scores(0.0, 0.0, 0.0)
-            by_recipe = {name: zero for name in (FAST, *recipes)} if recipes else None
+            by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
             yield EpochResult(epoch, epoch_losses, zero, time.perf_counter() - start, "diverged", by_recipe)
             return
         last = epoch == config.epochs
         evaluate = last or (config.eval_every > 0 and epoch % config.eval_every == 0)
-        by_recipe = evaluator.compare(model, {FAST: config.classifier, **recipes}) if last and recipes else None
-        scores = by_recipe[FAST] if by_recipe else (evaluator(model) if evaluate else None)
+        by_recipe = evaluator.compare(model, {MAIN: classifier, **recipes}) if last and recipes else None
+        scores = by_recipe[MAIN] if by_recipe else (evaluator(model) if evaluate else None)
         yield EpochResult(epoch, epoch_losses, scores, time.perf_counter() - start,
                           "completed" if last else "running", by_recipe)
         start = time.perf_counter()  # the caller's time between epochs is not ours

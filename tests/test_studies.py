@@ -3,7 +3,7 @@
 import pytest
 
 from gzsl.errors import ConfigError
-from gzsl.studies import SAMPLINGS, Param, load_study
+from gzsl.studies import CLASSIFIERS, SAMPLINGS, Param, load_study
 
 GOOD = """
 [study]
@@ -72,8 +72,8 @@ def load_text(tmp_path, text: str, name: str = "s"):
 
 
 def test_fixed_training_settings_reach_the_spec(tmp_path):
-    spec = load_text(tmp_path, GOOD + '[training]\nbeta = 2\nkl_weight = 0.5\nsampling = "cada"\n')
-    assert spec.fixed == {"beta": 2.0, "kl_weight": 0.5, "sampling": "cada"}
+    spec = load_text(tmp_path, GOOD + '[training]\nbeta = 2\nkl_weight = 0.5\nsampling = "cada"\nclassifier = "fast"\n')
+    assert spec.fixed == {"beta": 2.0, "kl_weight": 0.5, "sampling": "cada", "classifier": "fast"}
     assert isinstance(spec.fixed["beta"], float)
     assert load_text(tmp_path, GOOD, "none").fixed == {}
 
@@ -86,10 +86,11 @@ def test_sampling_is_searchable_as_a_categorical(tmp_path):
     assert only.space == (Param("sampling", choices=("cada",)),) and only.fixed == {}
 
 
-def test_the_study_file_knows_the_models_samplings():
+def test_the_study_file_knows_the_models_samplings_and_classifiers():
+    from gzsl.evaluation import CLASSIFIERS as EVAL_CLASSIFIERS
     from gzsl.model import SAMPLING
 
-    assert SAMPLINGS == SAMPLING
+    assert SAMPLINGS == SAMPLING and CLASSIFIERS == tuple(EVAL_CLASSIFIERS)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -100,6 +101,7 @@ def test_the_study_file_knows_the_models_samplings():
     ("[space.sampling]\nchoices = []", "space.sampling.choices: expected 'textbook' and/or 'cada', each once, got []"),
     ("[space.sampling]\nlow = 0\nhigh = 1",
      'space.sampling: sampling is categorical; give choices = ["textbook", "cada"]'),
+    ('[training]\nclassifier = "svm"', "training.classifier: expected 'cada' (CADA-VAE's recipe) or 'fast', got 'svm'"),
     ('[training]\nsampling = "gaussian"', "training.sampling: expected 'textbook' or 'cada', got 'gaussian'"),
     ("[training]\nsampling = 1", "training.sampling: expected str, got int 1"),
     ('[training]\nsampling = "cada"\n[space.sampling]\nchoices = ["textbook", "cada"]',

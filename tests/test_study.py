@@ -22,6 +22,7 @@ seed = 0
 [training]
 epochs = {epochs}
 eval_every = {eval_every}
+classifier = "{classifier}"
 {training_extra}
 [search]
 num_samples = {samples}
@@ -43,11 +44,15 @@ lr = {{ low = {lr_low}, high = {lr_high} }}
 
 
 def write_study(tmp_path, name="mini", epochs=24, samples=6, final_seeds=1, max_failures=0, latent="[32, 64]",
-                lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra="", eval_every=1):
+                lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra="", eval_every=1,
+                classifier="fast"):
+    """A small study file. The fast final classifier by default: these studies test the machinery,
+    and CADA-VAE's recipe (the shipped studies' choice) costs seconds per evaluation."""
     path = tmp_path / f"{name}.toml"
     path.write_text(STUDY.format(epochs=epochs, samples=samples, final_seeds=final_seeds, max_failures=max_failures,
                                  latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace,
-                                 training_extra=training_extra, space_extra=space_extra, eval_every=eval_every))
+                                 training_extra=training_extra, space_extra=space_extra, eval_every=eval_every,
+                                 classifier=classifier))
     return path
 
 
@@ -137,7 +142,8 @@ def test_a_searched_sampling_and_a_fixed_kl_weight_reach_every_table(tmp_path):
 def test_eval_every_2_reports_h_only_on_evaluated_epochs(tmp_path):
     """With eval_every = 2, odd epochs compute no H: none is recorded for them (Parquet, Optuna's
     intermediate values, which ASHA's rungs also see), and a trial's best is an evaluated one."""
-    study = write_study(tmp_path, name="every2", epochs=5, samples=3, final_seeds=0, grace=2, eval_every=2)
+    study = write_study(tmp_path, name="every2", epochs=5, samples=3, final_seeds=0, grace=2, eval_every=2,
+                        classifier="cada")
     results = tmp_path / "results"
     p = run_tune(study, results)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -150,6 +156,7 @@ def test_eval_every_2_reports_h_only_on_evaluated_epochs(tmp_path):
     ot = optuna.load_study(study_name="every2", storage=f"sqlite:///{results / 'optuna.db'}")
     steps = {step for t in ot.trials for step in t.intermediate_values}
     assert steps and steps <= {2, 4, 5}
+    assert pd.read_parquet(results / "study.parquet").classifier.tolist() == ["cada"]  # CADA-VAE's recipe
 
 
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):

@@ -10,7 +10,8 @@ from gzsl import data as gdata
 from gzsl.evaluation import ClassifierConfig, _cycle_per_class, fit_classifier, harmonic_mean, per_class_accuracy
 from gzsl.training import TrainConfig, default_hidden, ramp, train, weights
 
-SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3)
+# The fast final classifier: these tests check the loop's mechanics; the recipe's H is the guard's (test_science).
+SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, classifier="fast")
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +57,14 @@ def test_recipes_score_the_final_model_on_the_same_latents_without_changing_scor
     with_recipes = list(train(small_val, cfg, recipes={"other": other}))
     assert [r.recipe_scores for r in with_recipes[:-1]] == [None, None] and plain[-1].recipe_scores is None
     by_recipe = with_recipes[-1].recipe_scores
-    assert list(by_recipe) == ["fast", "other"]
-    # The fast classifier's scores are exactly those of a run without recipes: the same model, latents, classifier.
-    assert by_recipe["fast"] == with_recipes[-1].scores == plain[-1].scores
+    assert list(by_recipe) == ["main", "other"]
+    # config.classifier's scores are exactly those of a run without recipes: the same model, latents, classifier.
+    assert by_recipe["main"] == with_recipes[-1].scores == plain[-1].scores
     assert [r.scores for r in with_recipes] == [r.scores for r in plain]
     u, s, h = by_recipe["other"]
-    assert u != by_recipe["fast"].U and 0 < u <= 100 and 0 <= s <= 100 and h == pytest.approx(harmonic_mean(u, s))
-    with pytest.raises(ValueError, match="'fast' is taken"):
-        next(train(small_val, cfg, recipes={"fast": other}))
+    assert u != by_recipe["main"].U and 0 < u <= 100 and 0 <= s <= 100 and h == pytest.approx(harmonic_mean(u, s))
+    with pytest.raises(ValueError, match="'main' is taken"):
+        next(train(small_val, cfg, recipes={"main": other}))
 
 
 def test_a_non_finite_loss_ends_the_run_as_diverged(small_val):

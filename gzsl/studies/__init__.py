@@ -23,7 +23,8 @@ except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04 cluster images): the sa
 
 SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
 SAMPLINGS = ("textbook", "cada")  # gzsl.model.SAMPLING, kept here so loading a study needs no torch
-FIXED = ("beta", "kl_weight", "sampling")  # [training] keys passed to TrainConfig as they are
+CLASSIFIERS = ("cada", "fast")  # gzsl.evaluation.CLASSIFIERS' names
+FIXED = ("beta", "kl_weight", "sampling", "classifier")  # [training] keys passed to TrainConfig as they are
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,13 @@ class StudySpec:
     final_seeds: int  # seeds of the final refit on trainval
     seed: int
     hidden: tuple[int, int, int, int] | None = None
-    fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed: beta, kl_weight, sampling
+    fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed: beta, kl_weight, sampling, classifier
 
 
 _SECTIONS = {
     "study": {"dataset": str, "data_root": str, "split": str, "seed": int},
     "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float,
-                 "kl_weight": float, "sampling": str},
+                 "kl_weight": float, "sampling": str, "classifier": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int},
     "asha": {"grace_period": int, "reduction_factor": int},
     "resources": {"cpu": float, "gpu": float},
@@ -171,7 +172,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
 
 
 def _fixed(training: dict, searched: set[str], fail) -> dict:
-    """The [training] settings passed to TrainConfig as they are: beta, kl_weight (> 0), sampling."""
+    """The [training] settings passed to TrainConfig as they are: beta, kl_weight (> 0), sampling,
+    classifier (the final classifier of validation H)."""
     fixed = {k: training[k] for k in FIXED if k in training}
     for k in ("beta", "kl_weight"):
         if k not in fixed:
@@ -179,6 +181,8 @@ def _fixed(training: dict, searched: set[str], fail) -> dict:
         if not (math.isfinite(fixed[k]) and fixed[k] > 0):
             fail(f"training.{k}", f"must be a finite number > 0, got {fixed[k]}")
         fixed[k] = float(fixed[k])
+    if "classifier" in fixed and fixed["classifier"] not in CLASSIFIERS:
+        fail("training.classifier", f"expected 'cada' (CADA-VAE's recipe) or 'fast', got {fixed['classifier']!r}")
     if "sampling" in fixed:
         if fixed["sampling"] not in SAMPLINGS:
             fail("training.sampling", f"expected 'textbook' or 'cada', got {fixed['sampling']!r}")
