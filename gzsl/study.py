@@ -384,19 +384,14 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     storage = optuna_storage(storage_url)
     resources = {k: v for k, v in spec.resources.items() if v > 0}
     trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
-    experiment = f"{tune_storage(results_uri)}/{spec.name}"
+    experiment = check_start(spec, results_uri, resume)
     if resume:
-        if not tune.Tuner.can_restore(experiment):
-            raise ConfigError(f"--resume: no interrupted study at {experiment}; run without --resume to start one")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
         scheduler = tuner._local_tuner._tune_config.scheduler  # restored as first built: rungs empty
         if isinstance(scheduler, RungCheckedASHA):
             n = scheduler.restore_rungs(store.read("epochs"), set(store.read("trials").trial_id))
             log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
     else:
-        if tune.Tuner.can_restore(experiment):
-            raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
-                              "it, or pass another --results folder")
         if sampler == "tpe":
             # constant_liar: trials still running count as bad guesses, so concurrent proposals spread out.
             ot_sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True, multivariate=True,
@@ -452,6 +447,18 @@ def pending_trials(per_trial: dict, cluster_resources: dict, num_samples: int, m
     if max_concurrent:
         want = min(want, max_concurrent)
     return max(1, min(want, num_samples))
+
+
+def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
+    """Tune's experiment folder of this study, once it is clear that --resume has a run to continue,
+    or that a new run would not land on top of an earlier one. Needs no running Ray."""
+    experiment = f"{tune_storage(results_uri)}/{spec.name}"
+    if resume and not tune.Tuner.can_restore(experiment):
+        raise ConfigError(f"--resume: no interrupted study at {experiment}; run without --resume to start one")
+    if not resume and tune.Tuner.can_restore(experiment):
+        raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
+                          "it, or pass another --results folder")
+    return experiment
 
 
 def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:

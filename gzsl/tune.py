@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     p.add_argument("--no-refit", action="store_true", help="skip the final refit on trainval and test scoring")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.add_argument("--no-dashboard", action="store_true",
+                   help="start the local Ray without its dashboard (a few seconds sooner; no effect with --address)")
     return p
 
 
@@ -85,8 +87,9 @@ def _run(args, start: float) -> int:
 
     from gzsl import study
 
-    info = ray.init(address=args.address, num_cpus=args.num_cpus if not args.address else None,
-                    log_to_driver=False, configure_logging=False)
+    study.check_start(spec, results, args.resume)  # before starting Ray: a wrong start fails at once
+    local = {} if args.address else {"num_cpus": args.num_cpus, **({"include_dashboard": False} if args.no_dashboard else {})}
+    info = ray.init(address=args.address, log_to_driver=False, configure_logging=False, **local)
     dashboard = getattr(info, "dashboard_url", "") or ""
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(study.pending_trials(
