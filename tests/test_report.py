@@ -103,6 +103,7 @@ def expected_figures(results) -> int:
 
 def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
     _, html = page_html
+    assert "Validation H (fast classifier) drives the search" in html  # the study's [training] classifier
     for section in ("summary", "final", "history", "curves", "params", "timeline", "trials"):
         assert f'<section id="{section}">' in html
     assert html.count("Plotly.newPlot(") == expected_figures(study_results)

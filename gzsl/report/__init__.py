@@ -34,8 +34,9 @@ def build_report(r: rec.StudyResults) -> str:
                 ("params", "Hyperparameters", _params_html(r, params)),
                 ("timeline", "Trial timeline", page.figure_html(fig.timeline(rec.timeline(r)), "fig-timeline")),
                 ("trials", "All trials", _trials_html(r, params))]
+    by = {"cada": " (CADA-VAE's classifier recipe)", "fast": " (fast classifier)"}.get(r.meta.get("classifier"), "")
     subtitle = (f"dataset {s.dataset}, split protocol {s.split}; {s.n_trials} trials. "
-                "Validation H drives the search; test images are used only by the final refit.")
+                f"Validation H{by} drives the search; test images are used only by the final refit.")
     return page.page(f"Study {s.study}", sections, subtitle)
 
 
