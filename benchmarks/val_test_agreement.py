@@ -34,12 +34,16 @@ RECIPES = ["cada", "cada_redraw", "b256", "b1024"]
 
 
 def draw_configs(study: str, n: int, seed: int) -> list[dict]:
-    """n configurations drawn uniformly (log-uniform where the study says log) from its space."""
+    """n configurations drawn uniformly (log-uniform where the study says log) from its space: the
+    five hyperparameters of the method; a searched `sampling` stays at its default (textbook), so
+    the configurations, and the runs kept in benchmarks/measured/, do not depend on it."""
     rng = np.random.default_rng(seed)
     configs = []
     for _ in range(n):
         c = {}
         for p in load_study(study).space:
+            if p.name == "sampling":
+                continue
             if p.choices is not None:
                 c[p.name] = p.choices[rng.integers(len(p.choices))]
             elif p.log:

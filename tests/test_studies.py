@@ -18,7 +18,7 @@ latent_size = { choices = [16, 32] }
 def test_shipped_studies_load(name):
     spec = load_study(name)
     assert spec.name == name and spec.split == "val"
-    assert {p.name for p in spec.space} == {"alpha", "gamma", "lam", "latent_size", "lr"}
+    assert {p.name for p in spec.space} == {"alpha", "gamma", "lam", "latent_size", "lr", "sampling"}
     if name.endswith("_full"):
         assert spec.resources == {"cpu": 1.0, "gpu": 0.25}
 
