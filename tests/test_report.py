@@ -209,8 +209,8 @@ def test_watch_started_before_the_first_trial_waits_for_it(study_results, tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "gzsl.report", "--results", str(results), "--out", str(out),
                              "--watch", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)
-        assert proc.poll() is None, proc.communicate()  # still watching, not "exit 2"
+        first = proc.stdout.readline()  # printed once the first look found nothing
+        assert proc.poll() is None, (first, proc.communicate())  # still watching, not "exit 2"
         shutil.copytree(study_results, results)  # the study's first trials land
         deadline = time.time() + 60
         while not out.exists() and time.time() < deadline:
@@ -219,7 +219,9 @@ def test_watch_started_before_the_first_trial_waits_for_it(study_results, tmp_pa
     finally:
         proc.terminate()
         stdout = proc.communicate(timeout=30)[0]
-    assert stdout.count("waiting:") == 1 and "no trials.parquet results there yet" in stdout
+    stdout = first + stdout
+    assert first.startswith("waiting:") and "no trials.parquet results there yet" in first
+    assert stdout.count("waiting:") == 1 and "report: " in stdout
 
 
 def test_compare_cli_writes_one_page_for_several_studies(study_results, tmp_path):
