@@ -522,8 +522,8 @@ def best_params(store: ResultStore) -> dict | None:
 
 def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     """One seed of the refit, scored on test twice on the same latents of the final model: with
-    CADA-VAE's classifier recipe (test_*, the numbers published rows report) and with our fast
-    classifier (fast_test_*, the one validation H used)."""
+    CADA-VAE's classifier recipe (test_*, the numbers published rows report) and with the fast
+    classifier (fast_test_*), whichever of them drove validation H."""
     import ray
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
