@@ -231,9 +231,13 @@ def fail_stale_running(storage, study_name: str, owner: str | None = None, stale
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return 0
-    now = time.time()
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING and (
-        (owner is not None and t.user_attrs.get("gzsl_owner") == owner)
+    now, trials = time.time(), study.get_trials(deepcopy=False)
+    # A driver killed between Optuna's ask and labelling the trial leaves it unlabelled: one asked
+    # before this folder's newest trial was asked amid this folder's own run.
+    newest = max((t.number for t in trials if owner is not None and t.user_attrs.get("gzsl_owner") == owner),
+                 default=-1)
+    stale = [t for t in trials if t.state == TrialState.RUNNING and (
+        (owner is not None and t.user_attrs.get("gzsl_owner", owner if t.number < newest else None) == owner)
         or now - t.user_attrs.get("gzsl_seen", now) > stale_after)]
     for t in stale:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
