@@ -37,9 +37,11 @@ def recipes() -> dict:
 
 
 def run_job(job: dict) -> dict:
-    """job: {"dataset", "split", "config": TrainConfig overrides, "recipes": [names of recipes()]}
-    ("recipe": true is ["cada"]). Trains one model with gzsl.training.train and returns its
-    per-epoch H and final scores: the fast classifier and each recipe, on the same latents."""
+    """job: {"dataset", "split", "config": TrainConfig overrides, "recipes": [names of recipes()],
+    "curve": "fast" | "cada"} ("recipe": true is ["cada"]). Trains one model with
+    gzsl.training.train and returns its H at each evaluated epoch (`curve`'s classifier, the fast
+    one by default: cheap at every epoch) and its final scores: the fast classifier and each
+    recipe, fit on the same latents."""
     import torch
 
     from gzsl.data import load
@@ -47,21 +49,26 @@ def run_job(job: dict) -> dict:
     from gzsl.training import MAIN, TrainConfig, default_hidden, train
 
     torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
-    # Per-epoch H and "fast_*" come from the fast classifier (cheap at every epoch); "cada_*" from the recipe.
-    cfg = TrainConfig(**{"hidden": default_hidden(job["dataset"]), "classifier": FAST_CLASSIFIER, **job["config"]})
+    curve = job.get("curve", "fast")
+    cfg = TrainConfig(**{"hidden": default_hidden(job["dataset"]), "classifier": curve, **job["config"]})
     data = load(job["dataset"], job["split"], seed=cfg.seed)
     start, per_epoch = time.perf_counter(), []
     names = job.get("recipes", ["cada"] if job.get("recipe") else [])
-    for r in train(data, cfg, recipes={name: recipes()[name] for name in names}):
+    wanted = {name: recipes()[name] for name in names if name != curve}
+    if curve != "fast":
+        wanted["fast"] = FAST_CLASSIFIER
+    for r in train(data, cfg, recipes=wanted):
         if r.scores is not None:
             per_epoch.append([r.epoch, r.scores.H])
-    final = {("fast" if name == MAIN else name): s for name, s in (r.recipe_scores or {MAIN: r.scores}).items()}
+    final = {(curve if name == MAIN else name): s for name, s in (r.recipe_scores or {MAIN: r.scores}).items()}
     return {"job": job, "seconds": time.perf_counter() - start, "per_epoch": per_epoch,
             **{f"{name}_{k}": round(v, 2) for name, s in final.items() for k, v in s._asdict().items()}}
 
 
-def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict]:
-    """Run the jobs not yet in `out` on `workers` processes; return every job's result."""
+def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict | None]:
+    """Run the jobs not yet in `out` on `workers` processes; return every job's result.
+    workers = 0 runs nothing: the results already in `out`, None for the others (tables of a
+    partial run, e.g. one cut short on a lent GPU machine)."""
     jobs = [with_data_id(j) for j in jobs]
     done = {}
     if out.exists():
@@ -71,7 +78,7 @@ def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict]:
     todo = [j for j in jobs if job_key(j) not in done]
     log(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {out}; {len(todo)} to go on {workers} process(es)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if todo:
+    if todo and workers > 0:
         with mp.get_context("spawn").Pool(workers) as pool, out.open("a") as f:
             for r in pool.imap_unordered(run_job, todo):
                 f.write(json.dumps(r) + "\n")
@@ -79,7 +86,7 @@ def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict]:
                 done[job_key(r["job"])] = r
                 log(f"  {describe(r['job'])}: H {r['fast_H']:.1f} (U {r['fast_U']:.1f} S {r['fast_S']:.1f})"
                     f" in {r['seconds']:.0f}s")
-    return [done[job_key(j)] for j in jobs]
+    return [done.get(job_key(j)) for j in jobs]
 
 
 def describe(job: dict) -> str:

@@ -1,44 +1,71 @@
 #!/usr/bin/env bash
-# GPU check, one short script for a lent GPU machine (about 12 minutes on one GPU):
-#   1. one 100-epoch synth-cub trial alone: its time and peak GPU memory;
-#   2. a synth_cub study slice with 1, 4 and 8 trials per GPU: trials/hour and GPU memory per trial.
-# Usage: bash benchmarks/gpu_check.sh [TRIALS_PER_SLICE]   (run from the repository root)
-set -euo pipefail
+# The prepared run for a lent GPU machine: one call of about 9 minutes on one H100 or H200.
+#   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory;
+#   2. the suite's GPU tests (a --device cuda training; a study whose trials and refit train on
+#      the GPU Ray assigned them), side by side with
+#   3. the science benchmarks of synth-cub on the GPU, one process per worker:
+#      preset_science.py (default and ablation x 3 seeds, KL 1, lam 0, CADA-VAE sampling; 100
+#      epochs, test split) and val_test_agreement.py (12 configurations of cub_full's space, 30
+#      epochs, val and test). Each run is appended to $OUT/*.jsonl as it ends, so a run cut
+#      short still returns what finished; the tables are printed from those files.
+# Usage, from the repository root, with a python3 whose torch sees CUDA:
+#   bash benchmarks/gpu_check.sh                   # results in $OUT, or ./gpu-check-out
+# Where the machine cannot install packages, a folder .whl/ of wheels (ray, optuna and their
+# needs) is installed to /tmp/site first.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-8}
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then $PY -m venv .venv && .venv/bin/pip install -q -e . ; fi
-PY=.venv/bin/python
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-echo "## one synth-cub trial, 100 epochs, alone on the GPU"
-$PY - <<'PY'
+BUDGET=${GPU_CHECK_SECONDS:-470}  # the science benchmarks stop after this many seconds
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__)"
+$PY -c "import ray, optuna; print('ray', ray.__version__, 'optuna', optuna.__version__)" || echo "no ray/optuna: the study test will fail"
+
+echo "## 1. one synth-cub trial alone on the GPU (10 epochs, then one evaluation with each classifier)"
+$PY - <<'PY' 2>&1 | tee "$OUT/solo.txt"
 import json, time, torch
 from gzsl.data import load
-from gzsl.training import TrainConfig, train
-d = load("synth-cub", "test")
-torch.cuda.reset_peak_memory_stats()
-t = time.perf_counter()
-for r in train(d, TrainConfig(device="cuda", eval_every=0)):
-    pass
-print(json.dumps({"seconds": round(time.perf_counter() - t, 1), "H": round(r.scores.H, 2),
-                  "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20)}))
+from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
+from gzsl.training import TrainConfig, build_model, default_hidden, make_optimizer, vae_epochs
+d = load("synth-cub", "test").to("cuda")
+cfg = TrainConfig(device="cuda", epochs=10, hidden=default_hidden("synth-cub"))
+model = build_model(d, cfg).to("cuda")
+torch.cuda.synchronize(); t = time.perf_counter()
+for e, l in enumerate(vae_epochs(model, make_optimizer(model, cfg), d, cfg), 1):
+    if e == 2:  # the first two epochs warm up the allocator and kernels
+        torch.cuda.synchronize(); t2 = time.perf_counter()
+torch.cuda.synchronize(); per_epoch = (time.perf_counter() - t2) / 8
+res = {"seconds_per_epoch": round(per_epoch, 3), "steps_per_second": round(len(d.train.y) / cfg.batch_size / per_epoch)}
+for name, c in (("fast", FAST_CLASSIFIER), ("cada", CADA_RECIPE)):
+    t = time.perf_counter(); s = Evaluator(d, c)(model); torch.cuda.synchronize()
+    res[f"{name}_eval_seconds"], res[f"{name}_H_after_10_epochs"] = round(time.perf_counter() - t, 2), round(s.H, 1)
+res["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+print(json.dumps(res))
 PY
-for per_gpu in 1 4 8; do
-  gpu=$(python3 -c "print(1 / $per_gpu)")
-  dir=$(mktemp -d)
-  sed -e "s/^cpu = 1$/cpu = 1\ngpu = $gpu/" -e "s/^num_samples = .*/num_samples = $N/" -e "s/^epochs = 100/epochs = 30/" \
-      gzsl/studies/synth_cub.toml > "$dir/gpu_slice_$per_gpu.toml"
-  echo "## synth_cub slice: $N trials x 30 epochs, $per_gpu trial(s) per GPU"
-  start=$(date +%s)
-  $PY -m gzsl.tune --study "$dir/gpu_slice_$per_gpu.toml" --results "$dir/results" --no-refit --no-report \
-      --max-concurrent "$per_gpu" > "$dir/log" 2>&1 || tail -5 "$dir/log"
-  end=$(date +%s)
-  $PY - "$dir/results" "$start" "$end" "$per_gpu" <<'PY'
-import sys, pandas as pd
-t = pd.read_parquet(sys.argv[1] + "/trials.parquet")
-hours = (int(sys.argv[3]) - int(sys.argv[2])) / 3600
-print(f"{sys.argv[4]} per GPU: {len(t)} trials ({t.epochs_run.sum()} trial-epochs) in {hours * 3600:.0f} s = "
-      f"{len(t) / hours:.0f} trials/hour; GPU memory per trial: median {t.gpu_mem_mb.median():.0f} MB, "
-      f"max {t.gpu_mem_mb.max():.0f} MB")
-PY
-done
+
+echo "## 3. science benchmarks on the GPU, in the background, for at most ${BUDGET}s"
+timeout "$BUDGET" $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 5 \
+  --out "$OUT/science.jsonl" > "$OUT/science.log" 2>&1 &
+timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs 12 \
+  --device cuda --workers 9 --out "$OUT/agreement.jsonl" > "$OUT/agreement.log" 2>&1 &
+
+echo "## 2. GPU tests"
+timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_device.py \
+  tests/test_train_cli.py::test_device_cuda_trains_on_the_gpu \
+  tests/test_study.py::test_trials_and_the_refit_train_on_the_gpus_tune_assigned 2>&1 | tee "$OUT/tests.txt" | tail -15
+
+wait
+echo "## 3. tables (from what finished)"
+$PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 0 --out "$OUT/science.jsonl" 2>&1 | tail -16
+$PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs 12 --device cuda --workers 0 \
+  --out "$OUT/agreement.jsonl" 2>&1 | tail -40
+grep -h "Traceback\|Error" "$OUT"/science.log "$OUT"/agreement.log | sort | uniq -c | head -5

@@ -42,7 +42,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds of the default and the ablation")
     p.add_argument("--variant-seeds", type=int, default=1, help="seeds of the other variants")
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--workers", type=int, default=workers_default())
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: every run on the GPU (one process per worker)")
+    p.add_argument("--workers", type=int, default=workers_default(),
+                   help="processes side by side; 0 runs nothing and prints what --out holds")
     p.add_argument("--classifier", choices=("cada", "fast"), default="cada",
                    help="whose U/S/H the table and checks use: cada (CADA-VAE's recipe, the default since it "
                         "drives validation H and the published rows) or fast (the runs before the switch had only it)")
@@ -55,7 +57,8 @@ def main() -> None:
     # the recipe became the default had the fast one only: --classifier fast reads those.
     recipe = {"recipe": True} if args.classifier == "cada" else {}
     jobs = [{"dataset": args.dataset, "split": args.split, **recipe,
-             "config": {**VARIANTS[name], "epochs": args.epochs, "eval_every": 0, "seed": s}}
+             "config": {**VARIANTS[name], "epochs": args.epochs, "eval_every": 0, "seed": s,
+                        **({} if args.device == "cpu" else {"device": args.device})}}
             for s in range(args.seeds) for name in VARIANTS if s < seeds[name]]
     results = run_all(jobs, out, args.workers)
 
@@ -65,14 +68,17 @@ def main() -> None:
           f"({'CADA-VAE classifier recipe' if c == 'cada' else 'fast classifier'})")
     print(f"{'variant':30s} {'seeds':>5}  {'U':>12}  {'S':>12}  {'H':>12}   H per seed")
     for name in VARIANTS:
-        rs = [r for r in results if {k: v for k, v in r["job"]["config"].items()
-                                     if k not in ("epochs", "eval_every", "seed")} == VARIANTS[name]]
+        rs = [r for r in results if r is not None and {k: v for k, v in r["job"]["config"].items()
+                                     if k not in ("epochs", "eval_every", "seed", "device")} == VARIANTS[name]]
         if not rs:
             continue
         m = {k: (np.mean([r[f"{c}_{k}"] for r in rs]), np.std([r[f"{c}_{k}"] for r in rs])) for k in "USH"}
         table[name] = m
         print(f"{name:30s} {len(rs):5d}  " + "  ".join(f"{m[k][0]:5.1f} ± {m[k][1]:4.1f}" for k in "USH")
               + "   " + " ".join(f"{r[f'{c}_H']:.1f}" for r in rs))
+    if "default" not in table:
+        print("no default run in", out)
+        return
     d = table["default"]
     checks = [("S of the default in [40, 90]", 40 <= d["S"][0] <= 90, f"{d['S'][0]:.1f}"),
               ("U of the default in [10, 70]", 10 <= d["U"][0] <= 70, f"{d['U'][0]:.1f}")]

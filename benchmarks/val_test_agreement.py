@@ -9,8 +9,9 @@ Draws random configurations from a study's search space (seeded), trains each wi
   2. the Spearman correlation between our fast final classifier and CADA-VAE's recipe
      over the same configurations (same latents; target >= 0.8): the fast one may drive
      validation H only if it ranks configurations as the published recipe does;
-  3. the Spearman correlation between validation H at each epoch and final validation H:
-     where ASHA's first rung can judge (target >= 0.7), as a fraction of the run.
+  3. the Spearman correlation between validation H at each evaluated epoch (every --curve-every,
+     with the classifier that drives a study's validation H: the recipe) and final validation
+     H: where ASHA's first rung can judge (target >= 0.7), as a fraction of the run.
 Runs go one per core; each result is appended to --out as it ends, and a rerun skips
 what is there (delete the file to start over).
 """
@@ -61,7 +62,12 @@ def main() -> None:
     p.add_argument("--configs", type=int, default=10)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0, help="draws the configurations; every run trains with seed 0")
-    p.add_argument("--workers", type=int, default=workers_default())
+    p.add_argument("--curve", choices=("cada", "fast"), default="cada",
+                   help="classifier of the validation runs' per-epoch H (cada: what studies use)")
+    p.add_argument("--curve-every", type=int, default=3, help="evaluate the validation runs every n epochs")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: every run on the GPU (one process per worker)")
+    p.add_argument("--workers", type=int, default=workers_default(),
+                   help="processes side by side; 0 runs nothing and prints what --out holds")
     p.add_argument("--recipes", action="store_true",
                    help=f"also fit {', '.join(RECIPES[1:])} on the same latents (the noise floor of the ranking, "
                         "and classifiers between the fast one and the recipe)")
@@ -69,13 +75,16 @@ def main() -> None:
     args = p.parse_args()
     out = args.out or Path(__file__).parent / "measured" / f"agreement-{args.dataset}-{args.epochs}ep.jsonl"
     configs = draw_configs(args.study, args.configs, args.seed)
+    device = {} if args.device == "cpu" else {"device": args.device}
     jobs = [{"dataset": args.dataset, "split": split, **({"recipes": RECIPES} if args.recipes else {"recipe": True}),
-             "config": {**c, "epochs": args.epochs, "eval_every": 1 if split == "val" else 0}}
+             **({"curve": args.curve} if split == "val" else {}),
+             "config": {**c, "epochs": args.epochs, "eval_every": args.curve_every if split == "val" else 0, **device}}
             for c in configs for split in ("val", "test")]
     results = run_all(jobs, out, args.workers)
-    val, test = results[0::2], results[1::2]
+    pairs = [(c, v, t) for c, v, t in zip(configs, results[0::2], results[1::2]) if v and t]
+    configs, val, test = [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
 
-    print(f"\n{args.configs} random configurations of {args.study}'s space on {args.dataset}, "
+    print(f"\n{len(pairs)} random configurations of {args.study}'s space on {args.dataset}, "
           f"{args.epochs} epochs (H: fast classifier / CADA-VAE recipe)")
     print(f"{'alpha':>7} {'gamma':>7} {'lam':>7} {'latent':>6} {'lr':>9} | {'val H':>13} | {'test H':>13}")
     for c, v, t in zip(configs, val, test):
@@ -95,7 +104,8 @@ def main() -> None:
               f" val vs test {rho(v, t):.3f}; mean H val {np.mean(v):.1f}, test {np.mean(t):.1f}")
     print(f"mean H, fast minus recipe: val {np.mean(np.subtract(vf, vc)):+.2f}, test {np.mean(np.subtract(tf, tc)):+.2f}")
 
-    print(f"\nSpearman of validation H at epoch e with final validation H (fast), over {args.configs} configurations:")
+    print(f"\nSpearman of validation H at epoch e with final validation H ({args.curve} classifier), "
+          f"over {len(pairs)} configurations:")
     by_epoch = {e: [] for e, _ in val[0]["per_epoch"]}
     for r in val:
         for e, h in r["per_epoch"]:

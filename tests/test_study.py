@@ -356,3 +356,24 @@ def test_best_params_carry_sampling_and_read_older_trials_without_it(tmp_path):
                                         schema=pa.schema(older)), old / "part-t1.parquet")
     best = best_params(ResultStore(str(tmp_path / "old")))
     assert best["trial_id"] == "t1" and "sampling" not in best
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda(), reason="no CUDA device here: this runs where a GPU is")
+def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path):
+    """[resources] gpu = 0.5: two trials share the GPU, each trains on the device Ray gave it
+    (ray.get_gpu_ids), and the refit scores on it too."""
+    study, results = write_study(tmp_path, epochs=4, samples=4, grace=2), tmp_path / "results"
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 0.5\n"))
+    p = run_tune(study, results)  # the local Ray finds the GPU itself
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert (trials.status == "completed").any()
+    assert (trials.gpu_id != "").all() and (trials.gpu_mem_mb > 0).all(), trials[["gpu_id", "gpu_mem_mb"]]
+    final = pd.read_parquet(results / "final.parquet")
+    assert len(final) == 1 and final.H.iloc[0] > 0
