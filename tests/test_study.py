@@ -376,4 +376,4 @@ def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path):
     assert (trials.status == "completed").any()
     assert (trials.gpu_id != "").all() and (trials.gpu_mem_mb > 0).all(), trials[["gpu_id", "gpu_mem_mb"]]
     final = pd.read_parquet(results / "final.parquet")
-    assert len(final) == 1 and final.H.iloc[0] > 0
+    assert len(final) == 1 and final.test_H.iloc[0] > 0
