@@ -147,14 +147,20 @@ def vae_epochs(model: DisentangledVAE, optimizer: torch.optim.Optimizer, data: G
         order = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
-            x, c, y = x_all[idx], c_all[idx], y_all[idx]
-            terms = losses.total(model, model(x, c), x, c, y, torch.randperm(len(idx), device=device), w)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+            terms = train_step(model, optimizer, x_all[idx], c_all[idx], y_all[idx], w)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
         yield {k: v.item() / n for k, v in sums.items()}  # one device sync per epoch
+
+
+def train_step(model: DisentangledVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
+               y: torch.Tensor, w: losses.Weights) -> dict[str, torch.Tensor]:
+    """One minibatch: forward, the four losses, backward, Adam. Returns the loss terms (batch sums)."""
+    terms = losses.total(model, model(x, c), x, c, y, torch.randperm(len(y), device=y.device), w)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return terms
 
 
 def train(data: GZSLData, config: TrainConfig,

@@ -176,7 +176,7 @@ def _interrupt_after_first_trial(results: Path, stop: threading.Event) -> thread
 def seed_neighbour(url: str) -> None:
     """Another run's study in the same database, as gzsl's searcher leaves it: a COMPLETE trial, a
     PRUNED one, one RUNNING under its live driver and one whose driver died long ago."""
-    import gzsl.study
+    import gzsl.study.search
     from gzsl.study import STALE_AFTER_S, PrunedAwareOptunaSearch, optuna_storage
 
     storage = optuna_storage(url)
@@ -193,12 +193,12 @@ def seed_neighbour(url: str) -> None:
         live.on_trial_result(tid, result)
         live.on_trial_complete(tid, result)
     live.suggest("running")
-    now = gzsl.study.time.time
-    gzsl.study.time.time = lambda: now() - 2 * STALE_AFTER_S
+    now = gzsl.study.search.time.time
+    gzsl.study.search.time.time = lambda: now() - 2 * STALE_AFTER_S
     try:
         dead.suggest("orphan")
     finally:
-        gzsl.study.time.time = now
+        gzsl.study.search.time.time = now
 
 
 def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_ray, tmp_path, monkeypatch,
@@ -289,13 +289,13 @@ def test_a_storage_url_that_cannot_be_opened_is_a_config_error(url, says):
 def test_stale_running_trials_are_this_folders_or_silent_ones_never_a_live_runs(tmp_path, monkeypatch):
     """Two live drivers and a dead one share a study: the one that finishes fails its own leftovers
     and the dead driver's trial, never the other live driver's (pending ones included)."""
-    import gzsl.study
+    import gzsl.study.search
     from gzsl.study import HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSearch, fail_stale_running, optuna_storage
 
     storage = optuna_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     space = {"alpha": optuna.distributions.FloatDistribution(0.1, 10.0)}
     clock = SimpleNamespace(time=time.time)
-    monkeypatch.setattr(gzsl.study, "time", clock)
+    monkeypatch.setattr(gzsl.study.search, "time", clock)
 
     def driver(owner):
         return PrunedAwareOptunaSearch(space=space, metric="val_H", mode="max", study_name="shared", storage=storage,

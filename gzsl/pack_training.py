@@ -1,0 +1,219 @@
+"""Train a pack of members (gzsl.packing) that join and leave between epochs: the packed twin
+of gzsl.training.train, usable without Ray.
+
+All members see the same minibatches in the same order; each has its own weights, Adam state
+and step count, its own warm-ups (from its own epoch 0, whenever it joined), its own noise
+draws and its own evaluation. A member whose loss turns non-finite diverges alone: its
+weights and gradients occupy their own row of the pack's buffers, so nothing of it reaches
+the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from gzsl.data import GZSLData
+from gzsl.evaluation import ClassifierConfig, Evaluator, Scores
+from gzsl.model import DisentangledVAE
+from gzsl.packing import MemberTensors, PackShape, StackedWeights, member_losses, member_row, solo_model
+from gzsl.training import MAIN, EpochResult, TrainConfig, build_model, classifier_config, weights
+
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as the solo trainer uses them
+
+
+@dataclass
+class Member:
+    key: str
+    config: TrainConfig
+    epoch: int = 0  # epochs trained
+    steps: int = 0  # Adam steps taken: its bias correction
+    evaluator: Evaluator | None = field(default=None, repr=False)
+
+
+def pack_shape(data: GZSLData, config: TrainConfig, max_latent: int) -> PackShape:
+    return PackShape(feature_dim=data.feature_dim, semantic_dim=data.semantic_dim,
+                     num_train_classes=len(data.seen_classes), hidden=tuple(config.hidden),
+                     max_latent=max_latent, disentangle=config.disentangle)
+
+
+class PackTrainer:
+    """Members train together, one fused step per minibatch; join() and leave() between epochs."""
+
+    def __init__(self, data: GZSLData, shape: PackShape, device: str = "cpu"):
+        self.shape, self.device = shape, device
+        self.data = data.to(device)
+        self.members: list[Member] = []
+        self.weights = StackedWeights.empty(shape, device)
+        self.adam = self._adam_state(self.weights, [])
+        self.steps = torch.zeros(0, device=device)  # Adam's step count per member (float, as torch keeps it)
+        self.fresh = True  # nothing drawn from the random stream yet
+        to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
+        to_local[self.data.seen_classes] = torch.arange(len(data.seen_classes), device=device)
+        self.y = to_local[self.data.train.y]
+        self.c = self.data.semantics[self.data.train.y]
+
+    # ------------------------------------------------------------------ joining and leaving
+
+    def join(self, key: str, config: TrainConfig) -> None:
+        """A new member with the solo model's fresh weights for its seed. The first member of a
+        fresh pack seeds the pack's random stream as the solo trainer would (torch.manual_seed
+        then the model's init), so a 1-member pack draws what a solo run draws; later members
+        are initialised on a forked stream and leave the pack's untouched."""
+        if any(m.key == key for m in self.members):
+            raise ValueError(f"member {key} already in the pack")
+        if pack_shape(self.data, config, self.shape.max_latent) != self.shape:
+            raise ValueError(f"member {key} does not fit this pack: {pack_shape(self.data, config, self.shape.max_latent)}")
+        if self.fresh:
+            torch.manual_seed(config.seed)
+            model = build_model(self.data, config)
+        else:
+            with torch.random.fork_rng(devices=self._cuda()):
+                torch.manual_seed(config.seed)
+                model = build_model(self.data, config)
+        member = {n: (w.to(self.device), b.to(self.device)) for n, (w, b) in member_row(self.shape, model).items()}
+        weights = self.weights.with_member(member)
+        fresh = [torch.zeros_like(t[-1:]) for t in weights.tensors()]
+        adam = self._adam_state(weights, [[torch.cat([s, z]) for s, z in zip(state, fresh)] for state in self.adam])
+        self._install(weights, adam, torch.cat([self.steps, self.steps.new_zeros(1)]))
+        evaluator = Evaluator(self.data, classifier_config(config), seed=config.seed)
+        self.members.append(Member(key, config, evaluator=evaluator))
+
+    def leave(self, key: str) -> None:
+        i = self._index(key)
+        keep = [j for j in range(len(self.members)) if j != i]
+        adam = [[t[keep] for t in state] for state in self.adam]
+        self._install(self.weights.select(keep), adam, self.steps[keep])
+        del self.members[i]
+
+    @staticmethod
+    def _adam_state(weights: StackedWeights, state: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+        """exp_avg, exp_avg_sq, max_exp_avg_sq: one tensor per stacked weight (zeros when new)."""
+        return state or [[torch.zeros_like(t) for t in weights.tensors()] for _ in range(3)]
+
+    def _install(self, weights: StackedWeights, adam, steps: torch.Tensor) -> None:
+        self.weights, self.adam, self.steps = weights, [[t.contiguous() for t in s] for s in adam], steps.contiguous()
+        # Each member's slice of every tensor, made once: Adam runs per member on these views.
+        tensors, grads = weights.tensors(), weights.grads()
+        self._views = [([t[i] for t in tensors], [g[i] for g in grads], *([t[i] for t in s] for s in self.adam),
+                        self.steps[i]) for i in range(len(self.steps))]
+
+    def _index(self, key: str) -> int:
+        for i, m in enumerate(self.members):
+            if m.key == key:
+                return i
+        raise KeyError(key)
+
+    def _cuda(self) -> list:
+        return [torch.device(self.device)] if torch.device(self.device).type == "cuda" else []
+
+    # ------------------------------------------------------------------ training
+
+    def member_tensors(self) -> MemberTensors:
+        """This epoch's settings of every member, from gzsl.training.weights at its own epoch."""
+        ws = [weights(m.config, m.epoch) for m in self.members]
+        col = lambda values: torch.tensor(values, device=self.device).view(-1, 1, 1)  # noqa: E731
+        mask = torch.zeros(len(ws), 1, self.shape.max_latent, device=self.device)
+        for i, m in enumerate(self.members):
+            mask[i, :, :m.config.latent_size] = 1.0
+        cada = [m.config.sampling == "cada" for m in self.members]
+        return MemberTensors(alpha=col([w.alpha for w in ws]), gamma=col([w.gamma for w in ws]),
+                             lam=col([w.lam for w in ws]), beta=col([w.beta for w in ws]),
+                             kl=col([w.kl for w in ws]), cross=col([w.cross for w in ws]),
+                             distance=col([w.distance for w in ws]),
+                             sigma_scale=col([1.0 if c else 0.5 for c in cada]),
+                             one_eps_per_row=col(cada).bool(), mask=mask)
+
+    def train_epoch(self) -> dict[str, dict[str, float]]:
+        """One pass over the training images for every member (one minibatch order for all);
+        returns each member's per-image mean losses, as gzsl.training.vae_epochs does."""
+        if not self.members:
+            return {}
+        self.fresh = False
+        m = self.member_tensors()
+        x_all, n, bs = self.data.train.x, len(self.y), self.members[0].config.batch_size
+        lr = self.learning_rates()
+        sums: dict[str, torch.Tensor] = {}
+        order = torch.randperm(n, device=self.device)
+        for i in range(0, n, bs):
+            idx = order[i:i + bs]
+            terms = self.step(x_all[idx], self.c[idx], self.y[idx], m, lr)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+        per_member = {k: (v / n).tolist() for k, v in sums.items()}  # one device sync per epoch
+        for mb in self.members:
+            mb.epoch += 1
+        return {mb.key: {k: v[i] for k, v in per_member.items()} for i, mb in enumerate(self.members)}
+
+    def learning_rates(self) -> list[float]:
+        return [mb.config.lr for mb in self.members]
+
+    def step(self, x, c, y, m: MemberTensors, lr: list[float]) -> dict[str, torch.Tensor]:
+        """One fused minibatch for every member: forward, losses, backward, Adam."""
+        terms = member_losses(self.weights, x, c, y, m)
+        terms["total"].sum().backward()  # into the weights' gradient buffers (packing._StackedLinear)
+        self._adam_step(lr)
+        return terms
+
+    @torch.no_grad()
+    def _adam_step(self, lr: list[float]) -> None:
+        """torch.optim.Adam(amsgrad=True, fused=True)'s update, member by member: one fused call
+        over each member's slices, with its own learning rate and step count (a per-member
+        learning rate cannot be folded into the loss: Adam is scale-invariant)."""
+        self.steps.add_(1)  # torch.optim.Adam counts a step before its update, as here
+        for (params, grads, exp_avg, exp_avg_sq, max_sq, step), member_lr in zip(self._views, lr):
+            torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, max_sq, [step] * len(params), amsgrad=True,
+                               lr=member_lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
+                               maximize=False)
+
+    # ------------------------------------------------------------------ the members as solo models
+
+    def model(self, key: str) -> DisentangledVAE:
+        """A member as a solo DisentangledVAE (a copy of its weights), e.g. for its evaluation."""
+        i = self._index(key)
+        config = self.members[i].config
+        model = build_model(self.data, config).to(self.device)
+        return solo_model(self.weights, i, model)
+
+    def evaluate(self, key: str, recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, Scores]:
+        """The member's scores with its classifier (MAIN) and any `recipes`, on the same latents."""
+        mb = self.members[self._index(key)]
+        return mb.evaluator.compare(self.model(key), {MAIN: mb.evaluator.config, **(recipes or {})})
+
+
+def train_pack(data: GZSLData, configs: dict[str, TrainConfig], max_latent: int | None = None,
+               device: str = "cpu", recipes: dict[str, ClassifierConfig] | None = None,
+               ) -> Iterator[dict[str, EpochResult]]:
+    """Train `configs` (key -> TrainConfig) as one pack from epoch 0, yielding per epoch each
+    active member's EpochResult as gzsl.training.train would (H every eval_every epochs and
+    after the last; "completed" or "diverged" ends a member, which then leaves the pack)."""
+    first = next(iter(configs.values()))
+    shape = pack_shape(data, first, max_latent or max(c.latent_size for c in configs.values()))
+    pack = PackTrainer(data, shape, device)
+    for key, config in configs.items():
+        pack.join(key, config)
+    start = time.perf_counter()
+    while pack.members:
+        epoch_losses = pack.train_epoch()
+        seconds = time.perf_counter() - start
+        results = {}
+        for mb in list(pack.members):
+            losses, e, last = epoch_losses[mb.key], mb.epoch, mb.epoch == mb.config.epochs
+            if not math.isfinite(losses["total"]):
+                zero = Scores(0.0, 0.0, 0.0)
+                by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
+                results[mb.key] = EpochResult(e, losses, zero, seconds, "diverged", by_recipe)
+                pack.leave(mb.key)
+                continue
+            evaluate = last or (mb.config.eval_every > 0 and e % mb.config.eval_every == 0)
+            by_recipe = pack.evaluate(mb.key, recipes) if last and recipes else None
+            scores = by_recipe[MAIN] if by_recipe else (pack.evaluate(mb.key)[MAIN] if evaluate else None)
+            results[mb.key] = EpochResult(e, losses, scores, seconds, "completed" if last else "running", by_recipe)
+            if last:
+                pack.leave(mb.key)
+        yield results
+        start = time.perf_counter()

@@ -1,0 +1,96 @@
+"""The driver-side callback that writes each finished trial to Parquet and prints its line."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ray import tune
+
+from gzsl.results import ResultStore
+from gzsl.study.trial import METRIC, train_config, trial_status
+from gzsl.studies import SEARCHED, StudySpec
+
+
+class ParquetCallback(tune.Callback):
+    """Runs in the driver: collects each trial's per-epoch results and writes its rows
+    when it ends (completed, pruned, diverged or errored). Prints a progress line."""
+
+    def __init__(self, store: ResultStore, spec: StudySpec, log=print):
+        self.store, self.spec, self.log = store, spec, log
+        self.epochs: dict[str, dict[int, dict]] = {}
+        self.started: dict[str, float] = {}
+        self.first_result: dict[str, float] = {}
+        self.numbers: dict[str, int] = {}
+        self.best: tuple[float, dict] | None = None
+        self.finished = 0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+        self.numbers[trial.trial_id] = trials.index(trial)  # creation order, stable across a resume
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.on_trial_start(iteration, trials, trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.first_result.setdefault(trial.trial_id, time.time())
+        # Keyed by epoch: a trial restarted after a crash or resume overwrites, never duplicates.
+        self.epochs.setdefault(trial.trial_id, {})[result["epoch"]] = result
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = getattr(trial, "error_file", None)
+        text = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).is_file() else "trial raised"
+        self._finish(trial, error=text)
+
+    def _finish(self, trial, error: str | None):
+        tid = trial.trial_id
+        epochs = [self.epochs.get(tid, {})[k] for k in sorted(self.epochs.get(tid, {}))]
+        last = epochs[-1] if epochs else {}
+        status = trial_status(last, error is not None, self.spec.epochs)
+        evaluated = [e for e in epochs if METRIC in e]
+        best = max(evaluated, key=lambda e: e[METRIC]) if evaluated else {}
+        started = self.started.get(tid, time.time())
+        ended = time.time()
+        used = train_config(self.spec, trial.config, seed=self.spec.seed)  # searched values plus defaults
+        params = {k: getattr(used, k) for k in SEARCHED}
+        row = {
+            "trial_id": tid, "trial_number": self.numbers.get(tid, -1), "status": status, **params,
+            "best_val_H": best.get("val_H"), "best_val_U": best.get("val_U"), "best_val_S": best.get("val_S"),
+            "best_epoch": best.get("epoch"), "last_val_H": last.get("val_H"), "last_val_U": last.get("val_U"),
+            "last_val_S": last.get("val_S"), "epochs_run": last.get("epoch", 0), "seconds": ended - started,
+            "started_at": datetime.fromtimestamp(started, timezone.utc),
+            "ended_at": datetime.fromtimestamp(ended, timezone.utc),
+            "node_id": last.get("node_id"), "node_ip": last.get("node_ip"), "gpu_id": last.get("gpu_id", ""),
+            "gpu_mem_mb": max((e.get("gpu_mem_mb") or 0 for e in epochs), default=None) if any(
+                "gpu_mem_mb" in e for e in epochs) else None,
+            "seed": self.spec.seed, "error": error,
+            # Trial start to its first reported epoch, less that epoch's own time: the scheduling overhead.
+            "startup_seconds": (self.first_result[tid] - started - epochs[0].get("epoch_seconds", 0.0))
+            if tid in self.first_result and epochs else None,
+        }
+        if status == "diverged":
+            row["best_val_H"] = row["last_val_H"] = 0.0
+        epoch_rows = [{"trial_id": tid, "epoch": e["epoch"], "seconds": e.get("epoch_seconds"),
+                       **{k: e.get(k) for k in ("loss_total", "loss_vae", "loss_sc", "loss_cr", "loss_dd")},
+                       **({"val_U": e["val_U"], "val_S": e["val_S"], "val_H": e["val_H"]} if e.get("evaluated")
+                          else {})} for e in epochs]
+        self.store.write_part("epochs", tid, epoch_rows)
+        self.store.write_part("trials", tid, [row])
+        self.finished += 1
+        h = row["best_val_H"] if row["best_val_H"] is not None else float("nan")
+        last_h = row["last_val_H"] if row["last_val_H"] is not None else float("nan")
+        if not math.isnan(h) and (self.best is None or h > self.best[0]):
+            self.best = (h, params)
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        best = f"best so far H {self.best[0]:.2f}" if self.best else "no result yet"
+        self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f} last {last_h:5.2f} "
+                 f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else ""))
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

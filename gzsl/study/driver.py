@@ -1,0 +1,155 @@
+"""The study driver: a Tune run of the trial function with Optuna's TPE proposing and ASHA
+stopping, as a Ray Tune example would read; the checks before it starts and on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from gzsl.errors import ConfigError
+from gzsl.results import ResultStore
+from gzsl.study.callback import ParquetCallback
+from gzsl.study.scheduler import RungCheckedASHA
+from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
+                               search_space, shown_url)
+from gzsl.study.trial import METRIC, MODE, objective
+from gzsl.studies import StudySpec
+from gzsl.training import TrainConfig
+
+
+def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
+              max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
+              sampler: str = "tpe", early_stopping: bool = True, log=print):
+    """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
+    driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
+    and `early_stopping=False` give the plain baseline (random search, every trial to the end)."""
+    # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
+    # and Tune must not reject them as missing the metric.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    store = ResultStore(results_uri)
+    if resume:
+        num_samples = resumed_budget(store, num_samples, results_uri)
+    num_samples = num_samples or spec.num_samples
+    spec = replace(spec, num_samples=num_samples)
+    concurrent = max_concurrent if max_concurrent is not None else spec.max_concurrent
+    storage_url = optuna_url or default_optuna_url(results_uri)
+    storage = optuna_storage(storage_url)
+    resources = {k: v for k, v in spec.resources.items() if v > 0}
+    trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
+    experiment = check_start(spec, results_uri, resume)
+    if resume:
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        scheduler = tuner._local_tuner._tune_config.scheduler  # restored as first built: rungs empty
+        if isinstance(scheduler, RungCheckedASHA):
+            n = scheduler.restore_rungs(store.read("epochs"), set(store.read("trials").trial_id))
+            log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
+    else:
+        if sampler == "tpe":
+            # constant_liar: trials still running count as bad guesses, so concurrent proposals spread out.
+            ot_sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True, multivariate=True,
+                                                    n_startup_trials=min(10, max(2, num_samples // 4)))
+        else:
+            ot_sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        try:
+            taken = len(optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
+        except KeyError:
+            taken = 0
+        if taken:  # an existing study's trials: a new run must not silently merge into them
+            raise ConfigError(f"study {spec.name} already has {taken} trial(s) in {shown_url(storage_url)} (another "
+                              "run's): continue that run with --resume and its --results, or use another "
+                              "--optuna-storage or study file name")
+        searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
+                                           study_name=spec.name, storage=storage, max_epochs=spec.epochs,
+                                           owner=experiment)
+        if early_stopping:
+            scheduler = RungCheckedASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
+                                        grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=concurrent or None, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=tune_storage(results_uri), verbose=0,
+                callbacks=[ParquetCallback(store, spec, log)],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+        )
+    store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
+    tuner.fit()
+    if len(store.part_ids("trials")) >= num_samples:
+        # Finished: an Optuna trial still RUNNING was asked by a driver that died before its Tune
+        # trial was saved; nothing will ever finish it. (After Ctrl-C they stay RUNNING: --resume
+        # continues them.)
+        stale = fail_stale_running(storage, spec.name, owner=experiment)
+        if stale:
+            log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
+    return store
+
+
+def pending_trials(per_trial: dict, cluster_resources: dict, num_samples: int, max_concurrent: int = 0,
+                   cluster: bool = False) -> int:
+    """How many trials Tune may keep waiting for resources (TUNE_MAX_PENDING_TRIALS_PG; Tune's
+    default with a searcher is 1). Each pending trial already holds a TPE proposal, so locally it is
+    what the machine runs at once. On a cluster a pending trial is also a request to the
+    autoscaler: twice what fits now, at least 16 (four 4-trial GPU nodes), so that a cluster grows
+    by several nodes at a time instead of one."""
+    fits = min((int(cluster_resources.get(k.upper(), 0) // v) for k, v in per_trial.items() if v > 0), default=1)
+    want = max(16, 2 * fits) if cluster else max(1, fits)
+    if max_concurrent:
+        want = min(want, max_concurrent)
+    return max(1, min(want, num_samples))
+
+
+def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
+    """Tune's experiment folder of this study, once it is clear that --resume has a run to continue,
+    or that a new run would not land on top of an earlier one. Needs no running Ray."""
+    experiment = f"{tune_storage(results_uri)}/{spec.name}"
+    if resume and not tune.Tuner.can_restore(experiment):
+        raise ConfigError(f"--resume: no interrupted study at {experiment}; run without --resume to start one")
+    if not resume and tune.Tuner.can_restore(experiment):
+        raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
+                          "it, or pass another --results folder")
+    return experiment
+
+
+def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:
+    """The trial budget of the run being resumed (study.parquet), which Tuner.restore keeps:
+    `--num-samples` given at the start need not be repeated, and a different one is refused."""
+    runs = store.read("study")
+    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
+    if first.empty:
+        return asked
+    budget = int(first.num_samples.iloc[0])
+    if asked is not None and asked != budget:
+        raise ConfigError(f"--num-samples {asked}: the run in {results_uri} was started with a budget of {budget} "
+                          "trials, which a resumed run keeps; resume without --num-samples")
+    return budget
+
+
+def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
+    space = {p.name: ({"choices": list(p.choices)} if p.choices is not None
+                      else {"low": p.low, "high": p.high, "log": p.log}) for p in spec.space}
+    used = TrainConfig(**spec.fixed)  # the fixed settings, or TrainConfig's defaults
+    sampling = "searched" if "sampling" in space else used.sampling
+    return {"study": spec.name, "dataset": spec.dataset, "split": spec.split, "epochs": spec.epochs,
+            "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor,
+            "early_stopping": early_stopping, "num_samples": spec.num_samples,
+            "resources": json.dumps(spec.resources), "space": json.dumps(space), "beta": used.beta,
+            "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
+            "seed": spec.seed, "resumed": resumed,
+            "started_at": datetime.now(timezone.utc)}
+
+
+def tune_storage(results_uri: str) -> str:
+    if "://" in results_uri and not results_uri.startswith("file://"):
+        return f"{results_uri.rstrip('/')}/tune"
+    return str((Path(results_uri.removeprefix("file://")) / "tune").resolve())

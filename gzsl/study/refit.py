@@ -1,0 +1,73 @@
+"""After the search: the chosen configuration retrained on trainval with several seeds, as Ray
+tasks, and scored once on the test split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from gzsl.evaluation import FAST_CLASSIFIER
+from gzsl.results import ResultStore, best_trial, chosen_val_H
+from gzsl.study.trial import train_config, trial_device
+from gzsl.studies import SEARCHED, StudySpec
+from gzsl.training import MAIN, train
+
+
+def best_params(store: ResultStore) -> dict | None:
+    """The configuration to refit (see results.best_trial) and its validation H."""
+    best = best_trial(store.read("trials"))
+    if best is None:
+        return None
+    h = chosen_val_H(best)
+    # Rows written before trials recorded `sampling` have none: the refit then takes the study's.
+    sampling = {"sampling": best["sampling"]} if isinstance(best.get("sampling"), str) else {}
+    return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
+            "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), **sampling,
+            "trial_id": best["trial_id"], "val_H": float(h)}
+
+
+def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
+    """One seed of the refit, scored on test twice on the same latents of the final model: with
+    CADA-VAE's classifier recipe (test_*, the numbers published rows report) and with the fast
+    classifier (fast_test_*), whichever of them drove validation H."""
+    import ray
+
+    torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
+    # Test is scored the published way whatever classifier validation H used, the fast one beside it.
+    cfg = replace(train_config(spec, params, seed=seed, device=trial_device(ray.get_gpu_ids())), eval_every=0,
+                  classifier="cada")
+    start = time.perf_counter()
+    last = None
+    for last in train(data, cfg, recipes={"fast": FAST_CLASSIFIER}):
+        pass
+    cada, fast = last.recipe_scores[MAIN], last.recipe_scores["fast"]
+    return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": last.epoch,
+            "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
+            "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
+            "seconds": time.perf_counter() - start, "status": last.status}
+
+
+def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=print):
+    """Retrain the chosen configuration on all of trainval with `final_seeds` seeds (in
+    parallel, as Ray tasks) and score each once on the test split, with CADA-VAE's classifier
+    recipe and with the fast classifier (see _refit_one). Seeds already in final.parquet (from
+    an interrupted run) are not redone."""
+    import ray
+
+    seeds = [spec.seed + 1000 + i for i in range(spec.final_seeds)]
+    todo = [s for s in seeds if not store.has_part("final", f"seed{s}")]
+    res = spec.resources
+    task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_refit_one)
+    data_ref = ray.put(test_data)
+    pending = [task.remote(spec, params, data_ref, s) for s in todo]
+    while pending:
+        done, pending = ray.wait(pending)
+        row = ray.get(done[0])
+        store.write_part("final", f"seed{row['seed']}", [row])
+        log(f"final refit seed {row['seed']}: test U {row['test_U']:.2f} S {row['test_S']:.2f} "
+            f"H {row['test_H']:.2f} (CADA-VAE classifier recipe); U {row['fast_test_U']:.2f} "
+            f"S {row['fast_test_S']:.2f} H {row['fast_test_H']:.2f} (fast classifier) "
+            f"({row['seconds']:.0f}s, {row['status']})")
+    return store.read("final")

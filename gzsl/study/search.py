@@ -1,0 +1,168 @@
+"""Optuna's side of a study: the search space, the searcher that tells Optuna what ASHA did,
+and the storage (its URL, its drivers, trials a killed driver left RUNNING)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from gzsl.errors import ConfigError
+from gzsl.study.trial import METRIC, trial_status
+from gzsl.studies import StudySpec
+
+
+def search_space(spec: StudySpec) -> dict:
+    space = {}
+    for p in spec.space:
+        if p.choices is not None:
+            space[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
+        else:
+            space[p.name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log)
+    return space
+
+
+# Signs of life, so that a run never fails another live run's trials (fail_stale_running): each
+# Optuna trial records the results folder whose run asked it (user attr "gzsl_owner") and, while
+# it is unfinished, the time its driver last saw it alive ("gzsl_seen", refreshed at most every
+# HEARTBEAT_S, on every suggestion and result). A live driver can be silent far longer than that:
+# while every trial waits for an autoscaler's GPU nodes nothing reports, so STALE_AFTER_S is an hour.
+HEARTBEAT_S = 30
+STALE_AFTER_S = 3600
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch tells Optuna that an ASHA-stopped trial COMPLETEd with its
+    early value, which misleads TPE and the importance plots. Here a trial that
+    ended before the last epoch (and did not diverge) is recorded as PRUNED, with
+    its intermediate values (reported each epoch by on_trial_result). Each trial
+    carries its owner and heartbeat (see HEARTBEAT_S)."""
+
+    def __init__(self, *args, max_epochs: int, owner: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+        self.owner = owner
+        self._beat_at = 0.0
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("gzsl_owner", self.owner)
+        ot_trial.set_user_attr("gzsl_seen", time.time())
+        self._heartbeat()
+        return config
+
+    def _heartbeat(self) -> None:
+        """Refresh "gzsl_seen" on every unfinished trial of this driver, pending ones included."""
+        now = time.time()
+        if now - self._beat_at < HEARTBEAT_S:
+            return
+        self._beat_at = now
+        for trial_id, ot_trial in list(self._ot_trials.items()):
+            if trial_id not in self._completed_trials:
+                try:
+                    ot_trial.set_user_attr("gzsl_seen", now)
+                except optuna.exceptions.UpdateFinishedTrialError:  # finished before a resume (_stale)
+                    self._completed_trials.add(trial_id)
+
+    def _stale(self, trial_id: str) -> bool:
+        """After a resume, Tune may rerun a trial whose Optuna twin already finished before the
+        crash (the searcher's checkpoint predates it), or one the checkpoint never saw. Optuna
+        keeps the first outcome; the rerun is not told again."""
+        ot_trial = self._ot_trials.get(trial_id)
+        return ot_trial is None or self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
+            super().on_trial_result(trial_id, result)
+        self._heartbeat()
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials or self._stale(trial_id):
+            self._completed_trials.add(trial_id)
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if result and METRIC in result and "training_iteration" in result:
+            # Tune may hand the last epoch only to on_trial_complete: record it as an intermediate
+            # value too (Optuna ignores, with a warning we silence, a step already reported).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ot_trial.report(result[METRIC], result["training_iteration"])
+        ot_trial.set_user_attr("tune_trial_id", trial_id)
+        status = trial_status(result, error, self.max_epochs)
+        ot_trial.set_user_attr("status", status)
+        if status == "pruned":
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        elif status == "error":
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:  # completed, or diverged with H 0
+            self._ot_study.tell(ot_trial, float(result.get(METRIC, 0.0)) if status == "completed" else 0.0)
+        self._completed_trials.add(trial_id)
+
+
+def optuna_storage(url: str):
+    """The Optuna RDB storage; a URL whose database driver is missing (psycopg or psycopg2 for
+    postgresql://, which the `cluster` extra installs), malformed or unreachable is a ConfigError,
+    not a traceback; its password is never shown."""
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}
+                                          if url.startswith("sqlite") else {})
+    except ImportError as exc:
+        scheme = url.split(":", 1)[0]
+        missing = exc.__cause__ or exc
+        fix = ('pip install "gzsl[cluster]"' if scheme.startswith("postgres") else
+               "pip install mysqlclient (or PyMySQL with a mysql+pymysql:// URL)" if scheme.startswith("mysql") else
+               "install the database driver SQLAlchemy needs for it")
+        raise ConfigError(f"--optuna-storage {shown_url(url)}: no database driver for {scheme}:// ({missing}); "
+                          f"{fix}") from None
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--optuna-storage {shown_url(url)}: cannot open it ({first})") from None
+
+
+def shown_url(url: str) -> str:
+    """A storage URL fit for a message: its password hidden."""
+    import sqlalchemy.engine
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."
+
+
+def fail_stale_running(storage, study_name: str, owner: str | None = None, stale_after: float = STALE_AFTER_S) -> int:
+    """Trials a killed driver left RUNNING in Optuna: mark them FAIL (their Tune trials rerun
+    under new Optuna trials). Only those no live run can own: this results folder's (`owner`;
+    called once its study has finished, so none of its trials is still in flight), and any
+    other whose heartbeat ("gzsl_seen") is older than `stale_after` seconds. Another run's live
+    trials, and trials without a heartbeat (not asked by gzsl), are left alone. Returns how many."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    now, trials = time.time(), study.get_trials(deepcopy=False)
+    # A driver killed between Optuna's ask and labelling the trial leaves it unlabelled: one asked
+    # before this folder's newest trial was asked amid this folder's own run.
+    newest = max((t.number for t in trials if owner is not None and t.user_attrs.get("gzsl_owner") == owner),
+                 default=-1)
+    stale = [t for t in trials if t.state == TrialState.RUNNING and (
+        (owner is not None and t.user_attrs.get("gzsl_owner", owner if t.number < newest else None) == owner)
+        or now - t.user_attrs.get("gzsl_seen", now) > stale_after)]
+    for t in stale:
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def default_optuna_url(results_uri: str) -> str:
+    if "://" in results_uri and not results_uri.startswith("file://"):
+        raise ConfigError(f"--results {results_uri} is remote: give --optuna-storage an RDB URL "
+                          "(e.g. postgresql://...) for the Optuna study")
+    path = Path(results_uri.removeprefix("file://")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'optuna.db'}"

@@ -1,0 +1,78 @@
+"""The trial: one configuration trained by gzsl.training.train inside a Tune function trainable,
+reporting every epoch; its device is what Ray assigned it."""
+
+from __future__ import annotations
+
+import torch
+from ray import tune
+
+from gzsl.errors import ConfigError
+from gzsl.studies import SEARCHED, StudySpec
+from gzsl.training import TrainConfig, default_hidden, train
+
+METRIC, MODE = "val_H", "max"
+
+
+def train_config(spec: StudySpec, params: dict, seed: int, device: str = "cpu") -> TrainConfig:
+    """A trial's TrainConfig: the study's fixed settings plus the searched parameters (a refit's
+    params, from trials.parquet, may repeat a fixed `sampling`: the recorded value is used)."""
+    searched = {k: _cast(k, v) for k, v in params.items() if k in SEARCHED}
+    return TrainConfig(
+        **{**spec.fixed, **searched}, epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every,
+        seed=seed, hidden=spec.hidden or default_hidden(spec.dataset), device=device,
+    )
+
+
+def _cast(name: str, value):
+    if name == "latent_size":
+        return int(value)
+    return str(value) if name == "sampling" else float(value)
+
+
+def trial_device(gpu_ids: list) -> str:
+    """The device of a trial or refit task from the GPUs Ray assigned it (`ray.get_gpu_ids()`),
+    never from what torch can see: since Ray 2.60 a task that asked for no GPU keeps the node's
+    CUDA_VISIBLE_DEVICES, and "cuda" would put every CPU trial on GPU 0. With GPUs assigned,
+    Ray sets CUDA_VISIBLE_DEVICES to them, so "cuda" is the first one assigned."""
+    if not gpu_ids:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"Ray assigned GPU(s) {gpu_ids} to this trial, but torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); install a CUDA build "
+                          "of torch on the workers, or set [resources] gpu = 0")
+    return "cuda"
+
+
+def objective(config: dict, data=None, spec: StudySpec = None) -> None:
+    """Function trainable: train one model, report every epoch to Tune."""
+    import ray
+
+    cpus = spec.resources.get("cpu", 1)
+    torch.set_num_threads(max(1, int(cpus)))  # exactly the CPUs Tune gave us: no OpenMP oversubscription
+    gpu_ids = ray.get_gpu_ids()
+    device = trial_device(gpu_ids)
+    if device == "cuda":
+        # Several trials share a GPU: cap this one at its share, so one trial cannot starve the others.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0))
+        torch.cuda.reset_peak_memory_stats()
+    ctx = ray.get_runtime_context()
+    where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+             "gpu_id": ",".join(str(g) for g in gpu_ids)}
+    cfg = train_config(spec, config, seed=spec.seed, device=device)
+    for r in train(data, cfg):
+        # H only on the epochs that computed it (eval_every): a repeated older H would be compared
+        # by ASHA's rungs and recorded by Optuna as if it were this epoch's.
+        scores = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H} if r.scores is not None else {}
+        metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "evaluated": r.scores is not None,
+                   **{f"loss_{k}": v for k, v in r.losses.items()}, **scores, **where}
+        if device == "cuda":
+            metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        tune.report(metrics)
+
+
+def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
+    if error or not result:
+        return "error"
+    if result.get("status") == "diverged":
+        return "diverged"
+    return "completed" if result.get("epoch", 0) >= max_epochs else "pruned"
