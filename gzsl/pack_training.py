@@ -170,6 +170,30 @@ class PackTrainer:
                                lr=member_lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
                                maximize=False)
 
+    def run_epoch(self, recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, EpochResult]:
+        """One epoch of every member, then each member's EpochResult as gzsl.training.train yields
+        it: H every eval_every epochs of its own and after its last; a member that completed or
+        diverged leaves the pack. `recipes`: more classifiers scored after a member's last epoch."""
+        start = time.perf_counter()
+        epoch_losses = self.train_epoch()
+        seconds = time.perf_counter() - start
+        results = {}
+        for mb in list(self.members):
+            losses, e, last = epoch_losses[mb.key], mb.epoch, mb.epoch == mb.config.epochs
+            if not math.isfinite(losses["total"]):
+                zero = Scores(0.0, 0.0, 0.0)
+                by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
+                results[mb.key] = EpochResult(e, losses, zero, seconds, "diverged", by_recipe)
+                self.leave(mb.key)
+                continue
+            evaluate = last or (mb.config.eval_every > 0 and e % mb.config.eval_every == 0)
+            by_recipe = self.evaluate(mb.key, recipes) if last and recipes else None
+            scores = by_recipe[MAIN] if by_recipe else (self.evaluate(mb.key)[MAIN] if evaluate else None)
+            results[mb.key] = EpochResult(e, losses, scores, seconds, "completed" if last else "running", by_recipe)
+            if last:
+                self.leave(mb.key)
+        return results
+
     # ------------------------------------------------------------------ the members as solo models
 
     def model(self, key: str) -> DisentangledVAE:
@@ -189,31 +213,11 @@ def train_pack(data: GZSLData, configs: dict[str, TrainConfig], max_latent: int 
                device: str = "cpu", recipes: dict[str, ClassifierConfig] | None = None,
                ) -> Iterator[dict[str, EpochResult]]:
     """Train `configs` (key -> TrainConfig) as one pack from epoch 0, yielding per epoch each
-    active member's EpochResult as gzsl.training.train would (H every eval_every epochs and
-    after the last; "completed" or "diverged" ends a member, which then leaves the pack)."""
+    active member's EpochResult (see PackTrainer.run_epoch)."""
     first = next(iter(configs.values()))
-    shape = pack_shape(data, first, max_latent or max(c.latent_size for c in configs.values()))
-    pack = PackTrainer(data, shape, device)
+    pack = PackTrainer(data, pack_shape(data, first, max_latent or max(c.latent_size for c in configs.values())),
+                       device)
     for key, config in configs.items():
         pack.join(key, config)
-    start = time.perf_counter()
     while pack.members:
-        epoch_losses = pack.train_epoch()
-        seconds = time.perf_counter() - start
-        results = {}
-        for mb in list(pack.members):
-            losses, e, last = epoch_losses[mb.key], mb.epoch, mb.epoch == mb.config.epochs
-            if not math.isfinite(losses["total"]):
-                zero = Scores(0.0, 0.0, 0.0)
-                by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
-                results[mb.key] = EpochResult(e, losses, zero, seconds, "diverged", by_recipe)
-                pack.leave(mb.key)
-                continue
-            evaluate = last or (mb.config.eval_every > 0 and e % mb.config.eval_every == 0)
-            by_recipe = pack.evaluate(mb.key, recipes) if last and recipes else None
-            scores = by_recipe[MAIN] if by_recipe else (pack.evaluate(mb.key)[MAIN] if evaluate else None)
-            results[mb.key] = EpochResult(e, losses, scores, seconds, "completed" if last else "running", by_recipe)
-            if last:
-                pack.leave(mb.key)
-        yield results
-        start = time.perf_counter()
+        yield pack.run_epoch(recipes)

@@ -42,6 +42,7 @@ TRIALS = pa.schema([
     ("node_id", pa.string()),  # Ray node that ran it
     ("node_ip", pa.string()),
     ("gpu_id", pa.string()),  # the GPU ids Ray assigned the trial (ray.get_gpu_ids()), "" on CPU
+    ("pack_id", pa.string()),  # the pack that trained it with other trials ([resources] pack > 1), "" alone
     ("gpu_mem_mb", pa.float64()),  # peak GPU memory of the trial, null on CPU
     ("seed", pa.int64()),
     ("error", pa.string()),  # the exception, for status error

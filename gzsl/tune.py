@@ -92,13 +92,18 @@ def _run(args, start: float) -> int:
     info = ray.init(address=args.address, log_to_driver=False, configure_logging=False, **local)
     dashboard = getattr(info, "dashboard_url", "") or ""
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(study.pending_trials(
-        spec.resources, ray.cluster_resources(), args.num_samples or spec.num_samples, concurrent,
-        cluster=bool(args.address))))
+    if spec.pack > 1:  # a packed study's trials wait for a member slot, not for resources
+        pending = min(study.workers_that_fit(spec, ray.cluster_resources(), concurrent) * spec.pack,
+                      args.num_samples or spec.num_samples)
+    else:
+        pending = study.pending_trials(spec.resources, ray.cluster_resources(), args.num_samples or spec.num_samples,
+                                       concurrent, cluster=bool(args.address))
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(pending))
     print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
           f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor}, "
-          f"up to {spec.epochs} epochs, resources/trial {spec.resources}")
+          f"up to {spec.epochs} epochs, " + (f"resources/worker {spec.resources}, {spec.pack} configurations per worker"
+                                              if spec.pack > 1 else f"resources/trial {spec.resources}"))
     print(f"results: {results}" + (f"   Ray dashboard: http://{dashboard}" if dashboard else ""), flush=True)
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                             optuna_url=args.optuna_storage, resume=args.resume)

@@ -377,3 +377,27 @@ def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path):
     assert (trials.gpu_id != "").all() and (trials.gpu_mem_mb > 0).all(), trials[["gpu_id", "gpu_mem_mb"]]
     final = pd.read_parquet(results / "final.parquet")
     assert len(final) == 1 and final.test_H.iloc[0] > 0
+
+
+def test_a_packed_study_keeps_one_trial_per_configuration(tmp_path):
+    """[resources] pack = 3: two workers (one per CPU) each train up to three configurations as one
+    fused model; Tune, Optuna, ASHA and the Parquet files still see one trial per configuration."""
+    study, results = write_study(tmp_path, name="packed", epochs=8, samples=6, grace=2), tmp_path / "results"
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 3\n")
+                     .replace("max_concurrent = 2", "max_concurrent = 0"))
+    p = run_tune(study, results, "--no-refit")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "packed trials: 2 worker(s) x 3 configurations" in p.stdout
+    trials = pd.read_parquet(results / "trials.parquet")
+    epochs = pd.read_parquet(results / "epochs.parquet")
+    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
+    assert len(trials) == 6 and trials.trial_id.is_unique and set(trials.status) <= {"completed", "pruned"}
+    assert trials.pack_id.str.startswith("gzsl-pack-").all() and trials.pack_id.nunique() == 2
+    assert (trials[trials.status == "completed"].epochs_run == 8).all()
+    assert len(epochs) == trials.epochs_run.sum() and not epochs.duplicated(["trial_id", "epoch"]).any()
+    # Members trained side by side: some trials of one pack overlapped in time.
+    one = trials[trials.pack_id == trials.pack_id.iloc[0]].sort_values("started_at")
+    assert (one.started_at.shift(-1) < one.ended_at).any()
+    states, _ = optuna_states(results, "packed")
+    assert states.count("PRUNED") == (trials.status == "pruned").sum()
+    assert states.count("COMPLETE") == (trials.status == "completed").sum() and "RUNNING" not in states

@@ -107,6 +107,8 @@ def _trials_html(r: rec.StudyResults, params: list[str]) -> str:
     rows = []
     for _, x in t.iterrows():
         worker = (x.node_ip or "") + (f" gpu {x.gpu_id}" if isinstance(x.gpu_id, str) and x.gpu_id else "")
+        if isinstance(x.get("pack_id"), str) and x.pack_id:
+            worker += f" pack {x.pack_id.rsplit('-', 1)[-1]}"
         rows.append([int(x.trial_number), x.trial_id, x.status, *[x[p] for p in params], x.best_val_H,
                      x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, worker, x.error])
     return page.table_html(cols, rows, left={"trial", "status", "worker", "error"},

@@ -253,6 +253,8 @@ def timeline(r: StudyResults) -> list[TimelineBar]:
     for _, row in r.trials.sort_values("started_at").iterrows():
         node = row.node_ip or (row.node_id or "?")[:8]
         worker = f"{node} gpu {row.gpu_id}" if isinstance(row.gpu_id, str) and row.gpu_id else f"{node} cpu"
+        if isinstance(row.get("pack_id"), str) and row.pack_id:  # a pack's members: its slots
+            worker += f" pack {row.pack_id.rsplit('-', 1)[-1]}"
         ends = lanes.setdefault(worker, [])
         slot = next((i for i, end in enumerate(ends) if end <= row.started_at), len(ends))
         if slot == len(ends):

@@ -59,6 +59,9 @@ class StudySpec:
     seed: int
     hidden: tuple[int, int, int, int] | None = None
     fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed: beta, kl_weight, sampling, classifier
+    # Configurations trained together as one fused model per worker ([resources] pack; 1: one
+    # trial per worker, as without packing). With pack > 1, `resources` are a worker's.
+    pack: int = 1
 
 
 _SECTIONS = {
@@ -67,7 +70,7 @@ _SECTIONS = {
                  "kl_weight": float, "sampling": str, "classifier": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int},
     "asha": {"grace_period": int, "reduction_factor": int},
-    "resources": {"cpu": float, "gpu": float},
+    "resources": {"cpu": float, "gpu": float, "pack": int},
     "space": {name: dict for name in SEARCHED},
 }
 
@@ -137,7 +140,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
                   if name in raw.get("space", {}))
     if not space:
         fail("space", "empty search space; give at least one of " + ", ".join(SEARCHED))
-    resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items()}
+    pack = positive("resources", "pack", 1)
+    resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items() if k != "pack"}
     if resources.get("cpu", 1) <= 0 and resources.get("gpu", 0) <= 0:
         fail("resources", "a trial needs some cpu or gpu")
     if any(v < 0 for v in resources.values()):
@@ -167,7 +171,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
         grace_period=grace, reduction_factor=reduction, resources=resources,
         max_failures=positive("search", "max_failures", 1, allow_zero=True),
         final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=seed,
-        hidden=tuple(hidden) if hidden else None, fixed=fixed,
+        hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack,
     )
 
 

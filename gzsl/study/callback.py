@@ -66,6 +66,7 @@ class ParquetCallback(tune.Callback):
             "started_at": datetime.fromtimestamp(started, timezone.utc),
             "ended_at": datetime.fromtimestamp(ended, timezone.utc),
             "node_id": last.get("node_id"), "node_ip": last.get("node_ip"), "gpu_id": last.get("gpu_id", ""),
+            "pack_id": last.get("pack_id", ""),
             "gpu_mem_mb": max((e.get("gpu_mem_mb") or 0 for e in epochs), default=None) if any(
                 "gpu_mem_mb" in e for e in epochs) else None,
             "seed": self.spec.seed, "error": error,

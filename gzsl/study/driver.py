@@ -11,12 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
+import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.errors import ConfigError
 from gzsl.results import ResultStore
 from gzsl.study.callback import ParquetCallback
+from gzsl.study.pack import (LeaveOnStop, PackExecutor, executor_names, executor_resources, packed_objective,
+                             trial_resources, workers_that_fit)
 from gzsl.study.scheduler import RungCheckedASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
@@ -42,9 +45,16 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     concurrent = max_concurrent if max_concurrent is not None else spec.max_concurrent
     storage_url = optuna_url or default_optuna_url(results_uri)
     storage = optuna_storage(storage_url)
-    resources = {k: v for k, v in spec.resources.items() if v > 0}
-    trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
     experiment = check_start(spec, results_uri, resume)
+    executors = []
+    if spec.pack > 1:  # one executor per worker trains its members as one fused model (gzsl.study.pack)
+        executors = start_executors(spec, data, experiment, concurrent, log)
+        trainable = tune.with_resources(tune.with_parameters(packed_objective, spec=spec, executors=executors),
+                                        trial_resources(spec))
+        concurrent = min(concurrent or len(executors) * spec.pack, len(executors) * spec.pack)
+    else:
+        resources = {k: v for k, v in spec.resources.items() if v > 0}
+        trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
     if resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
         scheduler = tuner._local_tuner._tune_config.scheduler  # restored as first built: rungs empty
@@ -80,11 +90,16 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                                         max_concurrent_trials=concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=tune_storage(results_uri), verbose=0,
-                callbacks=[ParquetCallback(store, spec, log)],
+                callbacks=[ParquetCallback(store, spec, log)] + ([LeaveOnStop(executor_names(experiment, len(executors)))]
+                                                                 if executors else []),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        for e in executors:
+            ray.kill(e)
     if len(store.part_ids("trials")) >= num_samples:
         # Finished: an Optuna trial still RUNNING was asked by a driver that died before its Tune
         # trial was saved; nothing will ever finish it. (After Ctrl-C they stay RUNNING: --resume
@@ -93,6 +108,18 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         if stale:
             log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
     return store
+
+
+def start_executors(spec: StudySpec, data, experiment: str, max_concurrent: int, log=print) -> list:
+    """One PackExecutor per worker that fits the cluster now, named after the experiment, so that
+    a resumed run's LeaveOnStop (restored with the run's callbacks) finds the new ones."""
+    n = workers_that_fit(spec, ray.cluster_resources(), max_concurrent)
+    data_ref = ray.put(data)
+    executors = [PackExecutor.options(name=name, max_concurrency=2 * spec.pack + 4, **executor_resources(spec))
+                 .remote(spec, data_ref, name) for name in executor_names(experiment, n)]
+    ray.get([e.members.remote() for e in executors])  # started, data on their devices
+    log(f"packed trials: {n} worker(s) x {spec.pack} configurations, each worker {spec.resources}")
+    return executors
 
 
 def pending_trials(per_trial: dict, cluster_resources: dict, num_samples: int, max_concurrent: int = 0,

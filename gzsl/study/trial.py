@@ -8,7 +8,7 @@ from ray import tune
 
 from gzsl.errors import ConfigError
 from gzsl.studies import SEARCHED, StudySpec
-from gzsl.training import TrainConfig, default_hidden, train
+from gzsl.training import EpochResult, TrainConfig, default_hidden, train
 
 METRIC, MODE = "val_H", "max"
 
@@ -55,19 +55,31 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
         # Several trials share a GPU: cap this one at its share, so one trial cannot starve the others.
         torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0))
         torch.cuda.reset_peak_memory_stats()
-    ctx = ray.get_runtime_context()
-    where = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-             "gpu_id": ",".join(str(g) for g in gpu_ids)}
+    where = placement(gpu_ids)
     cfg = train_config(spec, config, seed=spec.seed, device=device)
     for r in train(data, cfg):
-        # H only on the epochs that computed it (eval_every): a repeated older H would be compared
-        # by ASHA's rungs and recorded by Optuna as if it were this epoch's.
-        scores = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H} if r.scores is not None else {}
-        metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "evaluated": r.scores is not None,
-                   **{f"loss_{k}": v for k, v in r.losses.items()}, **scores, **where}
-        if device == "cuda":
-            metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        tune.report(metrics)
+        gpu_mem = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+        tune.report(epoch_metrics(r, where, gpu_mem))
+
+
+def placement(gpu_ids: list) -> dict:
+    """Where a trial (or a pack's executor) runs, as trials.parquet records it."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "gpu_id": ",".join(str(g) for g in gpu_ids)}
+
+
+def epoch_metrics(r: EpochResult, where: dict, gpu_mem_mb: float | None = None) -> dict:
+    """One epoch of a trial as reported to Tune. H only on the epochs that computed it
+    (eval_every): a repeated older H would be compared by ASHA's rungs and recorded by Optuna
+    as if it were this epoch's."""
+    scores = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H} if r.scores is not None else {}
+    metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "evaluated": r.scores is not None,
+               **{f"loss_{k}": v for k, v in r.losses.items()}, **scores, **where}
+    if gpu_mem_mb is not None:
+        metrics["gpu_mem_mb"] = gpu_mem_mb
+    return metrics
 
 
 def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
