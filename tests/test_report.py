@@ -315,3 +315,23 @@ def test_final_results_mixing_versions_keep_each_seed_with_its_own_label():
     assert [row.mean["H"] for row in f.rows] == [50.5, 49.5, 30.0]
     assert f.rows[2].label.startswith("test U/S/H, fast classifier (results of an older version")
     assert f.settings == {"sampling": "cada", "kl_weight": 0.25}
+
+
+def test_the_timeline_puts_a_packs_members_in_the_packs_own_slots():
+    """A packed study: members of one pack overlap, each in a slot of its pack; a solo trial on the
+    same node keeps its own lane."""
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    at = lambda s: t0 + pd.Timedelta(seconds=s)  # noqa: E731
+    trials = pd.DataFrame([
+        dict(trial_id="a", node_ip="10.0.0.1", node_id="n1", gpu_id="0", pack_id="gzsl-pack-1234abcd-0",
+             started_at=at(0), ended_at=at(10), status="completed"),
+        dict(trial_id="b", node_ip="10.0.0.1", node_id="n1", gpu_id="0", pack_id="gzsl-pack-1234abcd-0",
+             started_at=at(1), ended_at=at(5), status="pruned"),
+        dict(trial_id="c", node_ip="10.0.0.1", node_id="n1", gpu_id="0", pack_id="gzsl-pack-1234abcd-0",
+             started_at=at(6), ended_at=at(9), status="pruned"),
+        dict(trial_id="d", node_ip="10.0.0.1", node_id="n1", gpu_id="", pack_id="",
+             started_at=at(2), ended_at=at(4), status="completed"),
+    ])
+    bars = {b.trial_id: b.worker for b in rec.timeline(rec.StudyResults("s", {}, trials, None, None))}
+    assert bars == {"a": "10.0.0.1 gpu 0 pack 0 slot 1", "b": "10.0.0.1 gpu 0 pack 0 slot 2",
+                    "c": "10.0.0.1 gpu 0 pack 0 slot 2", "d": "10.0.0.1 cpu slot 1"}

@@ -180,10 +180,17 @@ def _parts(folder: Path) -> int:
     return len(list(folder.glob("part-*.parquet"))) if folder.is_dir() else 0
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT, packed"])
 def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
-    # The file's budget is 12; the run is started with --num-samples 8, which the resume need not repeat.
-    study, results = write_study(tmp_path, name="crash", epochs=12, samples=12, final_seeds=0), tmp_path / "results"
+    """The file's budget is 12; the run is started with --num-samples 8, which the resume need not
+    repeat. The Ctrl-C run is a packed study ([resources] pack = 2: two workers, each training two
+    configurations as one fused model): Tune, Optuna, ASHA and the Parquet files still see one
+    trial per configuration, and its resume starts new executors."""
+    study, results = write_study(tmp_path, name="crash", epochs=6, samples=12, final_seeds=0), tmp_path / "results"
+    packed = "packed" in how
+    if packed:
+        study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
+                         .replace("max_concurrent = 2", "max_concurrent = 4"))
     proc = subprocess.Popen(tune_cmd(study, results, "--num-samples", "8"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 300
@@ -199,6 +206,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
         proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and the driver stops
         out = proc.communicate(timeout=120)[0].decode()
         assert proc.returncode == 130 and "--resume" in out
+        assert "packed trials: 2 worker(s) x 2 configurations" in out
     before = pd.read_parquet(results / "trials.parquet")
     assert 2 <= len(before) < 8
 
@@ -215,6 +223,13 @@ def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
     assert len(epochs) == trials.epochs_run.sum()
     states, _ = optuna_states(results, "crash")
     assert "RUNNING" not in states
+    if packed:
+        assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
+        assert trials.pack_id.str.startswith("gzsl-pack-").all() and trials.pack_id.nunique() == 2
+        one = trials[trials.pack_id == trials.pack_id.iloc[0]].sort_values("started_at")
+        assert (one.started_at.shift(-1) < one.ended_at).any()  # members trained side by side
+    else:
+        assert (trials.pack_id == "").all()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -377,27 +392,3 @@ def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path):
     assert (trials.gpu_id != "").all() and (trials.gpu_mem_mb > 0).all(), trials[["gpu_id", "gpu_mem_mb"]]
     final = pd.read_parquet(results / "final.parquet")
     assert len(final) == 1 and final.test_H.iloc[0] > 0
-
-
-def test_a_packed_study_keeps_one_trial_per_configuration(tmp_path):
-    """[resources] pack = 3: two workers (one per CPU) each train up to three configurations as one
-    fused model; Tune, Optuna, ASHA and the Parquet files still see one trial per configuration."""
-    study, results = write_study(tmp_path, name="packed", epochs=8, samples=6, grace=2), tmp_path / "results"
-    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 3\n")
-                     .replace("max_concurrent = 2", "max_concurrent = 0"))
-    p = run_tune(study, results, "--no-refit")
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "packed trials: 2 worker(s) x 3 configurations" in p.stdout
-    trials = pd.read_parquet(results / "trials.parquet")
-    epochs = pd.read_parquet(results / "epochs.parquet")
-    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
-    assert len(trials) == 6 and trials.trial_id.is_unique and set(trials.status) <= {"completed", "pruned"}
-    assert trials.pack_id.str.startswith("gzsl-pack-").all() and trials.pack_id.nunique() == 2
-    assert (trials[trials.status == "completed"].epochs_run == 8).all()
-    assert len(epochs) == trials.epochs_run.sum() and not epochs.duplicated(["trial_id", "epoch"]).any()
-    # Members trained side by side: some trials of one pack overlapped in time.
-    one = trials[trials.pack_id == trials.pack_id.iloc[0]].sort_values("started_at")
-    assert (one.started_at.shift(-1) < one.ended_at).any()
-    states, _ = optuna_states(results, "packed")
-    assert states.count("PRUNED") == (trials.status == "pruned").sum()
-    assert states.count("COMPLETE") == (trials.status == "completed").sum() and "RUNNING" not in states

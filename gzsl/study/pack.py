@@ -22,6 +22,7 @@ from gzsl.studies import StudySpec
 from gzsl.study.trial import epoch_metrics, placement, train_config, trial_device
 from gzsl.training import TrainConfig
 
+LEFT = "left"  # next_result's answer to a member that is no longer in the pack
 STUB_CPU = 0.01  # what one worker's trial functions hold together; its executor holds the rest
 
 
@@ -95,13 +96,16 @@ class PackExecutor:
             if self.joining.pop(key, None) is None and any(m.key == key for m in self.pack.members):
                 self.leaving.add(key)
 
-    def next_result(self, key: str, timeout: float = 30.0) -> dict | None:
-        """The member's next epoch (metrics as a solo trial reports them), or None after `timeout`."""
+    def next_result(self, key: str, timeout: float = 30.0) -> dict | str | None:
+        """The member's next epoch (metrics as a solo trial reports them), None after `timeout`,
+        or LEFT once the member has left (ASHA stopped its trial)."""
         with self.cv:
             self.cv.wait_for(lambda: self.error or self.queues.get(key) or key not in self.queues, timeout)
             if self.error:
                 raise RuntimeError(f"pack executor {self.where['pack_id']} failed: {self.error}")
-            queue = self.queues.get(key)
+            if key not in self.queues:
+                return LEFT
+            queue = self.queues[key]
             return queue.pop(0) if queue else None
 
     def members(self) -> list[str]:
@@ -152,7 +156,9 @@ def packed_objective(config: dict, spec: StudySpec = None, executors: list = Non
     try:
         while True:
             row = ray.get(executor.next_result.remote(key))
-            if row is None:
+            if row == LEFT:
+                return
+            if row is None:  # the pack's epoch is still running
                 continue
             tune.report(row)
             if row["status"] != "running":
