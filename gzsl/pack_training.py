@@ -49,7 +49,7 @@ class PackTrainer:
         self.data = data.to(device)
         self.members: list[Member] = []
         self.weights = StackedWeights.empty(shape, device)
-        self.adam = self._adam_state(self.weights, [])
+        self.adam = [torch.zeros_like(self.weights.flat) for _ in range(3)]
         self.steps = torch.zeros(0, device=device)  # Adam's step count per member (float, as torch keeps it)
         self.fresh = True  # nothing drawn from the random stream yet
         to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
@@ -75,32 +75,24 @@ class PackTrainer:
             with torch.random.fork_rng(devices=self._cuda()):
                 torch.manual_seed(config.seed)
                 model = build_model(self.data, config)
-        member = {n: (w.to(self.device), b.to(self.device)) for n, (w, b) in member_row(self.shape, model).items()}
-        weights = self.weights.with_member(member)
-        fresh = [torch.zeros_like(t[-1:]) for t in weights.tensors()]
-        adam = self._adam_state(weights, [[torch.cat([s, z]) for s, z in zip(state, fresh)] for state in self.adam])
-        self._install(weights, adam, torch.cat([self.steps, self.steps.new_zeros(1)]))
+        row = member_row(self.shape, model).to(self.device)
+        adam = [torch.cat([state, torch.zeros_like(row)[None]]) for state in self.adam]
+        self._install(self.weights.with_member(row), adam, torch.cat([self.steps, self.steps.new_zeros(1)]))
         evaluator = Evaluator(self.data, classifier_config(config), seed=config.seed)
         self.members.append(Member(key, config, evaluator=evaluator))
 
     def leave(self, key: str) -> None:
         i = self._index(key)
         keep = [j for j in range(len(self.members)) if j != i]
-        adam = [[t[keep] for t in state] for state in self.adam]
-        self._install(self.weights.select(keep), adam, self.steps[keep])
+        self._install(self.weights.select(keep), [state[keep] for state in self.adam], self.steps[keep])
         del self.members[i]
 
-    @staticmethod
-    def _adam_state(weights: StackedWeights, state: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
-        """exp_avg, exp_avg_sq, max_exp_avg_sq: one tensor per stacked weight (zeros when new)."""
-        return state or [[torch.zeros_like(t) for t in weights.tensors()] for _ in range(3)]
-
-    def _install(self, weights: StackedWeights, adam, steps: torch.Tensor) -> None:
-        self.weights, self.adam, self.steps = weights, [[t.contiguous() for t in s] for s in adam], steps.contiguous()
-        # Each member's slice of every tensor, made once: Adam runs per member on these views.
-        tensors, grads = weights.tensors(), weights.grads()
-        self._views = [([t[i] for t in tensors], [g[i] for g in grads], *([t[i] for t in s] for s in self.adam),
-                        self.steps[i]) for i in range(len(self.steps))]
+    def _install(self, weights: StackedWeights, adam: list[torch.Tensor], steps: torch.Tensor) -> None:
+        """New buffers after a join or a leave. Adam's state (exp_avg, exp_avg_sq, max_exp_avg_sq)
+        has the weights' (K, row_size) layout; each member's rows are made once, for its update."""
+        self.weights, self.adam, self.steps = weights, [s.contiguous() for s in adam], steps.contiguous()
+        self._views = [([weights.flat[i]], [weights.grad[i]], *([s[i]] for s in self.adam), self.steps[i])
+                       for i in range(len(self.steps))]
 
     def _index(self, key: str) -> int:
         for i, m in enumerate(self.members):
@@ -126,7 +118,8 @@ class PackTrainer:
                              kl=col([w.kl for w in ws]), cross=col([w.cross for w in ws]),
                              distance=col([w.distance for w in ws]),
                              sigma_scale=col([1.0 if c else 0.5 for c in cada]),
-                             one_eps_per_row=col(cada).bool(), mask=mask)
+                             one_eps_per_row=col(cada).bool(), mask=mask,
+                             eps_per_row="all" if all(cada) else "some" if any(cada) else "none")
 
     def train_epoch(self) -> dict[str, dict[str, float]]:
         """One pass over the training images for every member (one minibatch order for all);
@@ -162,11 +155,11 @@ class PackTrainer:
     @torch.no_grad()
     def _adam_step(self, lr: list[float]) -> None:
         """torch.optim.Adam(amsgrad=True, fused=True)'s update, member by member: one fused call
-        over each member's slices, with its own learning rate and step count (a per-member
+        over each member's row, with its own learning rate and step count (a per-member
         learning rate cannot be folded into the loss: Adam is scale-invariant)."""
         self.steps.add_(1)  # torch.optim.Adam counts a step before its update, as here
         for (params, grads, exp_avg, exp_avg_sq, max_sq, step), member_lr in zip(self._views, lr):
-            torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, max_sq, [step] * len(params), amsgrad=True,
+            torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, max_sq, [step], amsgrad=True,
                                lr=member_lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
                                maximize=False)
 

@@ -56,53 +56,58 @@ class PackShape:
     def names(self) -> list[str]:
         return list(self.layers())
 
+    def offsets(self) -> dict[str, tuple[int, int]]:
+        """name -> where its weight and its bias start in a member's row (weight first)."""
+        out, at = {}, 0
+        for name, (i, o, _, _) in self.layers().items():
+            out[name] = (at, at + i * o)
+            at += i * o + o
+        return out
+
+    @property
+    def row_size(self) -> int:
+        return sum(i * o + o for i, o, _, _ in self.layers().values())
+
 
 class StackedWeights:
-    """K members' weights: one (K, in, out) tensor per layer and a (K, 1, out) bias, with their
-    gradient buffers. Each layer's backward writes its gradients straight into these buffers
+    """K members' weights in one (K, row_size) buffer, a row per member, and their gradients in
+    another of the same layout. Each layer is a view of the buffer: a (K, in, out) weight and a
+    (K, 1, out) bias. A member's row is contiguous, so its Adam update is one fused call over one
+    tensor; each layer's backward writes its gradients straight into the gradient buffer
     (`_StackedLinear`): no gradient is allocated, zeroed or accumulated per step."""
 
-    def __init__(self, shape: PackShape, w: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
-        self.shape = shape
-        # requires_grad only so that autograd records the layers; their gradients go to the buffers.
-        self.w = {n: t.detach().contiguous().requires_grad_() for n, t in w.items()}
-        self.b = {n: t.detach().contiguous().requires_grad_() for n, t in b.items()}
-        self.w_grad = {n: torch.zeros_like(t) for n, t in self.w.items()}
-        self.b_grad = {n: torch.zeros_like(t) for n, t in self.b.items()}
+    def __init__(self, shape: PackShape, flat: torch.Tensor):
+        self.shape, self.flat = shape, flat.detach().contiguous()
+        self.grad = torch.zeros_like(self.flat)
+        K, offsets = len(self.flat), shape.offsets()
+        self.w, self.b, self.w_grad, self.b_grad = {}, {}, {}, {}
+        for name, (i, o, _, _) in shape.layers().items():
+            wo, bo = offsets[name]
+            # requires_grad only so that autograd records the layers; their gradients go to `grad`.
+            self.w[name] = self.flat[:, wo:wo + i * o].view(K, i, o).requires_grad_()
+            self.b[name] = self.flat[:, bo:bo + o].view(K, 1, o).requires_grad_()
+            self.w_grad[name] = self.grad[:, wo:wo + i * o].view(K, i, o)
+            self.b_grad[name] = self.grad[:, bo:bo + o].view(K, 1, o)
 
     @classmethod
     def empty(cls, shape: PackShape, device) -> "StackedWeights":
-        layers = shape.layers()
-        return cls(shape, {n: torch.zeros(0, i, o, device=device) for n, (i, o, _, _) in layers.items()},
-                   {n: torch.zeros(0, 1, o, device=device) for n, (i, o, _, _) in layers.items()})
-
-    def tensors(self) -> list[torch.Tensor]:
-        """Every stacked tensor, weight then bias per layer: the order of the optimizer's state."""
-        return [t for n in self.shape.names() for t in (self.w[n], self.b[n])]
-
-    def grads(self) -> list[torch.Tensor]:
-        """The gradient buffers, in the order of tensors()."""
-        return [t for n in self.shape.names() for t in (self.w_grad[n], self.b_grad[n])]
+        return cls(shape, torch.zeros(0, shape.row_size, device=device))
 
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """x (K, B, in) -> (K, B, out), every member through its own weights. Each layer is used
-        once per step: its backward overwrites the layer's gradient buffers."""
+        once per step: its backward overwrites the layer's gradients."""
         return _StackedLinear.apply(x, self.w[name], self.b[name], self.w_grad[name], self.b_grad[name])
 
-    def with_member(self, member: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> "StackedWeights":
-        """These members and one more (its weights from member_row), as new tensors."""
-        with torch.no_grad():
-            return StackedWeights(self.shape, {n: torch.cat([self.w[n], member[n][0][None]]) for n in self.w},
-                                  {n: torch.cat([self.b[n], member[n][1][None, None]]) for n in self.b})
+    def with_member(self, row: torch.Tensor) -> "StackedWeights":
+        """These members and one more (its row from member_row), as new buffers."""
+        return StackedWeights(self.shape, torch.cat([self.flat, row[None]]))
 
     def select(self, keep: list[int]) -> "StackedWeights":
-        with torch.no_grad():
-            return StackedWeights(self.shape, {n: t[keep] for n, t in self.w.items()},
-                                  {n: t[keep] for n, t in self.b.items()})
+        return StackedWeights(self.shape, self.flat[keep])
 
 
 class _StackedLinear(torch.autograd.Function):
-    """baddbmm(b, x, w) whose backward writes dL/dw and dL/db into the pack's buffers (out=)
+    """baddbmm(b, x, w) whose backward writes dL/dw and dL/db into the pack's gradient buffer
     and returns only dL/dx: the weights are plain tensors, updated by the pack's Adam."""
 
     @staticmethod
@@ -115,19 +120,19 @@ class _StackedLinear(torch.autograd.Function):
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
         w_grad, b_grad = ctx.grads
-        torch.bmm(x.transpose(1, 2), grad, out=w_grad)
-        torch.sum(grad, dim=1, keepdim=True, out=b_grad)
+        w_grad.copy_(torch.bmm(x.transpose(1, 2), grad))  # views into the pack's gradient buffer
+        b_grad.copy_(grad.sum(1, keepdim=True))
         grad_x = torch.bmm(grad, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None, None
 
 
-def member_row(shape: PackShape, model: DisentangledVAE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """A solo model's weights laid out as one member of the pack: layer -> (weight (in, out),
-    bias (out,)), latent dimensions padded to max_latent."""
+def member_row(shape: PackShape, model: DisentangledVAE) -> torch.Tensor:
+    """A solo model's weights as one row of the pack, latent dimensions padded to max_latent."""
     L, Lmax = model.config.latent_size, shape.max_latent
     if L > Lmax:
         raise ValueError(f"latent size {L} exceeds the pack's max_latent {Lmax}")
-    modules, member = dict(model.named_modules()), {}
+    modules, offsets = dict(model.named_modules()), shape.offsets()
+    row = torch.zeros(shape.row_size)
     for name, (i, o, solo, pad) in shape.layers().items():
         lin = modules[solo]
         w, b = lin.weight.detach().t(), lin.bias.detach()  # (in, out), as the pack multiplies
@@ -136,8 +141,10 @@ def member_row(shape: PackShape, model: DisentangledVAE) -> dict[str, tuple[torc
             b = _pad_blocks(b, o // Lmax, L, Lmax, dim=0)
         elif pad == "in":
             w = torch.cat([w, w.new_zeros(Lmax - L, o)])
-        member[name] = (w.contiguous(), b.contiguous())
-    return member
+        wo, bo = offsets[name]
+        row[wo:wo + i * o] = w.reshape(-1)
+        row[bo:bo + o] = b
+    return row
 
 
 def solo_model(weights: StackedWeights, index: int, model: DisentangledVAE) -> DisentangledVAE:
@@ -183,19 +190,19 @@ class MemberTensors:
     sigma_scale: torch.Tensor  # 0.5: textbook sampling, sigma = exp(0.5 logvar); 1.0: CADA-VAE's, exp(logvar)
     one_eps_per_row: torch.Tensor  # bool: CADA-VAE's sampling draws one noise value per row
     mask: torch.Tensor  # (K, 1, max_latent): 1 on the member's latent dimensions
+    eps_per_row: str = "none"  # which members draw one noise value per row: "all", "none" or "some" (no device sync per step)
 
 
 def sample(mu, logvar, m: MemberTensors) -> torch.Tensor:
     """z = mu + sigma * eps per member (gzsl.model.reparameterize), masked to each latent size.
     Draws as the solo model does when all members sample alike, so a 1-member pack draws the
     same numbers."""
-    per_row = m.one_eps_per_row
-    if bool(per_row.all()):
+    if m.eps_per_row == "all":
         eps = torch.randn_like(mu[..., :1])
     else:
         eps = torch.randn_like(mu)
-        if bool(per_row.any()):
-            eps = torch.where(per_row, eps[..., :1], eps)
+        if m.eps_per_row == "some":
+            eps = torch.where(m.one_eps_per_row, eps[..., :1], eps)
     return (mu + torch.exp(m.sigma_scale * logvar) * eps) * m.mask
 
 
