@@ -1,12 +1,12 @@
 """The demo study with and without packing, side by side: same best H, same result files?
 
-    python benchmarks/pack_study.py                 # demo, pack = 1 then pack = 2: about 10 minutes on 2 cores
-    python benchmarks/pack_study.py --pack 4 --study synth_cub --num-samples 8
+    python benchmarks/pack_study.py                      # demo with pack = 1, 2 and 32: about 12 minutes on 2 cores
+    python benchmarks/pack_study.py --packs 4 --study synth_cub --num-samples 8
 
-Runs `python -m gzsl.tune` twice on copies of the study (the second with [resources] pack set,
-and max_concurrent scaled by it, so both runs use the same workers), then prints, per run, the
+Runs `python -m gzsl.tune` on copies of the study, without packing and with each [resources]
+pack (max_concurrent scaled by it, so every run uses the same workers), then prints, per run, the
 best validation H, the refit's test H, trials by status, trial-epochs and wall time, and
-whether trials.parquet, epochs.parquet and final.parquet have the same columns.
+whether trials.parquet, epochs.parquet and final.parquet have the same columns as without packing.
 """
 
 from __future__ import annotations
@@ -41,13 +41,17 @@ def variant(study: str, pack: int, folder: Path) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--study", default="demo")
-    p.add_argument("--pack", type=int, default=2)
+    p.add_argument("--packs", type=int, nargs="+", default=[2, 32])
     p.add_argument("--num-samples", type=int)
+    p.add_argument("--keep", type=Path, help="keep each run's results in KEEP/results<pack> (default: a temporary folder)")
     args = p.parse_args()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for pack in (1, args.pack):
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = args.keep
+        for pack in (1, *args.packs):
             results = tmp / f"results{pack}"
             cmd = [sys.executable, "-m", "gzsl.tune", "--study", str(variant(args.study, pack, tmp)),
                    "--results", str(results), "--no-report", "--no-dashboard"]
@@ -59,7 +63,7 @@ def main() -> None:
             runs[pack] = {"seconds": time.perf_counter() - start,
                           **{t: pd.read_parquet(results / f"{t}.parquet") for t in ("trials", "epochs", "final")}}
             print(f"pack {pack}: done in {runs[pack]['seconds']:.0f}s", flush=True)
-    print(f"\n{args.study}: pack 1 vs pack {args.pack}")
+    print(f"\n{args.study}: without packing (pack 1) and with pack {', '.join(map(str, args.packs))}")
     print(f"{'pack':>4} {'best val H':>10} {'test H (recipe)':>16} {'completed':>9} {'pruned':>6} "
           f"{'trial-epochs':>12} {'seconds':>7}")
     for pack, r in runs.items():
@@ -67,9 +71,10 @@ def main() -> None:
         done = t[t.status == "completed"]
         print(f"{pack:4d} {done.last_val_H.max():10.2f} {f.test_H.mean():9.2f} ± {f.test_H.std():4.1f} "
               f"{len(done):9d} {(t.status == 'pruned').sum():6d} {t.epochs_run.sum():12d} {r['seconds']:7.0f}")
-    for table in ("trials", "epochs", "final"):
-        same = list(runs[1][table].columns) == list(runs[args.pack][table].columns)
-        print(f"{table}.parquet columns: {'the same' if same else 'DIFFERENT'}")
+    for pack in args.packs:
+        same = [t for t in ("trials", "epochs", "final") if list(runs[1][t].columns) == list(runs[pack][t].columns)]
+        print(f"pack {pack}: columns the same as pack 1 in {', '.join(same) or 'no table'}"
+              + ("" if len(same) == 3 else "  (DIFFERENT elsewhere)"))
 
 
 if __name__ == "__main__":

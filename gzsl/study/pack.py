@@ -111,6 +111,11 @@ class PackExecutor:
     def members(self) -> list[str]:
         return [m.key for m in self.pack.members]
 
+    def load(self) -> int:
+        """Members training or about to join."""
+        with self.cv:
+            return len(self.pack.members) + len(self.joining) - len(self.leaving)
+
     def _loop(self) -> None:
         try:
             while True:
@@ -146,10 +151,11 @@ def packed_objective(config: dict, spec: StudySpec = None, executors: list = Non
     """Function trainable of a packed study: join an executor, report each epoch it trains."""
     key = tune.get_context().get_trial_id()
     executor = None
-    while executor is None:  # all packs full: a member leaves at the next epoch boundary
-        for e in executors:
-            if ray.get(e.try_join.remote(key, config)):
-                executor = e
+    while executor is None:  # the least loaded pack first; all full: a member leaves at the next epoch boundary
+        loads = ray.get([e.load.remote() for e in executors])
+        for _, i in sorted(zip(loads, range(len(executors)))):
+            if ray.get(executors[i].try_join.remote(key, config)):
+                executor = executors[i]
                 break
         else:
             time.sleep(0.2)
