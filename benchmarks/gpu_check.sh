@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The prepared run for a lent GPU machine: one call of about 9 minutes on one H100 or H200.
 #   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory;
-#   2. the suite's GPU tests (a --device cuda training; a study whose trials and refit train on
+#   2. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
+#      operators and GPU memory per member);
+#   3. the suite's GPU tests (a --device cuda training; a study whose trials and refit train on
 #      the GPU Ray assigned them), side by side with
-#   3. the science benchmarks of synth-cub on the GPU, one process per worker:
+#   4. the science benchmarks of synth-cub on the GPU (when GPU_CHECK_SCIENCE=1; measured once,
+#      see the README), one process per worker:
 #      preset_science.py (default and ablation x 3 seeds, KL 1, lam 0, CADA-VAE sampling; 100
 #      epochs, test split) and val_test_agreement.py (12 configurations of cub_full's space, 30
 #      epochs, val and test). Each run is appended to $OUT/*.jsonl as it ends, so a run cut
@@ -52,19 +55,26 @@ res["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
 print(json.dumps(res))
 PY
 
-echo "## 3. science benchmarks on the GPU, in the background, for at most ${BUDGET}s"
+echo "## 2. packed trials on the GPU"
+timeout 240 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
+  2>&1 | grep -v USDT | tee "$OUT/pack_throughput.txt"
+
+if [ "${GPU_CHECK_SCIENCE:-0}" = 1 ]; then
+echo "## 4. science benchmarks on the GPU, in the background, for at most ${BUDGET}s"
 timeout "$BUDGET" $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 5 \
   --out "$OUT/science.jsonl" > "$OUT/science.log" 2>&1 &
 timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs 12 \
   --device cuda --workers 9 --out "$OUT/agreement.jsonl" > "$OUT/agreement.log" 2>&1 &
+fi
 
-echo "## 2. GPU tests"
+echo "## 3. GPU tests"
 timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_device.py \
   tests/test_train_cli.py::test_device_cuda_trains_on_the_gpu \
   tests/test_study.py::test_trials_and_the_refit_train_on_the_gpus_tune_assigned 2>&1 | tee "$OUT/tests.txt" | tail -15
 
 wait
-echo "## 3. tables (from what finished)"
+[ "${GPU_CHECK_SCIENCE:-0}" = 1 ] || exit 0
+echo "## 4. tables (from what finished)"
 $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 0 --out "$OUT/science.jsonl" 2>&1 | tail -16
 $PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs 12 --device cuda --workers 0 \
   --out "$OUT/agreement.jsonl" 2>&1 | tail -40
