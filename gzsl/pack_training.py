@@ -31,7 +31,6 @@ class Member:
     key: str
     config: TrainConfig
     epoch: int = 0  # epochs trained
-    steps: int = 0  # Adam steps taken: its bias correction
     evaluator: Evaluator | None = field(default=None, repr=False)
 
 
