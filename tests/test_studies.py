@@ -43,12 +43,22 @@ def test_defaults_fill_what_a_study_leaves_out(tmp_path):
     ("[space.lam]\nlow = 1", r"space.lam: expected low and high"),
     ("[asha]\ngrace_period = 500", r"asha.grace_period: 500 is more than training.epochs 100"),
     ("[training]\nhidden = [1, 2]", r"training.hidden: expected 4 positive integers"),
+    ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
+    ("[resources]\ncpu = 1\npack = 2.5", r"resources.pack: expected int, got float 2.5"),
 ])
 def test_bad_study_names_file_and_key(tmp_path, extra, message):
     path = tmp_path / "bad.toml"
     path.write_text(GOOD + "\n" + extra + "\n")
     with pytest.raises(ConfigError, match=f"{path}: {message}"):
         load_study(str(path))
+
+
+def test_pack_is_a_workers_setting_not_a_trial_resource(tmp_path):
+    path = tmp_path / "packed.toml"
+    path.write_text(GOOD + "\n[resources]\ncpu = 2\ngpu = 1\npack = 32\n")
+    spec = load_study(str(path))
+    assert spec.pack == 32 and spec.resources == {"cpu": 2.0, "gpu": 1.0}
+    assert load_study("demo").pack == 1
 
 
 def test_unknown_study_lists_the_shipped_ones():
