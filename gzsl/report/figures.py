@@ -4,6 +4,8 @@ titles and labels as HTML."""
 
 from __future__ import annotations
 
+import re
+
 from html import escape
 
 import plotly.graph_objects as go
@@ -117,4 +119,8 @@ def timeline(bars: list[rec.TimelineBar]) -> go.Figure:
         shown.add(b.status)
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(type="date", title_text="time (UTC)")
-    return _layout(fig, "Trial timeline by worker", height=max(260, 90 + 40 * len({b.worker for b in bars})))
+    # Lanes in reading order from the top: node, device, pack, slot (numbers compared as numbers).
+    natural = lambda w: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", w)]  # noqa: E731
+    lanes = sorted({escape(b.worker) for b in bars}, key=natural)
+    fig.update_yaxes(categoryorder="array", categoryarray=lanes[::-1])
+    return _layout(fig, "Trial timeline by worker", height=max(260, 90 + 40 * len(lanes)))
