@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gzsl.data import load  # noqa: E402
 from gzsl.pack_training import PackTrainer, pack_shape  # noqa: E402
-from gzsl.training import TrainConfig, build_model, default_hidden, make_optimizer, train_step, weights  # noqa: E402
+from gzsl.training import (TrainConfig, build_model, default_hidden, make_optimizer, train_step,  # noqa: E402
+                           training_tensors, weights)
 
 
 def members(k: int, latents: list[int], hidden, device: str) -> list[TrainConfig]:
@@ -42,14 +43,12 @@ def sync(device: str) -> None:
 
 def batches(data, bs: int, device: str):
     """Endless minibatches (x, c, y) of the training images, as the trainers draw them."""
-    to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
-    to_local[data.seen_classes] = torch.arange(len(data.seen_classes), device=device)
-    y_all, c_all = to_local[data.train.y], data.semantics[data.train.y]
+    x_all, c_all, y_all = training_tensors(data)
     while True:
         order = torch.randperm(len(y_all), device=device)
         for i in range(0, len(order) - bs + 1, bs):
             idx = order[i:i + bs]
-            yield data.train.x[idx], c_all[idx], y_all[idx]
+            yield x_all[idx], c_all[idx], y_all[idx]
 
 
 SCALAR_READS = ("aten::item", "aten::_local_scalar_dense")

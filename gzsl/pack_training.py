@@ -10,7 +10,6 @@ the others.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -21,7 +20,8 @@ from gzsl.data import GZSLData
 from gzsl.evaluation import ClassifierConfig, Evaluator, Scores
 from gzsl.model import DisentangledVAE
 from gzsl.packing import MemberTensors, PackShape, StackedWeights, member_losses, member_row, solo_model
-from gzsl.training import MAIN, EpochResult, TrainConfig, build_model, classifier_config, weights
+from gzsl.training import (MAIN, EpochResult, TrainConfig, build_model, classifier_config, epoch_result,
+                           training_tensors, weights)
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as the solo trainer uses them
 
@@ -51,10 +51,7 @@ class PackTrainer:
         self.adam = [torch.zeros_like(self.weights.flat) for _ in range(3)]
         self.steps = torch.zeros(0, device=device)  # Adam's step count per member (float, as torch keeps it)
         self.fresh = True  # nothing drawn from the random stream yet
-        to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
-        to_local[self.data.seen_classes] = torch.arange(len(data.seen_classes), device=device)
-        self.y = to_local[self.data.train.y]
-        self.c = self.data.semantics[self.data.train.y]
+        self.x, self.c, self.y = training_tensors(self.data)
 
     # ------------------------------------------------------------------ joining and leaving
 
@@ -127,13 +124,13 @@ class PackTrainer:
             return {}
         self.fresh = False
         m = self.member_tensors()
-        x_all, n, bs = self.data.train.x, len(self.y), self.members[0].config.batch_size
+        n, bs = len(self.y), self.members[0].config.batch_size
         lr = self.learning_rates()
         sums: dict[str, torch.Tensor] = {}
         order = torch.randperm(n, device=self.device)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
-            terms = self.step(x_all[idx], self.c[idx], self.y[idx], m, lr)
+            terms = self.step(self.x[idx], self.c[idx], self.y[idx], m, lr)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
         per_member = {k: (v / n).tolist() for k, v in sums.items()}  # one device sync per epoch
@@ -171,34 +168,27 @@ class PackTrainer:
         seconds = time.perf_counter() - start
         results = {}
         for mb in list(self.members):
-            losses, e, last = epoch_losses[mb.key], mb.epoch, mb.epoch == mb.config.epochs
-            if not math.isfinite(losses["total"]):
-                zero = Scores(0.0, 0.0, 0.0)
-                by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
-                results[mb.key] = EpochResult(e, losses, zero, seconds, "diverged", by_recipe)
-                self.leave(mb.key)
-                continue
-            evaluate = last or (mb.config.eval_every > 0 and e % mb.config.eval_every == 0)
-            by_recipe = self.evaluate(mb.key, recipes) if last and recipes else None
-            scores = by_recipe[MAIN] if by_recipe else (self.evaluate(mb.key)[MAIN] if evaluate else None)
-            results[mb.key] = EpochResult(e, losses, scores, seconds, "completed" if last else "running", by_recipe)
-            if last:
+            score = lambda classifiers, key=mb.key: self.evaluate(key, classifiers)  # noqa: E731
+            results[mb.key] = r = epoch_result(mb.config, mb.epoch, epoch_losses[mb.key], seconds, score, recipes)
+            if r.status != "running":  # completed or diverged: it leaves
                 self.leave(mb.key)
         return results
 
     # ------------------------------------------------------------------ the members as solo models
 
     def model(self, key: str) -> DisentangledVAE:
-        """A member as a solo DisentangledVAE (a copy of its weights), e.g. for its evaluation."""
+        """A member as a solo DisentangledVAE (a copy of its weights), e.g. for its evaluation. Built
+        on a forked random stream: evaluating (or not) never changes the training that follows."""
         i = self._index(key)
-        config = self.members[i].config
-        model = build_model(self.data, config).to(self.device)
+        with torch.random.fork_rng(devices=self._cuda()):
+            model = build_model(self.data, self.members[i].config).to(self.device)
         return solo_model(self.weights, i, model)
 
-    def evaluate(self, key: str, recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, Scores]:
-        """The member's scores with its classifier (MAIN) and any `recipes`, on the same latents."""
+    def evaluate(self, key: str, classifiers: dict[str, ClassifierConfig] | None = None) -> dict[str, Scores]:
+        """The member's scores for each of `classifiers` (name -> recipe; default: its own
+        classifier, as MAIN), all fit on the same latents."""
         mb = self.members[self._index(key)]
-        return mb.evaluator.compare(self.model(key), {MAIN: mb.evaluator.config, **(recipes or {})})
+        return mb.evaluator.compare(self.model(key), classifiers or {MAIN: mb.evaluator.config})
 
 
 def train_pack(data: GZSLData, configs: dict[str, TrainConfig], max_latent: int | None = None,

@@ -129,16 +129,38 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=True, fused=fused)
 
 
+def training_tensors(data: GZSLData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training images, each image's class semantics (gathered once) and its label numbered
+    among the training classes (for the shuffling classifiers), on the data's device."""
+    device = data.train.x.device
+    to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
+    to_local[data.seen_classes] = torch.arange(len(data.seen_classes), device=device)
+    return data.train.x, data.semantics[data.train.y], to_local[data.train.y]
+
+
+def epoch_result(config: TrainConfig, epoch: int, epoch_losses: dict[str, float], seconds: float, score,
+                 recipes: dict[str, ClassifierConfig] | None = None) -> EpochResult:
+    """An epoch's EpochResult: "diverged" at a non-finite loss (H 0); otherwise H every eval_every
+    epochs and after the last, where `recipes` are scored too. `score(classifiers)` fits each
+    classifier (name -> recipe) on the same latents of the current model and returns its Scores."""
+    if not math.isfinite(epoch_losses["total"]):
+        zero = Scores(0.0, 0.0, 0.0)
+        by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
+        return EpochResult(epoch, epoch_losses, zero, seconds, "diverged", by_recipe)
+    classifier = classifier_config(config)
+    last = epoch == config.epochs
+    evaluate = last or (config.eval_every > 0 and epoch % config.eval_every == 0)
+    by_recipe = score({MAIN: classifier, **recipes}) if last and recipes else None
+    scores = by_recipe[MAIN] if by_recipe else (score({MAIN: classifier})[MAIN] if evaluate else None)
+    return EpochResult(epoch, epoch_losses, scores, seconds, "completed" if last else "running", by_recipe)
+
+
 def vae_epochs(model: DisentangledVAE, optimizer: torch.optim.Optimizer, data: GZSLData,
                config: TrainConfig) -> Iterator[dict[str, float]]:
     """The VAE phase: one pass over the training images per epoch, yielding the epoch's
     per-image mean losses. Batches are slices of tensors already on the device."""
     device = data.train.x.device
-    # Labels numbered among the training classes, for the shuffling classifiers.
-    to_local = torch.full((len(data.semantics),), -1, dtype=torch.long, device=device)
-    to_local[data.seen_classes] = torch.arange(len(data.seen_classes), device=device)
-    x_all, y_all = data.train.x, to_local[data.train.y]
-    c_all = data.semantics[data.train.y]  # each image's class semantics, gathered once
+    x_all, c_all, y_all = training_tensors(data)
     n, bs = len(y_all), config.batch_size
     model.train()
     for epoch in range(config.epochs):
@@ -178,15 +200,9 @@ def train(data: GZSLData, config: TrainConfig,
     evaluator = Evaluator(data, classifier, seed=config.seed)
     start = time.perf_counter()
     for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
-        if not math.isfinite(epoch_losses["total"]):
-            zero = Scores(0.0, 0.0, 0.0)
-            by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
-            yield EpochResult(epoch, epoch_losses, zero, time.perf_counter() - start, "diverged", by_recipe)
+        result = epoch_result(config, epoch, epoch_losses, time.perf_counter() - start,
+                              lambda classifiers: evaluator.compare(model, classifiers), recipes)
+        yield result
+        if result.status == "diverged":
             return
-        last = epoch == config.epochs
-        evaluate = last or (config.eval_every > 0 and epoch % config.eval_every == 0)
-        by_recipe = evaluator.compare(model, {MAIN: classifier, **recipes}) if last and recipes else None
-        scores = by_recipe[MAIN] if by_recipe else (evaluator(model) if evaluate else None)
-        yield EpochResult(epoch, epoch_losses, scores, time.perf_counter() - start,
-                          "completed" if last else "running", by_recipe)
         start = time.perf_counter()  # the caller's time between epochs is not ours

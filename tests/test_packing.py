@@ -122,3 +122,20 @@ def test_a_late_member_starts_its_warmups_at_its_own_epoch_0(data):
     # The late member's fresh weights are its solo model's initialisation for its seed.
     torch.manual_seed(early.seed)
     assert_same_weights(build_model(data, early), pack.model("late"))
+
+
+def test_evaluating_a_member_never_changes_the_packs_training(data):
+    """As in the solo trainer: scoring a member (its solo copy is built on a forked random stream)
+    leaves the noise the pack draws next, and so every member's weights, as they were."""
+    cfgs = {"a": TrainConfig(epochs=3, hidden=TINY, latent_size=16, classifier="fast"),
+            "b": TrainConfig(epochs=3, hidden=TINY, latent_size=32, classifier="fast", lr=1e-3)}
+    packs = []
+    for every in (0, 1):
+        pack = PackTrainer(data, pack_shape(data, cfgs["a"], 32))
+        for k, c in cfgs.items():
+            pack.join(k, replace(c, eval_every=every))
+        for _ in range(2):
+            pack.run_epoch()
+        packs.append(pack)
+    for k in cfgs:
+        assert_same_weights(packs[0].model(k), packs[1].model(k))

@@ -82,8 +82,7 @@ class PackExecutor:
     def try_join(self, key: str, params: dict) -> bool:
         """Take `key` at the next epoch boundary if this pack will have room then."""
         with self.cv:
-            staying = len(self.pack.members) - len(self.leaving & {m.key for m in self.pack.members})
-            if staying + len(self.joining) >= self.spec.pack:
+            if self.load() >= self.spec.pack:
                 return False
             self.joining[key] = train_config(self.spec, params, seed=self.spec.seed, device=self.device)
             self.queues[key] = []
@@ -112,7 +111,7 @@ class PackExecutor:
         return [m.key for m in self.pack.members]
 
     def load(self) -> int:
-        """Members training or about to join."""
+        """Members that will train after the next epoch boundary (leaves are applied before joins)."""
         with self.cv:
             return len(self.pack.members) + len(self.joining) - len(self.leaving)
 
