@@ -10,11 +10,16 @@ a pack pads every latent to its widest. Times are of whole training steps (forwa
 backward, Adam) after warm-up steps, each K measured packed and solo side by side in one run.
 Operators are the aten operators the torch profiler records for one step, over K: what a GPU
 pays for in launches, and what a CPU run can count.
+
+Then the final classifier (CADA-VAE's recipe, --classifier-epochs of its 23 epochs): the K
+members' classifiers fit at once (gzsl.evaluation.compare_many, as a pack evaluates) against
+one member after another (as solo trials do), latents sampling and scoring included.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -25,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gzsl.data import load  # noqa: E402
+from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402
 from gzsl.pack_training import PackTrainer, pack_shape  # noqa: E402
 from gzsl.training import (TrainConfig, build_model, default_hidden, make_optimizer, train_step,  # noqa: E402
                            training_tensors, weights)
@@ -111,6 +117,25 @@ def measure_solo(data, configs, steps: int, warmup: int, device: str):
     return (time.perf_counter() - t) / steps, ops
 
 
+def measure_classifier(data, configs, epochs: int, device: str) -> tuple[float, float]:
+    """Seconds per member to score K members with the recipe (fit for `epochs` epochs): all
+    K classifiers fit at once, and one member after another."""
+    pack = PackTrainer(data, pack_shape(data, configs[0], max(c.latent_size for c in configs)), device)
+    for i, c in enumerate(configs):
+        pack.join(str(i), c)
+    recipe = {"cada": dataclasses.replace(CADA_RECIPE, epochs=epochs)}
+    requests = [(mb.evaluator, pack.model(mb.key), recipe) for mb in pack.members]
+    compare_many(requests[:1])  # warm-up: the first fit pays for allocations and kernel choice
+    times = []
+    for run in (lambda: compare_many(requests), lambda: [compare_many([r]) for r in requests]):
+        sync(device)
+        t = time.perf_counter()
+        run()
+        sync(device)
+        times.append((time.perf_counter() - t) / len(configs))
+    return times[0], times[1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="synth-cub")
@@ -121,6 +146,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's)")
     p.add_argument("--no-solo", action="store_true", help="packed only (solo rounds of large K are slow)")
+    p.add_argument("--classifier-ks", type=int, nargs="*", default=None,
+                   help="K of the final-classifier table (default: --ks); none skips it")
+    p.add_argument("--classifier-epochs", type=int, default=1, help="epochs of the recipe's fit in that table")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,6 +175,15 @@ def main() -> None:
               f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f}"
               + (f"  {mem / k:14.0f}" if mem else ""), flush=True)
     print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo)")
+    ks = args.ks if args.classifier_ks is None else args.classifier_ks
+    if ks:
+        print(f"\nfinal classifier, CADA-VAE's recipe fit for {args.classifier_epochs} of its {CADA_RECIPE.epochs} "
+              f"epochs ({args.dataset}, val split): seconds per member")
+        print(f"{'K':>3} {'all at once':>11} {'one by one':>10} {'speed-up':>8}")
+        for k in ks:
+            fused, alone = measure_classifier(data, members(k, args.latents, hidden, args.device),
+                                              args.classifier_epochs, args.device)
+            print(f"{k:3d} {fused:11.3f} {alone:10.3f} {alone / fused:8.2f}", flush=True)
 
 
 if __name__ == "__main__":

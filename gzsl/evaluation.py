@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gzsl.data import GZSLData
@@ -106,20 +107,10 @@ class Evaluator:
     def compare(self, model, recipes: dict[str, ClassifierConfig]) -> dict[str, Scores]:
         """Scores of several classifier recipes fit on the SAME sampled latents (the sample sizes
         come from this evaluator's config), e.g. {"cada": CADA_RECIPE, "fast": FAST_CLASSIFIER}."""
-        was_training = model.training
-        model.eval()
-        device = self.data.train.x.device
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(self.seed)
-                z, y = self.latent_training_set(model)
-                return {name: self.score(model, fit_classifier(z, y, len(self.classes), recipe))
-                        for name, recipe in recipes.items()}
-        finally:
-            model.train(was_training)
+        return compare_many([(self, model, recipes)])[0]
 
     @torch.no_grad()
-    def score(self, model, classifier: nn.Module) -> Scores:
+    def score(self, model, classifier) -> Scores:
         """U, S, H of images classified from mu^t (no noise) among all classes."""
         enc_v, b, k = model.encoder_v, self.config.encode_batch, len(self.classes)
         pred_s = classifier(_encode_t(enc_v, self.data.eval_seen.x, b)[0]).argmax(1)
@@ -129,28 +120,97 @@ class Evaluator:
         return Scores(U=u, S=s, H=harmonic_mean(u, s))
 
 
+def compare_many(requests: list[tuple[Evaluator, nn.Module, dict[str, ClassifierConfig]]]) -> list[dict[str, Scores]]:
+    """Evaluator.compare for many models at once (a pack's members): each model's latents are
+    sampled on a stream seeded by its evaluator's seed, as alone; then each classifier that
+    several models need (same name and recipe) is fit for all of them together, one fused fit
+    (fit_classifiers): their starting weights and shared minibatch order continue the stream,
+    classifier after classifier, so one request is the solo evaluation, and adding a recipe
+    never changes the scores of those before it. Runs on a forked random stream: evaluating
+    never changes the training that follows."""
+    device = requests[0][0].data.train.x.device
+    modes = [model.training for _, model, _ in requests]
+    for _, model, _ in requests:
+        model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            latents, groups = [], {}
+            for i, (ev, model, recipes) in enumerate(requests):
+                torch.manual_seed(ev.seed)
+                latents.append(ev.latent_training_set(model))
+                for name, recipe in recipes.items():
+                    groups.setdefault((name, recipe, ev.config), []).append(i)
+            fitted = [{} for _ in requests]
+            for (name, recipe, _), members in groups.items():
+                num_classes = len(requests[members[0]][0].classes)
+                for i, classifier in zip(members, _fit_together([latents[i] for i in members], num_classes, recipe)):
+                    fitted[i][name] = classifier
+            return [{name: ev.score(model, fitted[i][name]) for name in recipes}
+                    for i, (ev, model, recipes) in enumerate(requests)]
+    finally:
+        for (_, model, _), mode in zip(requests, modes):
+            model.train(mode)
+
+
+def _fit_together(latents: list[tuple[torch.Tensor, torch.Tensor]], num_classes: int, recipe: ClassifierConfig):
+    """One classifier per (z, y) in `latents` (same y), fit at once: narrower latents are padded
+    with zero dimensions, which leave their weights at exactly 0, as the narrower model's."""
+    width = max(z.shape[1] for z, _ in latents)
+    pad = lambda t: F.pad(t, (0, width - t.shape[-1]))  # noqa: E731
+    start = [_initial_classifier(z.shape[1], num_classes, z.device) for z, _ in latents]
+    w, b = fit_classifiers(torch.stack([pad(z) for z, _ in latents]), latents[0][1], recipe,
+                           torch.stack([pad(w0).t() for w0, _ in start]), torch.stack([b0 for _, b0 in start])[:, None])
+    return [_linear(w[k, :z.shape[1]], b[k, 0]) for k, (z, _) in enumerate(latents)]
+
+
 def fit_classifier(z: torch.Tensor, y: torch.Tensor, num_classes: int, config: ClassifierConfig) -> nn.Linear:
-    """Softmax classifier Linear(latent, classes) trained with Adam on (z, y).
+    """Softmax classifier Linear(latent, classes) trained with Adam on (z, y): fit_classifiers
+    for one model."""
+    w, b = _initial_classifier(z.shape[1], num_classes, z.device)
+    w, b = fit_classifiers(z[None], y, config, w.t()[None], b[None, None])
+    classifier = nn.Linear(z.shape[1], num_classes).to(z.device)
+    with torch.no_grad():
+        classifier.weight.copy_(w[0].t())
+        classifier.bias.copy_(b[0, 0])
+    return classifier.eval()
+
+
+def fit_classifiers(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Tensor,
+                    b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K softmax classifiers trained with Adam at once, one per model: z (K, N, latent) the
+    models' sampled latents, y (N,) their shared labels, w (K, latent, classes) and b (K, 1,
+    classes) the starting weights. Every step is one baddbmm for all K, so K fits dispatch the
+    operators of one. Returns the trained (w, b).
 
     The cross-entropy gradient is written out (softmax minus one-hot) instead of going
     through autograd: the same steps, about a fifth less time, and this runs every epoch."""
-    classifier = nn.Linear(z.shape[1], num_classes).to(z.device)
-    w, b = classifier.weight, classifier.bias
+    w, b = w.contiguous().clone(), b.contiguous().clone()
     fused = z.device.type in ("cpu", "cuda")
     opt = torch.optim.Adam([w, b], lr=config.lr, betas=(config.beta1, 0.999), fused=fused)
     n, bs = len(y), config.batch_size
     with torch.no_grad():
         for _ in range(config.epochs):
             perm = torch.randperm(n, device=z.device)
-            z_epoch, y_epoch = z[perm], y[perm]
             for i in range(0, n, bs):
-                z_b, y_b = z_epoch[i:i + bs], y_epoch[i:i + bs]
-                grad = torch.softmax(torch.addmm(b, z_b, w.t()), dim=1)  # d(mean CE)/d(logits) * batch
-                grad[torch.arange(len(y_b), device=z.device), y_b] -= 1.0
+                idx = perm[i:i + bs]
+                z_b, y_b = z[:, idx], y[idx]
+                grad = torch.softmax(torch.baddbmm(b, z_b, w), dim=2)  # d(mean CE)/d(logits) * batch
+                grad[:, torch.arange(len(y_b), device=z.device), y_b] -= 1.0
                 grad /= len(y_b)
-                w.grad, b.grad = grad.t() @ z_b, grad.sum(0)
+                w.grad, b.grad = torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)
                 opt.step()
-    return classifier.eval()
+    return w, b
+
+
+def _initial_classifier(latent: int, num_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.Linear's initial (weight, bias), drawn on the CPU stream as nn.Linear draws them."""
+    init = nn.Linear(latent, num_classes)
+    return init.weight.detach().to(device), init.bias.detach().to(device)
+
+
+def _linear(w: torch.Tensor, b: torch.Tensor):
+    """A fitted classifier: (w (latent, classes), b (classes,)) as a function of mu^t."""
+    return lambda mu: torch.addmm(b, mu, w)
 
 
 def _encode_t(encoder, x: torch.Tensor, batch: int):

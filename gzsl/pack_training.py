@@ -17,11 +17,11 @@ from typing import Iterator
 import torch
 
 from gzsl.data import GZSLData
-from gzsl.evaluation import ClassifierConfig, Evaluator, Scores
+from gzsl.evaluation import ClassifierConfig, Evaluator, Scores, compare_many
 from gzsl.model import DisentangledVAE
 from gzsl.packing import MemberTensors, PackShape, StackedWeights, member_losses, member_row, solo_model
-from gzsl.training import (MAIN, EpochResult, TrainConfig, build_model, classifier_config, epoch_result,
-                           training_tensors, weights)
+from gzsl.training import (EpochResult, TrainConfig, build_model, classifier_config, classifiers_due,
+                           epoch_result, training_tensors, weights)
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as the solo trainer uses them
 
@@ -161,15 +161,18 @@ class PackTrainer:
 
     def run_epoch(self, recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, EpochResult]:
         """One epoch of every member, then each member's EpochResult as gzsl.training.train yields
-        it: H every eval_every epochs of its own and after its last; a member that completed or
-        diverged leaves the pack. `recipes`: more classifiers scored after a member's last epoch."""
+        it: H every eval_every epochs of its own and after its last, the classifiers of all the
+        members due fit at once (evaluate); a member that completed or diverged leaves the pack.
+        `recipes`: more classifiers scored after a member's last epoch."""
         start = time.perf_counter()
         epoch_losses = self.train_epoch()
+        due = {mb.key: classifiers_due(mb.config, mb.epoch, epoch_losses[mb.key], recipes) for mb in self.members}
+        scores = self.evaluate({key: classifiers for key, classifiers in due.items() if classifiers})
         seconds = time.perf_counter() - start
         results = {}
         for mb in list(self.members):
-            score = lambda classifiers, key=mb.key: self.evaluate(key, classifiers)  # noqa: E731
-            results[mb.key] = r = epoch_result(mb.config, mb.epoch, epoch_losses[mb.key], seconds, score, recipes)
+            results[mb.key] = r = epoch_result(mb.config, mb.epoch, epoch_losses[mb.key], seconds,
+                                               scores.get(mb.key, {}), recipes)
             if r.status != "running":  # completed or diverged: it leaves
                 self.leave(mb.key)
         return results
@@ -184,11 +187,15 @@ class PackTrainer:
             model = build_model(self.data, self.members[i].config).to(self.device)
         return solo_model(self.weights, i, model)
 
-    def evaluate(self, key: str, classifiers: dict[str, ClassifierConfig] | None = None) -> dict[str, Scores]:
-        """The member's scores for each of `classifiers` (name -> recipe; default: its own
-        classifier, as MAIN), all fit on the same latents."""
-        mb = self.members[self._index(key)]
-        return mb.evaluator.compare(self.model(key), classifiers or {MAIN: mb.evaluator.config})
+    def evaluate(self, due: dict[str, dict[str, ClassifierConfig]]) -> dict[str, dict[str, Scores]]:
+        """Each member's scores (key -> {name: recipe} -> {name: Scores}), each member's classifiers
+        fit on its own latents, and each classifier fit for all the members that need it at once
+        (gzsl.evaluation.compare_many)."""
+        if not due:
+            return {}
+        members = {mb.key: mb for mb in self.members}
+        requests = [(members[key].evaluator, self.model(key), classifiers) for key, classifiers in due.items()]
+        return dict(zip(due, compare_many(requests)))
 
 
 def train_pack(data: GZSLData, configs: dict[str, TrainConfig], max_latent: int | None = None,

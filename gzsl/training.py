@@ -138,21 +138,29 @@ def training_tensors(data: GZSLData) -> tuple[torch.Tensor, torch.Tensor, torch.
     return data.train.x, data.semantics[data.train.y], to_local[data.train.y]
 
 
-def epoch_result(config: TrainConfig, epoch: int, epoch_losses: dict[str, float], seconds: float, score,
-                 recipes: dict[str, ClassifierConfig] | None = None) -> EpochResult:
-    """An epoch's EpochResult: "diverged" at a non-finite loss (H 0); otherwise H every eval_every
-    epochs and after the last, where `recipes` are scored too. `score(classifiers)` fits each
-    classifier (name -> recipe) on the same latents of the current model and returns its Scores."""
+def classifiers_due(config: TrainConfig, epoch: int, epoch_losses: dict[str, float],
+                    recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, ClassifierConfig]:
+    """The classifiers (name -> recipe) an epoch's result is scored with: MAIN every eval_every
+    epochs and after the last, where `recipes` are scored too; none after a non-finite loss."""
+    if not math.isfinite(epoch_losses["total"]):
+        return {}
+    last = epoch == config.epochs
+    if last or (config.eval_every > 0 and epoch % config.eval_every == 0):
+        return {MAIN: classifier_config(config), **(recipes if last and recipes else {})}
+    return {}
+
+
+def epoch_result(config: TrainConfig, epoch: int, epoch_losses: dict[str, float], seconds: float,
+                 scores: dict[str, Scores], recipes: dict[str, ClassifierConfig] | None = None) -> EpochResult:
+    """An epoch's EpochResult from the scores of classifiers_due(...): "diverged" at a non-finite
+    loss (H 0); the last epoch's result carries every recipe's scores when recipes were asked."""
     if not math.isfinite(epoch_losses["total"]):
         zero = Scores(0.0, 0.0, 0.0)
         by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
         return EpochResult(epoch, epoch_losses, zero, seconds, "diverged", by_recipe)
-    classifier = classifier_config(config)
     last = epoch == config.epochs
-    evaluate = last or (config.eval_every > 0 and epoch % config.eval_every == 0)
-    by_recipe = score({MAIN: classifier, **recipes}) if last and recipes else None
-    scores = by_recipe[MAIN] if by_recipe else (score({MAIN: classifier})[MAIN] if evaluate else None)
-    return EpochResult(epoch, epoch_losses, scores, seconds, "completed" if last else "running", by_recipe)
+    return EpochResult(epoch, epoch_losses, scores.get(MAIN), seconds, "completed" if last else "running",
+                       scores if last and recipes else None)
 
 
 def vae_epochs(model: DisentangledVAE, optimizer: torch.optim.Optimizer, data: GZSLData,
@@ -200,8 +208,9 @@ def train(data: GZSLData, config: TrainConfig,
     evaluator = Evaluator(data, classifier, seed=config.seed)
     start = time.perf_counter()
     for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
-        result = epoch_result(config, epoch, epoch_losses, time.perf_counter() - start,
-                              lambda classifiers: evaluator.compare(model, classifiers), recipes)
+        due = classifiers_due(config, epoch, epoch_losses, recipes)
+        scores = evaluator.compare(model, due) if due else {}
+        result = epoch_result(config, epoch, epoch_losses, time.perf_counter() - start, scores, recipes)
         yield result
         if result.status == "diverged":
             return

@@ -5,10 +5,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from gzsl import evaluation
 from gzsl.data import load
+from gzsl.evaluation import ClassifierConfig, fit_classifiers
 from gzsl.pack_training import PackTrainer, pack_shape, train_pack
-from gzsl.training import TrainConfig, build_model, make_optimizer, vae_epochs
+from gzsl.training import TrainConfig, build_model, make_optimizer, train, vae_epochs
 
 TINY = (64, 64, 32, 32)
 
@@ -139,3 +142,43 @@ def test_evaluating_a_member_never_changes_the_packs_training(data):
         packs.append(pack)
     for k in cfgs:
         assert_same_weights(packs[0].model(k), packs[1].model(k))
+
+
+def test_classifiers_fit_at_once_are_each_models_own_fit():
+    """fit_classifiers: K final classifiers in one fused fit, each the fit of its model alone (same
+    start, same minibatch order); a narrower latent, zero-padded, keeps exactly 0 weights there."""
+    g = torch.Generator().manual_seed(0)
+    n, classes, widths = 300, 5, [8, 5, 8]
+    y = torch.randint(0, classes, (n,), generator=g)
+    zs = [torch.randn(n, w, generator=g) + torch.randn(classes, w, generator=g)[y] for w in widths]
+    starts = [(0.1 * torch.randn(w, classes, generator=g), 0.1 * torch.randn(1, classes, generator=g)) for w in widths]
+    config = ClassifierConfig(epochs=3, batch_size=64, lr=5e-2)
+    torch.manual_seed(1)
+    w, b = fit_classifiers(torch.stack([F.pad(z, (0, 8 - z.shape[1])) for z in zs]), y, config,
+                           torch.stack([F.pad(w0, (0, 0, 0, 8 - len(w0))) for w0, _ in starts]),
+                           torch.stack([b0 for _, b0 in starts]))
+    for k, (z, (w0, b0)) in enumerate(zip(zs, starts)):
+        torch.manual_seed(1)
+        alone_w, alone_b = fit_classifiers(z[None], y, config, w0[None], b0[None])
+        assert (alone_w[0] - w0).abs().max() > 0.05  # it did move
+        torch.testing.assert_close(w[k, :len(w0)], alone_w[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(b[k], alone_b[0], atol=1e-6, rtol=0)
+    assert torch.equal(w[1, 5:], torch.zeros(3, classes))
+
+
+def test_a_pack_fits_its_members_classifiers_at_once_and_one_member_scores_as_alone(data, monkeypatch):
+    fits = []
+    fused = evaluation.fit_classifiers
+    monkeypatch.setattr(evaluation, "fit_classifiers", lambda z, *a: fits.append(len(z)) or fused(z, *a))
+    quick = {"quick": ClassifierConfig(epochs=1, batch_size=256, lr=1e-2)}
+    cfg = TrainConfig(epochs=2, hidden=TINY, latent_size=16, classifier="fast", eval_every=1, seed=3)
+    alone = list(train(data, cfg, recipes=quick))
+    packed = [r["a"] for r in train_pack(data, {"a": cfg}, recipes=quick)]
+    assert [r.scores for r in packed] == [r.scores for r in alone] and alone[0].scores.U > 0
+    assert packed[-1].recipe_scores == alone[-1].recipe_scores
+    fits.clear()
+    cfgs = {"a": cfg, "b": replace(cfg, latent_size=32, lr=2e-3), "c": replace(cfg, epochs=1)}
+    for _ in train_pack(data, cfgs, recipes=quick):
+        pass
+    # epoch 1: a and b (fast), c ends (fast, quick); epoch 2: a and b end (fast, quick)
+    assert fits == [3, 1, 2, 2]
