@@ -115,8 +115,8 @@ def test_a_short_study_end_to_end(tmp_path):
     out = p.stdout
     assert out.count("best H") == 6 and "best configuration:" in out and "sampling=textbook" in out
     assert "asha.grace_period 3 is before 20% of the 16 epochs" in out  # a rung in the warm-ups' blind zone
-    assert "test (mean ± std over 1 seeds), CADA-VAE classifier recipe: U" in out
-    assert "test (mean ± std over 1 seeds), fast classifier: U" in out
+    assert f"test (1 seed), CADA-VAE classifier recipe: U {final.test_U[0]:.2f}" in out and "nan" not in out
+    assert "test (1 seed), fast classifier: U" in out
     assert f"H {final.test_H[0]:.2f} (CADA-VAE classifier recipe)" in out
     assert f"H {final.fast_test_H[0]:.2f} (fast classifier)" in out
     # Running it again into the same folder asks for --resume, before starting Ray, and loses nothing.
@@ -380,15 +380,20 @@ def _cuda() -> bool:
 
 
 @pytest.mark.skipif(not _cuda(), reason="no CUDA device here: this runs where a GPU is")
-def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path):
+@pytest.mark.parametrize("resources", ["gpu = 0.5", "gpu = 1\npack = 4"])
+def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path, resources):
     """[resources] gpu = 0.5: two trials share the GPU, each trains on the device Ray gave it
-    (ray.get_gpu_ids), and the refit scores on it too."""
+    (ray.get_gpu_ids), and the refit scores on it too. gpu = 1 with pack = 4: one executor owns
+    the GPU and trains up to four trials as one pack there."""
     study, results = write_study(tmp_path, epochs=4, samples=4, grace=2), tmp_path / "results"
-    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 0.5\n"))
+    study.write_text(study.read_text().replace("cpu = 1\n", f"cpu = 1\n{resources}\n")
+                     .replace("max_concurrent = 2", "max_concurrent = 4"))
     p = run_tune(study, results)  # the local Ray finds the GPU itself
     assert p.returncode == 0, p.stdout + p.stderr
     trials = pd.read_parquet(results / "trials.parquet")
     assert (trials.status == "completed").any()
     assert (trials.gpu_id != "").all() and (trials.gpu_mem_mb > 0).all(), trials[["gpu_id", "gpu_mem_mb"]]
+    if "pack" in resources:
+        assert trials.pack_id.nunique() == 1 and "packed trials: 1 worker(s) x 4 configurations" in p.stdout
     final = pd.read_parquet(results / "final.parquet")
     assert len(final) == 1 and final.test_H.iloc[0] > 0
