@@ -13,7 +13,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def job_key(job: dict) -> str:
-    return json.dumps(job, sort_keys=True)
+    """A job's identity in a results file. Floats count to 9 digits: the configurations Optuna
+    draws differ in their last bits between numpy versions (a GPU machine's and this one's)."""
+    def rounded(v):
+        if isinstance(v, float):
+            return float(f"{v:.9g}")
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [rounded(x) for x in v]
+        return v
+    return json.dumps(rounded(job), sort_keys=True)
+
+
+def suffix(device: str) -> str:
+    """Results files name the device when it is not the CPU: -cuda.jsonl."""
+    return "" if device == "cpu" else f"-{device.split(':')[0]}"
 
 
 def with_data_id(job: dict) -> dict:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The prepared run for a lent GPU machine: one call of about 9 minutes on one H100 or H200.
-#   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory;
+# The prepared run for a lent GPU machine: one call of at most 10 minutes on one H100 or H200.
+#   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory
+#      (skipped with GPU_CHECK_SOLO=0);
 #   2. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
-#      operators and GPU memory per member);
+#      operators and GPU memory per member; the final classifier of K members fit at once);
 #   3. the suite's GPU tests (a --device cuda training; a study whose trials and refit train on
 #      the GPU Ray assigned them), side by side with
 #   4. the science benchmarks of synth-cub on the GPU (when GPU_CHECK_SCIENCE=1; measured once,
@@ -20,7 +21,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_SECONDS:-470}  # the science benchmarks stop after this many seconds
+BUDGET=${GPU_CHECK_SECONDS:-400}  # the science benchmarks stop after this many seconds
+CONFIGS=${GPU_CHECK_CONFIGS:-10}  # configurations of the agreement benchmark (at least 10)
+CURVE_EVERY=${GPU_CHECK_CURVE_EVERY:-6}  # the agreement's validation runs score H every n epochs
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -33,6 +36,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__)"
 $PY -c "import ray, optuna; print('ray', ray.__version__, 'optuna', optuna.__version__)" || echo "no ray/optuna: the study test will fail"
 
+if [ "${GPU_CHECK_SOLO:-1}" = 1 ]; then
 echo "## 1. one synth-cub trial alone on the GPU (10 epochs, then one evaluation with each classifier)"
 $PY - <<'PY' 2>&1 | tee "$OUT/solo.txt"
 import json, time, torch
@@ -54,17 +58,19 @@ for name, c in (("fast", FAST_CLASSIFIER), ("cada", CADA_RECIPE)):
 res["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
 print(json.dumps(res))
 PY
+fi
 
 echo "## 2. packed trials on the GPU"
-timeout 240 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
+timeout 150 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
+  --classifier-ks 1 4 16 \
   2>&1 | grep -v USDT | tee "$OUT/pack_throughput.txt"
 
 if [ "${GPU_CHECK_SCIENCE:-0}" = 1 ]; then
 echo "## 4. science benchmarks on the GPU, in the background, for at most ${BUDGET}s"
-timeout "$BUDGET" $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 5 \
+timeout "$BUDGET" $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 9 \
   --out "$OUT/science.jsonl" > "$OUT/science.log" 2>&1 &
-timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs 12 \
-  --device cuda --workers 9 --out "$OUT/agreement.jsonl" > "$OUT/agreement.log" 2>&1 &
+timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs "$CONFIGS" \
+  --curve-every "$CURVE_EVERY" --device cuda --workers 8 --out "$OUT/agreement.jsonl" > "$OUT/agreement.log" 2>&1 &
 fi
 
 echo "## 3. GPU tests"
@@ -76,6 +82,6 @@ wait
 [ "${GPU_CHECK_SCIENCE:-0}" = 1 ] || exit 0
 echo "## 4. tables (from what finished)"
 $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 0 --out "$OUT/science.jsonl" 2>&1 | tail -16
-$PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs 12 --device cuda --workers 0 \
+$PY benchmarks/val_test_agreement.py --dataset synth-cub --study cub_full --configs "$CONFIGS" --curve-every "$CURVE_EVERY" --device cuda --workers 0 \
   --out "$OUT/agreement.jsonl" 2>&1 | tail -40
 grep -h "Traceback\|Error" "$OUT"/science.log "$OUT"/agreement.log | sort | uniq -c | head -5

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _runs import run_all, workers_default  # noqa: E402
+from _runs import run_all, suffix, workers_default  # noqa: E402
 
 VARIANTS = {  # name -> TrainConfig overrides
     "default": {},
@@ -50,7 +50,7 @@ def main() -> None:
                         "drives validation H and the published rows) or fast (the runs before the switch had only it)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    out = args.out or Path(__file__).parent / "measured" / f"science-{args.dataset}-{args.split}-{args.epochs}ep.jsonl"
+    out = args.out or Path(__file__).parent / "measured" / f"science-{args.dataset}-{args.split}-{args.epochs}ep{suffix(args.device)}.jsonl"
     seeds = {name: args.seeds if name in ("default", "ablation (--no-disentangle)") else args.variant_seeds
              for name in VARIANTS}
     # Every run fits both final classifiers on the same latents (fast_*, cada_*); runs made before

@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _runs import run_all, workers_default  # noqa: E402
+from _runs import run_all, suffix, workers_default  # noqa: E402
 
 from gzsl.studies import load_study  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> None:
                         "and classifiers between the fast one and the recipe)")
     p.add_argument("--out", type=Path, help="JSON-lines results (default: benchmarks/measured/agreement-<dataset>-<epochs>ep.jsonl)")
     args = p.parse_args()
-    out = args.out or Path(__file__).parent / "measured" / f"agreement-{args.dataset}-{args.epochs}ep.jsonl"
+    out = args.out or Path(__file__).parent / "measured" / f"agreement-{args.dataset}-{args.epochs}ep{suffix(args.device)}.jsonl"
     configs = draw_configs(args.study, args.configs, args.seed)
     device = {} if args.device == "cpu" else {"device": args.device}
     jobs = [{"dataset": args.dataset, "split": split, **({"recipes": RECIPES} if args.recipes else {"recipe": True}),
