@@ -62,7 +62,7 @@ fi
 
 echo "## 2. packed trials on the GPU"
 timeout 150 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
-  --classifier-ks 1 4 16 \
+  --classifier-ks 1 4 16 --fractional 4 --fractional-seconds 20 \
   2>&1 | grep -v USDT | tee "$OUT/pack_throughput.txt"
 
 if [ "${GPU_CHECK_SCIENCE:-0}" = 1 ]; then

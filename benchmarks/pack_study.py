@@ -51,7 +51,7 @@ def main() -> None:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             tmp = args.keep
-        for pack in (1, *args.packs):
+        for pack in dict.fromkeys((1, *args.packs)):  # pack 1 (no packing) first, once
             results = tmp / f"results{pack}"
             cmd = [sys.executable, "-m", "gzsl.tune", "--study", str(variant(args.study, pack, tmp)),
                    "--results", str(results), "--no-report", "--no-dashboard"]
@@ -71,7 +71,7 @@ def main() -> None:
         done = t[t.status == "completed"]
         print(f"{pack:4d} {done.last_val_H.max():10.2f} {f.test_H.mean():9.2f} ± {f.test_H.std():4.1f} "
               f"{len(done):9d} {(t.status == 'pruned').sum():6d} {t.epochs_run.sum():12d} {r['seconds']:7.0f}")
-    for pack in args.packs:
+    for pack in [p for p in runs if p != 1]:
         same = [t for t in ("trials", "epochs", "final") if list(runs[1][t].columns) == list(runs[pack][t].columns)]
         print(f"pack {pack}: columns the same as pack 1 in {', '.join(same) or 'no table'}"
               + ("" if len(same) == 3 else "  (DIFFERENT elsewhere)"))

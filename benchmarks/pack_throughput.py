@@ -11,6 +11,9 @@ backward, Adam) after warm-up steps, each K measured packed and solo side by sid
 Operators are the aten operators the torch profiler records for one step, over K: what a GPU
 pays for in launches, and what a CPU run can count.
 
+With --fractional N, also N solo trainers in N processes side by side on the device, as N
+trials of `gpu = 1/N` run today: their summed configuration-epochs per second.
+
 Then the final classifier (CADA-VAE's recipe, --classifier-epochs of its 23 epochs): the K
 members' classifiers fit at once (gzsl.evaluation.compare_many, as a pack evaluates) against
 one member after another (as solo trials do), latents sampling and scoring included.
@@ -136,6 +139,35 @@ def measure_classifier(data, configs, epochs: int, device: str) -> tuple[float, 
     return times[0], times[1]
 
 
+def _solo_process(args) -> float:
+    """One solo trainer alone in its process for `seconds`: configuration-epochs per second."""
+    dataset, device, seed, seconds = args
+    torch.set_num_threads(1)
+    data = load(dataset, "val").to(device)
+    config = TrainConfig(hidden=default_hidden(dataset), device=device, seed=seed)
+    torch.manual_seed(seed)
+    model = build_model(data, config).to(device)
+    opt, w, feed = make_optimizer(model, config), weights(config, 30), batches(data, config.batch_size, device)
+    for _ in range(20):
+        train_step(model, opt, *next(feed), w)
+    sync(device)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        for _ in range(20):
+            train_step(model, opt, *next(feed), w)
+        steps += 20
+    sync(device)
+    return steps / (time.perf_counter() - start) / math.ceil(len(data.train.y) / config.batch_size)
+
+
+def measure_fractional(dataset: str, device: str, n: int, seconds: float) -> list[float]:
+    """n solo trainers in n processes at once (as n fractional trials): each one's cfg-epochs/s."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(n) as pool:
+        return pool.map(_solo_process, [(dataset, device, seed, seconds) for seed in range(n)])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="synth-cub")
@@ -146,6 +178,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's)")
     p.add_argument("--no-solo", action="store_true", help="packed only (solo rounds of large K are slow)")
+    p.add_argument("--fractional", type=int, default=0, metavar="N",
+                   help="also time N solo trainers in N processes side by side (N fractional trials)")
+    p.add_argument("--fractional-seconds", type=float, default=30.0)
     p.add_argument("--classifier-ks", type=int, nargs="*", default=None,
                    help="K of the final-classifier table (default: --ks); none skips it")
     p.add_argument("--classifier-epochs", type=int, default=1, help="epochs of the recipe's fit in that table")
@@ -175,6 +210,11 @@ def main() -> None:
               f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f}"
               + (f"  {mem / k:14.0f}" if mem else ""), flush=True)
     print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo)")
+    if args.fractional:
+        alone = measure_fractional(args.dataset, args.device, 1, args.fractional_seconds)[0]
+        side = measure_fractional(args.dataset, args.device, args.fractional, args.fractional_seconds)
+        print(f"\n{args.fractional} solo trainers in {args.fractional} processes at once (fractional trials): "
+              f"{sum(side):.3f} cfg-ep/s in all ({', '.join(f'{r:.3f}' for r in side)}); one alone {alone:.3f}")
     ks = args.ks if args.classifier_ks is None else args.classifier_ks
     if ks:
         print(f"\nfinal classifier, CADA-VAE's recipe fit for {args.classifier_epochs} of its {CADA_RECIPE.epochs} "
