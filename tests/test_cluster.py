@@ -106,7 +106,7 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
         for _ in range(30):  # the head's job agent may start a little after `ray start` returns
             submit = subprocess.run(
                 [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
-                 "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build"]}),
+                 "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build", ".whl"]}),
                  "--", sys.executable, "-m", "gzsl.tune", "--study", str(study), "--address", "auto"],
                 capture_output=True, text=True, timeout=500, env=env)
             if "No available agent to submit job" not in submit.stderr:

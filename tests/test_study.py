@@ -186,7 +186,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_rows(tmp_path, how):
     repeat. The Ctrl-C run is a packed study ([resources] pack = 2: two workers, each training two
     configurations as one fused model): Tune, Optuna, ASHA and the Parquet files still see one
     trial per configuration, and its resume starts new executors."""
-    study, results = write_study(tmp_path, name="crash", epochs=6, samples=12, final_seeds=0), tmp_path / "results"
+    study, results = write_study(tmp_path, name="crash", epochs=4, samples=12, final_seeds=0), tmp_path / "results"
     packed = "packed" in how
     if packed:
         study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")

@@ -78,7 +78,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict):
         if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
-            super().on_trial_result(trial_id, result)
+            with warnings.catch_warnings():
+                # A trial rerun after --resume reports its epochs again; Optuna keeps the first
+                # value of a step and warns about each repeat.
+                warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+                super().on_trial_result(trial_id, result)
         self._heartbeat()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
