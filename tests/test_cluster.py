@@ -78,7 +78,7 @@ def test_a_study_spreads_its_trials_over_two_nodes(tmp_path):
          "--disable-usage-stats")
     try:
         _ray("start", "--address", "127.0.0.1:6391", "--num-cpus", "1", "--disable-usage-stats")
-        study, results = write_study(tmp_path, name="nodes", epochs=3, samples=4, final_seeds=0, grace=3), \
+        study, results = write_study(tmp_path, name="nodes", epochs=2, samples=4, final_seeds=0, grace=2), \
             tmp_path / "results"
         p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
                             "--address", "127.0.0.1:6391", "--no-report"], capture_output=True, text=True,
