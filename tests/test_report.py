@@ -18,20 +18,16 @@ from gzsl.report import figures as fig
 from gzsl.report import records as rec
 from gzsl.report.screenshot import find_chromium, render
 from gzsl.results import ResultStore
-from tests.test_study import write_study
 
 
 @pytest.fixture(scope="module")
-def study_results(tmp_path_factory):
-    """A real small study (local Ray, Optuna, ASHA, refit with 2 seeds), plus one fabricated
-    errored trial whose error text is hostile HTML."""
-    tmp = tmp_path_factory.mktemp("report")
-    study, results = write_study(tmp, name="rep", epochs=12, samples=6, final_seeds=2), tmp / "results"
-    p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                        "--num-cpus", "2", "--no-dashboard"], capture_output=True, text=True, timeout=400, cwd=tmp)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert (tmp / "reports" / "rep.html").is_file()  # the study wrote its report at the end
-    assert "report: reports/rep.html" in p.stdout
+def study_results(short_study, tmp_path_factory):
+    """A copy of the suite's real small study (local Ray, Optuna, ASHA, refit with 2 seeds), plus
+    one fabricated errored trial whose error text is hostile HTML."""
+    _, ran, out = short_study
+    assert "report: reports/mini.html" in out  # the study wrote its report at the end
+    results = tmp_path_factory.mktemp("report") / "results"
+    shutil.copytree(ran, results)
     store = ResultStore(str(results))
     row = store.read("trials").iloc[0].to_dict()
     now = datetime.now(timezone.utc)
@@ -53,7 +49,7 @@ def test_records_match_the_parquet(study_results):
     trials = pd.read_parquet(study_results / "trials.parquet")
     s = rec.summary(r)
     assert s.n_trials == 7 and s.counts["error"] == 1
-    assert s.trial_epochs == trials.epochs_run.sum() and s.full_epochs == 7 * 12
+    assert s.trial_epochs == trials.epochs_run.sum() and s.full_epochs == 7 * 16
     assert s.best["status"] == "completed"
     assert rec.asha_rungs(r.meta) == [3, 9]
     curves = rec.learning_curves(r)
@@ -230,7 +226,7 @@ def test_compare_cli_writes_one_page_for_several_studies(study_results, tmp_path
                         "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     html = out.read_text()
-    assert "Studies side by side" in html and html.count("<b>rep</b>") == 2
+    assert "Studies side by side" in html and html.count("<b>mini</b>") == 2
 
 
 def test_importance_falls_back_to_the_first_asha_rung_when_few_trials_complete():

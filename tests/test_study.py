@@ -70,10 +70,8 @@ def optuna_states(results, name):
     return [t.state.name for t in study.trials], study
 
 
-def test_a_short_study_end_to_end(tmp_path):
-    study, results = write_study(tmp_path, epochs=16), tmp_path / "results"
-    p = run_tune(study, results)
-    assert p.returncode == 0, p.stdout + p.stderr
+def test_a_short_study_end_to_end(short_study):
+    study, results, out = short_study
     trials = pd.read_parquet(results / "trials.parquet")
     epochs = pd.read_parquet(results / "epochs.parquet")
     final = pd.read_parquet(results / "final.parquet")
@@ -102,23 +100,27 @@ def test_a_short_study_end_to_end(tmp_path):
     for t in ostudy.trials:
         tid = t.user_attrs["tune_trial_id"]
         assert len(t.intermediate_values) == trials.set_index("trial_id").epochs_run[tid]
-    # Final refit of the best completed trial, scored on test.
+    # Final refit of the best completed trial, 2 seeds, scored on test.
     done = trials[trials.status == "completed"]
     best = done.sort_values(["last_val_H", "trial_number"], ascending=[False, True]).iloc[0]  # ties: the earlier
-    assert len(final) == 1 and final.latent_size[0] == best.latent_size and final.lr[0] == pytest.approx(best.lr)
+    assert len(final) == 2 and (final.latent_size == best.latent_size).all() and final.seed.nunique() == 2
+    assert final.lr[0] == pytest.approx(best.lr)
     assert final.sampling[0] == "textbook" and final.kl_weight[0] == 0.25
     # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
     for prefix in ("test_", "fast_test_"):
-        u, s, h = (final[f"{prefix}{k}"][0] for k in "USH")
-        assert 0 < h <= 100 and h == pytest.approx(2 * u * s / (u + s))
+        u, s, h = (final[f"{prefix}{k}"] for k in "USH")
+        assert ((0 < h) & (h <= 100)).all() and h.values == pytest.approx((2 * u * s / (u + s)).values)
     assert (final.test_U[0], final.test_S[0]) != (final.fast_test_U[0], final.fast_test_S[0])
-    out = p.stdout
     assert out.count("best H") == 6 and "best configuration:" in out and "sampling=textbook" in out
     assert "asha.grace_period 3 is before 20% of the 16 epochs" in out  # a rung in the warm-ups' blind zone
-    assert f"test (1 seed), CADA-VAE classifier recipe: U {final.test_U[0]:.2f}" in out and "nan" not in out
-    assert "test (1 seed), fast classifier: U" in out
-    assert f"H {final.test_H[0]:.2f} (CADA-VAE classifier recipe)" in out
-    assert f"H {final.fast_test_H[0]:.2f} (fast classifier)" in out
+    h = final.test_H
+    assert f"test (mean ± std over 2 seeds), CADA-VAE classifier recipe: U {final.test_U.mean():.2f}" in out
+    assert f"H {h.mean():.2f} ± {h.std():.2f}" in out and "nan" not in out
+    assert "test (mean ± std over 2 seeds), fast classifier: U" in out
+    for i in range(2):
+        assert f"H {final.test_H[i]:.2f} (CADA-VAE classifier recipe)" in out
+        assert f"H {final.fast_test_H[i]:.2f} (fast classifier)" in out
+    assert "report: reports/mini.html" in out and (results.parent / "reports" / "mini.html").is_file()
     # Running it again into the same folder asks for --resume, before starting Ray, and loses nothing.
     again = run_tune(study, results)
     assert again.returncode == 2 and "add --resume" in again.stderr and "Traceback" not in again.stderr
