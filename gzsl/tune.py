@@ -106,7 +106,7 @@ def _run(args, start: float) -> int:
                                               if spec.pack > 1 else f"resources/trial {spec.resources}"))
     print(f"results: {results}" + (f"   Ray dashboard: http://{dashboard}" if dashboard else ""), flush=True)
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
-                            optuna_url=args.optuna_storage, resume=args.resume)
+                            optuna_url=args.optuna_storage, resume=args.resume, cluster=bool(args.address))
     trials = store.read("trials")
     target = int(store.read("study").sort_values("started_at").num_samples.iloc[-1])  # this run's budget
     if len(trials) < target:

@@ -71,22 +71,38 @@ def _ray(*args, timeout=120):
     return p
 
 
-def test_a_study_spreads_its_trials_over_two_nodes(tmp_path):
-    """Two Ray nodes on this machine (a head and a worker joined by address), one CPU each."""
+def test_a_packed_study_trains_on_a_node_that_joins_the_cluster_later(tmp_path):
+    """What an autoscaler does to a packed study (pack = 2, 4 trials at once: two executors of one
+    CPU): the head's single CPU holds one executor; the other, asked for at the start, waits until
+    a second node joins (here by address, as an autoscaler's would), then trains there."""
     _ray("stop", "--force")
     _ray("start", "--head", "--num-cpus", "1", "--port", "6391", "--include-dashboard=false",
          "--disable-usage-stats")
     try:
-        _ray("start", "--address", "127.0.0.1:6391", "--num-cpus", "1", "--disable-usage-stats")
-        study, results = write_study(tmp_path, name="nodes", epochs=2, samples=4, final_seeds=0, grace=2), \
+        study, results = write_study(tmp_path, name="grow", epochs=6, samples=10, final_seeds=0, grace=6), \
             tmp_path / "results"
-        p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                            "--address", "127.0.0.1:6391", "--no-report"], capture_output=True, text=True,
-                           timeout=400, env=_env())
-        assert p.returncode == 0, p.stdout + p.stderr
+        study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
+                         .replace("max_concurrent = 2", "max_concurrent = 4"))
+        proc = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
+                                 "--address", "127.0.0.1:6391", "--no-report"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=_env())
+        seen = []
+        for line in proc.stdout:  # the study is training on the head before the second node exists
+            seen.append(line)
+            if line.startswith("packed trials:") or "Traceback" in line:
+                break
+        _ray("start", "--address", "127.0.0.1:6391", "--num-cpus", "1", "--disable-usage-stats")
+        out = "".join(seen) + proc.communicate(timeout=400)[0]
+        assert proc.returncode == 0, out
+        assert "packed trials: 1 worker(s) x 2 configurations" in out and "1 more asked of the cluster" in out
+        assert "started (2 of 2 up)" in out
         trials = pd.read_parquet(results / "trials.parquet")
-        assert len(trials) == 4 and (trials.status == "completed").all()
-        assert trials.node_id.nunique() == 2, trials[["trial_id", "node_id"]]
+        assert len(trials) == 10 and (trials.status == "completed").all()
+        assert trials.pack_id.nunique() == 2 and trials.node_id.nunique() == 2, trials[["pack_id", "node_id"]]
+        # The searcher proposed for the second executor only once it was up: a trial proposed
+        # earlier would have waited for it from the start, before the first trial ended.
+        late = trials[trials.pack_id.str.endswith("-1")]
+        assert late.started_at.min() > trials.ended_at.min()
     finally:
         _ray("stop", "--force")
 

@@ -18,8 +18,7 @@ from ray.tune.schedulers import FIFOScheduler
 from gzsl.errors import ConfigError
 from gzsl.results import ResultStore
 from gzsl.study.callback import ParquetCallback
-from gzsl.study.pack import (LeaveOnStop, PackExecutor, executor_names, executor_resources, packed_objective,
-                             trial_resources, workers_that_fit)
+from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
 from gzsl.study.scheduler import RungCheckedASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
@@ -30,10 +29,12 @@ from gzsl.training import TrainConfig
 
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
               max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
-              sampler: str = "tpe", early_stopping: bool = True, log=print):
+              sampler: str = "tpe", early_stopping: bool = True, cluster: bool = False, log=print):
     """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
-    and `early_stopping=False` give the plain baseline (random search, every trial to the end)."""
+    and `early_stopping=False` give the plain baseline (random search, every trial to the end).
+    `cluster`: Ray is a cluster that may grow (--address); a packed study then asks for all the
+    executors it can use, not only those that fit now (gzsl.study.pack.PackPool)."""
     # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
     # and Tune must not reject them as missing the metric.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -46,12 +47,14 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     storage_url = optuna_url or default_optuna_url(results_uri)
     storage = optuna_storage(storage_url)
     experiment = check_start(spec, results_uri, resume)
-    executors = []
-    if spec.pack > 1:  # one executor per worker trains its members as one fused model (gzsl.study.pack)
-        executors = start_executors(spec, data, experiment, concurrent, log)
-        trainable = tune.with_resources(tune.with_parameters(packed_objective, spec=spec, executors=executors),
+    pool = None
+    if spec.pack > 1:  # executors each train their members as one fused model (gzsl.study.pack)
+        n = workers_that_fit(spec, ray.cluster_resources(), concurrent) if not cluster else \
+            -(-(concurrent or num_samples) // spec.pack)
+        pool = PackPool(spec, executor_names(experiment, n), elastic=cluster)
+        trainable = tune.with_resources(tune.with_parameters(packed_objective, spec=spec, names=pool.names),
                                         trial_resources(spec))
-        concurrent = min(concurrent or len(executors) * spec.pack, len(executors) * spec.pack)
+        concurrent = n * spec.pack  # the searcher's room keeps it to the executors started
     else:
         resources = {k: v for k, v in spec.resources.items() if v > 0}
         trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
@@ -90,16 +93,18 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                                         max_concurrent_trials=concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=tune_storage(results_uri), verbose=0,
-                callbacks=[ParquetCallback(store, spec, log)] + ([LeaveOnStop(executor_names(experiment, len(executors)))]
-                                                                 if executors else []),
+                callbacks=[ParquetCallback(store, spec, log)] + ([pool] if pool else []),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )
+    if pool:  # a resumed run's pool and searcher are the restored ones
+        pool = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, PackPool))
+        pool.start(data, tuner._local_tuner._tune_config.search_alg, log)
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
     try:
         tuner.fit()
     finally:
-        for e in executors:
-            ray.kill(e)
+        if pool:
+            pool.stop()
     if len(store.part_ids("trials")) >= num_samples:
         # Finished: an Optuna trial still RUNNING was asked by a driver that died before its Tune
         # trial was saved; nothing will ever finish it. (After Ctrl-C they stay RUNNING: --resume
@@ -108,18 +113,6 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         if stale:
             log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
     return store
-
-
-def start_executors(spec: StudySpec, data, experiment: str, max_concurrent: int, log=print) -> list:
-    """One PackExecutor per worker that fits the cluster now, named after the experiment, so that
-    a resumed run's LeaveOnStop (restored with the run's callbacks) finds the new ones."""
-    n = workers_that_fit(spec, ray.cluster_resources(), max_concurrent)
-    data_ref = ray.put(data)
-    executors = [PackExecutor.options(name=name, max_concurrency=2 * spec.pack + 4, **executor_resources(spec))
-                 .remote(spec, data_ref, name) for name in executor_names(experiment, n)]
-    ray.get([e.members.remote() for e in executors])  # started, data on their devices
-    log(f"packed trials: {n} worker(s) x {spec.pack} configurations, each worker {spec.resources}")
-    return executors
 
 
 def pending_trials(per_trial: dict, cluster_resources: dict, num_samples: int, max_concurrent: int = 0,

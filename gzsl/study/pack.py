@@ -44,6 +44,7 @@ def trial_resources(spec: StudySpec) -> dict:
 
 
 def executor_names(experiment: str, n: int) -> list[str]:
+    """The names of a study's executors: all it can use (its concurrency, or its budget, in packs)."""
     import hashlib
 
     tag = hashlib.sha1(experiment.encode()).hexdigest()[:8]
@@ -51,8 +52,8 @@ def executor_names(experiment: str, n: int) -> list[str]:
 
 
 def workers_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0) -> int:
-    """Executors to start: as many workers as the cluster holds now (at least one), fewer when
-    --max-concurrent asks for fewer trials at once."""
+    """Workers the cluster holds now (at least one), fewer when --max-concurrent asks for fewer
+    trials at once."""
     res = {k: v for k, v in spec.resources.items() if v > 0}
     fits = min((int(cluster.get(k.upper(), 0) // v) for k, v in res.items()), default=1)
     if max_concurrent:
@@ -146,15 +147,17 @@ class PackExecutor:
                 self.cv.notify_all()
 
 
-def packed_objective(config: dict, spec: StudySpec = None, executors: list = None) -> None:
+def packed_objective(config: dict, spec: StudySpec = None, names: list = None) -> None:
     """Function trainable of a packed study: join an executor, report each epoch it trains."""
     key = tune.get_context().get_trial_id()
+    executors = StartedExecutors(names)
     executor = None
     while executor is None:  # the least loaded pack first; all full: a member leaves at the next epoch boundary
-        loads = ray.get([e.load.remote() for e in executors])
-        for _, i in sorted(zip(loads, range(len(executors)))):
-            if ray.get(executors[i].try_join.remote(key, config)):
-                executor = executors[i]
+        ready = executors.ready()
+        loads = ray.get([e.load.remote() for e in ready])
+        for _, i in sorted(zip(loads, range(len(ready)))):
+            if ray.get(ready[i].try_join.remote(key, config)):
+                executor = ready[i]
                 break
         else:
             time.sleep(0.2)
@@ -172,19 +175,94 @@ def packed_objective(config: dict, spec: StudySpec = None, executors: list = Non
         executor.leave.remote(key)
 
 
-class LeaveOnStop(tune.Callback):
-    """Runs in the driver: a trial that ended (ASHA stopped it, or it failed) leaves its pack at
-    once, whatever its trial function is doing. Holds the executors' names, not handles: a
-    resumed run restores this callback and finds the executors it started."""
+class StartedExecutors:
+    """A trial's view of the study's executors: those started so far (found by name, in the order
+    the pool starts them) and, of those, the ones placed and holding their data."""
 
     def __init__(self, names: list[str]):
-        self.names = names
+        self.names, self.handles, self.started = names, [], []
+
+    def ready(self) -> list:
+        for name in self.names[len(self.handles):]:
+            try:
+                handle = ray.get_actor(name)
+            except ValueError:  # not asked for yet
+                break
+            self.handles.append(handle)
+            self.started.append(handle.members.remote())  # answers once the executor is up
+        done, _ = ray.wait(self.started, num_returns=len(self.started), timeout=0)
+        done = set(done)
+        return [h for h, ref in zip(self.handles, self.started) if ref in done]
+
+
+class PackPool(tune.Callback):
+    """Runs in the driver: starts the study's executors, gives the searcher room for as many
+    trials as the started executors hold, and tells an executor at once when one of its trials
+    ended (ASHA stopped it, or it failed), whatever the trial's function is doing.
+
+    Locally, the executors that fit the machine start with the study. On a cluster (`elastic`),
+    all the study can use are asked for at once: those that fit nowhere yet are resource demands
+    that make an autoscaler add nodes, and each one starts training, and adds its room, as soon
+    as a node takes it. The names derive from the experiment, so the trials of a resumed run
+    (which restores this callback) find the executors its pool starts."""
+
+    def __init__(self, spec: StudySpec, names: list[str], elastic: bool):
+        self.spec, self.names, self.elastic = spec, names, elastic
+        self._handles, self._pending, self._searcher, self._log, self._polled = [], {}, None, print, 0.0
+
+    def __getstate__(self):  # actor handles and object refs belong to one driver session
+        return {"spec": self.spec, "names": self.names, "elastic": self.elastic}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def start(self, data, searcher, log=print) -> int:
+        """Start the executors that fit the cluster now and wait for them (and, when elastic, ask
+        for the rest); returns how many are up."""
+        self._searcher, self._log = searcher, log
+        n = min(len(self.names), workers_that_fit(self.spec, ray.cluster_resources()))
+        data_ref = ray.put(data)
+        for name in self.names[:len(self.names) if self.elastic else n]:
+            handle = PackExecutor.options(name=name, max_concurrency=2 * self.spec.pack + 4,
+                                          **executor_resources(self.spec)).remote(self.spec, data_ref, name)
+            self._handles.append(handle)
+            self._pending[handle.members.remote()] = name
+        # Locally all fit, and the study waits for them; on a cluster it goes on once those that fit now are up.
+        up = ray.wait(list(self._pending), num_returns=n, timeout=120 if self.elastic else None)[0]
+        for ref in up:
+            ray.get(ref)  # an executor that failed to start raises here
+            del self._pending[ref]
+        self._set_room(len(up))
+        more = f"; {len(self._pending)} more asked of the cluster as it grows" if self._pending else ""
+        log(f"packed trials: {len(up)} worker(s) x {self.spec.pack} configurations, each worker "
+            f"{self.spec.resources}{more}")
+        return len(up)
+
+    def _set_room(self, up: int) -> None:
+        if self._searcher is not None:
+            self._searcher.room = up * self.spec.pack
+
+    def on_step_begin(self, iteration, trials, **info):
+        if time.time() - self._polled < 1.0:
+            return
+        self._polled = time.time()
+        up = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)[0] if self._pending else []
+        for ref in up:
+            name = self._pending.pop(ref)
+            ray.get(ref)
+            self._log(f"packed trials: worker {name} started ({len(self._handles) - len(self._pending)} of "
+                      f"{len(self._handles)} up)")
+        self._set_room(len(self._handles) - len(self._pending))  # again each time: a resumed searcher restores its old room
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for name in self.names:
             try:
                 ray.get_actor(name).leave.remote(trial.trial_id)
-            except ValueError:  # that executor is gone
+            except ValueError:  # not started (yet), or gone
                 pass
 
     on_trial_error = on_trial_complete
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            ray.kill(handle)

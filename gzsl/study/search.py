@@ -40,15 +40,28 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     early value, which misleads TPE and the importance plots. Here a trial that
     ended before the last epoch (and did not diverge) is recorded as PRUNED, with
     its intermediate values (reported each epoch by on_trial_result). Each trial
-    carries its owner and heartbeat (see HEARTBEAT_S)."""
+    carries its owner and heartbeat (see HEARTBEAT_S).
+
+    `room`, when set, caps the trials in flight: a packed study proposes only as many
+    configurations as its started executors can train (gzsl.study.pack.PackPool raises it as
+    executors start), so that a cluster still waiting for nodes does not turn TPE into random
+    search by holding proposals that no executor can take yet."""
 
     def __init__(self, *args, max_epochs: int, owner: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
         self.owner = owner
+        self.room: int | None = None
         self._beat_at = 0.0
 
+    def __setstate__(self, state):  # a searcher saved before `room` existed
+        state.setdefault("room", None)
+        self.__dict__.update(state)
+
     def suggest(self, trial_id: str):
+        if self.room is not None and trial_id not in self._ot_trials and \
+                sum(t not in self._completed_trials for t in self._ot_trials) >= self.room:
+            return None  # Tune asks again on its next step
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("gzsl_owner", self.owner)
