@@ -2,10 +2,11 @@
 # The prepared run for a lent GPU machine: one call of at most 10 minutes on one H100 or H200.
 #   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory
 #      (skipped with GPU_CHECK_SOLO=0);
-#   2. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
-#      operators and GPU memory per member; the final classifier of K members fit at once);
-#   3. the suite's GPU tests (a --device cuda training; a study whose trials and refit train on
-#      the GPU Ray assigned them), side by side with
+#   2. the suite's GPU tests (a --device cuda training; studies whose trials and refit train on
+#      the GPU Ray assigned them, fractional and packed), side by side with
+#   3. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
+#      operators and GPU memory per member; the final classifier of K members fit at once;
+#      four fractional trials side by side);
 #   4. the science benchmarks of synth-cub on the GPU (when GPU_CHECK_SCIENCE=1; measured once,
 #      see the README), one process per worker:
 #      preset_science.py (default and ablation x 3 seeds, KL 1, lam 0, CADA-VAE sampling; 100
@@ -60,11 +61,6 @@ print(json.dumps(res))
 PY
 fi
 
-echo "## 2. packed trials on the GPU"
-timeout 150 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
-  --classifier-ks 1 4 16 --fractional 4 --fractional-seconds 20 \
-  2>&1 | grep -v USDT | tee "$OUT/pack_throughput.txt"
-
 if [ "${GPU_CHECK_SCIENCE:-0}" = 1 ]; then
 echo "## 4. science benchmarks on the GPU, in the background, for at most ${BUDGET}s"
 timeout "$BUDGET" $PY benchmarks/preset_science.py --dataset synth-cub --device cuda --workers 9 \
@@ -73,10 +69,15 @@ timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --stu
   --curve-every "$CURVE_EVERY" --device cuda --workers 8 --out "$OUT/agreement.jsonl" > "$OUT/agreement.log" 2>&1 &
 fi
 
-echo "## 3. GPU tests"
-timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_device.py \
+echo "## 2. GPU tests (first: a packed study on the GPU was never yet seen to finish)"
+timeout 300 $PY -m pytest -q --timeout 240 --durations=4 -p no:cacheprovider tests/test_device.py \
   tests/test_train_cli.py::test_device_cuda_trains_on_the_gpu \
-  tests/test_study.py::test_trials_and_the_refit_train_on_the_gpus_tune_assigned 2>&1 | tee "$OUT/tests.txt" | tail -15
+  tests/test_study.py::test_trials_and_the_refit_train_on_the_gpus_tune_assigned 2>&1 | tee "$OUT/tests.txt" | tail -25
+
+echo "## 3. packed trials on the GPU"
+timeout 150 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
+  --classifier-ks 1 4 16 --fractional 4 --fractional-seconds 20 \
+  2>&1 | grep -v USDT | tee "$OUT/pack_throughput.txt"
 
 wait
 [ "${GPU_CHECK_SCIENCE:-0}" = 1 ] || exit 0
