@@ -3,12 +3,12 @@
 #   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory
 #      (skipped with GPU_CHECK_SOLO=0);
 #   2. the suite's GPU tests (a --device cuda training; studies whose trials and refit train on
-#      the GPU Ray assigned them, fractional and packed), side by side with
+#      the GPU Ray assigned them, fractional and packed), beside 4 when it runs;
 #   3. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
 #      operators and GPU memory per member; the final classifier of K members fit at once;
 #      four fractional trials side by side);
 #   4. the science benchmarks of synth-cub on the GPU (when GPU_CHECK_SCIENCE=1; measured once,
-#      see the README), one process per worker:
+#      see the README), in the background from before 2, one process per worker:
 #      preset_science.py (default and ablation x 3 seeds, KL 1, lam 0, CADA-VAE sampling; 100
 #      epochs, test split) and val_test_agreement.py (12 configurations of cub_full's space, 30
 #      epochs, val and test). Each run is appended to $OUT/*.jsonl as it ends, so a run cut
