@@ -94,6 +94,25 @@ def measure_packed(data, configs, steps: int, warmup: int, device: str):
     return seconds, ops, mem
 
 
+def profile_step(data, configs, device: str, steps: int = 5, top: int = 12) -> None:
+    """Where the device time of a pack's step goes: its kernels, largest total first."""
+    pack = PackTrainer(data, pack_shape(data, configs[0], max(c.latent_size for c in configs)), device)
+    for i, c in enumerate(configs):
+        pack.join(str(i), c)
+    m, lr, feed = pack.member_tensors(), pack.learning_rates(), batches(pack.data, configs[0].batch_size, device)
+    for _ in range(3):
+        pack.step(*next(feed), m, lr)
+    sync(device)
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device != "cpu" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(steps):
+            pack.step(*next(feed), m, lr)
+        sync(device)
+    key = "self_device_time_total" if device != "cpu" else "self_cpu_time_total"
+    print(f"\nK = {len(configs)}: {steps} steps, top kernels by device time")
+    print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60))
+
+
 def measure_solo(data, configs, steps: int, warmup: int, device: str):
     """K separate trainers, one step each per round, on the same device and threads."""
     trainers = []
@@ -184,7 +203,12 @@ def main() -> None:
     p.add_argument("--classifier-ks", type=int, nargs="*", default=None,
                    help="K of the final-classifier table (default: --ks); none skips it")
     p.add_argument("--classifier-epochs", type=int, default=1, help="epochs of the recipe's fit in that table")
+    p.add_argument("--tf32", action="store_true", help="let CUDA matrix products use TF32 (torch's default: full fp32)")
+    p.add_argument("--profile-k", type=int, default=0, metavar="K",
+                   help="also print where a step of a K-member pack spends its device time (top kernels)")
     args = p.parse_args()
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load(args.dataset, "val").to(args.device)
@@ -210,6 +234,8 @@ def main() -> None:
               f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f}"
               + (f"  {mem / k:14.0f}" if mem else ""), flush=True)
     print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo)")
+    if args.profile_k:
+        profile_step(data, members(args.profile_k, args.latents, hidden, args.device), args.device)
     if args.fractional:
         alone = measure_fractional(args.dataset, args.device, 1, args.fractional_seconds)[0]
         side = measure_fractional(args.dataset, args.device, args.fractional, args.fractional_seconds)
