@@ -51,7 +51,7 @@ def test_records_match_the_parquet(study_results):
     assert s.n_trials == 7 and s.counts["error"] == 1
     assert s.trial_epochs == trials.epochs_run.sum() and s.full_epochs == 7 * 16
     assert s.best["status"] == "completed"
-    assert rec.asha_rungs(r.meta) == [3, 9]
+    assert rec.asha_rungs(r.meta) == [2, 6]
     curves = rec.learning_curves(r)
     assert len(curves) == 6  # the errored trial has no epochs
     assert {c.status for c in curves} == set(trials[trials.epochs_run > 0].status)
@@ -68,7 +68,7 @@ def test_records_match_the_parquet(study_results):
             assert row.mean[k] == pytest.approx(final[prefix + k].mean(), abs=1e-9)
             assert row.std[k] == pytest.approx(final[prefix + k].std(ddof=1), abs=1e-9)
     assert recipe.mean != fast.mean  # two classifiers, two sets of numbers
-    assert f.settings == {"sampling": "textbook", "kl_weight": 0.25}
+    assert f.settings == {"sampling": final.sampling[0], "kl_weight": 0.5}
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
     bars = rec.timeline(r)
@@ -81,12 +81,12 @@ def test_records_match_the_parquet(study_results):
 def test_figures_have_one_trace_per_thing_they_show(study_results):
     r = rec.read_results(str(study_results))
     curves = rec.learning_curves(r)
-    assert len(fig.learning_curves(curves, [3, 9]).data) == len(curves)
+    assert len(fig.learning_curves(curves, [2, 6]).data) == len(curves)
     h = rec.history(r)
     assert len(fig.optimization_history(h).data) == len(set(h.status)) + 2
     assert len(fig.timeline(rec.timeline(r)).data) == 7
     params = rec.searched_params(r)
-    assert params == ["alpha", "gamma", "latent_size", "lr"]
+    assert params == ["alpha", "gamma", "latent_size", "lr"]  # a searched sampling is not plotted
     slices = fig.slices(r, params)
     assert slices.layout.xaxis.type == "log" and slices.layout.xaxis3.type != "log"  # alpha log, latent not
     assert len(fig.parallel_coordinates(r, params).data[0].dimensions) == len(params) + 1
@@ -120,7 +120,8 @@ def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
     assert final.count('class="ours"') == 2 and final.index(labels[0]) < final.index(labels[1])
     for row in f.rows:
         assert f"{row.mean['H']:.1f} ± {row.std['H']:.1f}" in final
-    assert "(sampling textbook, kl_weight 0.25)" in final
+    refit = pd.read_parquet(study_results / "final.parquet")
+    assert f"(sampling {refit.sampling[0]}, kl_weight 0.5)" in final
 
 
 def test_comparison_puts_studies_side_by_side(study_results):

@@ -2,6 +2,7 @@
 Each study here is small (synth-small, tiny hidden layers, a few epochs)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,9 @@ def optuna_states(results, name):
 
 
 def test_a_short_study_end_to_end(short_study):
+    """The shared study (conftest.short_study). A searched sampling and a fixed kl_weight reach every
+    table. With eval_every = 2, odd epochs compute no H and none is recorded for them: not in
+    Parquet, not as Optuna's intermediate values (which ASHA's rungs also see)."""
     study, results, out = short_study
     trials = pd.read_parquet(results / "trials.parquet")
     epochs = pd.read_parquet(results / "epochs.parquet")
@@ -80,14 +84,18 @@ def test_a_short_study_end_to_end(short_study):
     assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
     assert list(epochs.columns) == EPOCHS.names and list(final.columns) == FINAL.names
     assert list(meta.columns) == STUDY_SCHEMA.names
-    assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.25, 3.43, "textbook")  # TrainConfig's defaults
-    assert (trials.sampling == "textbook").all()
+    assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.5, 3.43, "searched")  # beta: TrainConfig's default
+    assert meta.classifier[0] == "fast"
     assert len(trials) == 6 and trials.trial_id.is_unique
     assert set(trials.status) == {"completed", "pruned"}
     assert (trials[trials.status == "completed"].epochs_run == 16).all()
     assert (trials[trials.status == "pruned"].epochs_run < 16).all()
     assert len(epochs) == trials.epochs_run.sum()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    scored = epochs.dropna(subset=["val_H"])
+    assert set(scored.epoch) <= set(range(2, 17, 2)) and 2 in set(scored.epoch)
+    assert epochs[epochs.epoch % 2 == 1].val_H.isna().all() and len(epochs[epochs.epoch == 1]) == 6
+    assert set(trials.best_epoch) <= set(range(2, 17, 2))
     assert trials.best_val_H.between(0, 100).all() and (trials.best_val_H >= trials.last_val_H - 1e-9).all()
     assert trials.node_id.str.len().gt(0).all()
     # ASHA's savings: fewer trial-epochs than running every trial to the end.
@@ -99,20 +107,20 @@ def test_a_short_study_end_to_end(short_study):
     assert "RUNNING" not in states
     for t in ostudy.trials:
         tid = t.user_attrs["tune_trial_id"]
-        assert len(t.intermediate_values) == trials.set_index("trial_id").epochs_run[tid]
+        assert sorted(t.intermediate_values) == sorted(scored[scored.trial_id == tid].epoch)
+    searched = {t.user_attrs["tune_trial_id"]: t.params["sampling"] for t in ostudy.trials}
+    assert dict(zip(trials.trial_id, trials.sampling)) == searched  # what Optuna proposed, as a string
     # Final refit of the best completed trial, 2 seeds, scored on test.
-    done = trials[trials.status == "completed"]
-    best = done.sort_values(["last_val_H", "trial_number"], ascending=[False, True]).iloc[0]  # ties: the earlier
-    assert len(final) == 2 and (final.latent_size == best.latent_size).all() and final.seed.nunique() == 2
-    assert final.lr[0] == pytest.approx(best.lr)
-    assert final.sampling[0] == "textbook" and final.kl_weight[0] == 0.25
+    best = best_trial(trials)
+    assert len(final) == 2 and (final.latent_size == best["latent_size"]).all() and final.seed.nunique() == 2
+    assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
     # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
     for prefix in ("test_", "fast_test_"):
         u, s, h = (final[f"{prefix}{k}"] for k in "USH")
         assert ((0 < h) & (h <= 100)).all() and h.values == pytest.approx((2 * u * s / (u + s)).values)
     assert (final.test_U[0], final.test_S[0]) != (final.fast_test_U[0], final.fast_test_S[0])
-    assert out.count("best H") == 6 and "best configuration:" in out and "sampling=textbook" in out
-    assert "asha.grace_period 3 is before 20% of the 16 epochs" in out  # a rung in the warm-ups' blind zone
+    assert out.count("best H") == 6 and "best configuration:" in out and f"sampling={best['sampling']}" in out
+    assert "asha.grace_period 2 is before 20% of the 16 epochs" in out  # a rung in the warm-ups' blind zone
     h = final.test_H
     assert f"test (mean ± std over 2 seeds), CADA-VAE classifier recipe: U {final.test_U.mean():.2f}" in out
     assert f"H {h.mean():.2f} ± {h.std():.2f}" in out and "nan" not in out
@@ -125,34 +133,6 @@ def test_a_short_study_end_to_end(short_study):
     again = run_tune(study, results)
     assert again.returncode == 2 and "add --resume" in again.stderr and "Traceback" not in again.stderr
     assert len(pd.read_parquet(results / "trials.parquet")) == 6
-
-
-def test_searched_sampling_fixed_kl_weight_and_eval_every_2_with_the_recipe(tmp_path):
-    """A searched sampling and a fixed kl_weight reach every table. With eval_every = 2 (and CADA-VAE's
-    classifier recipe, the shipped studies' choice), odd epochs compute no H and none is recorded
-    for them: not in Parquet, not as Optuna's intermediate values (which ASHA's rungs also see)."""
-    study = write_study(tmp_path, name="samp", epochs=5, samples=2, grace=2, training_extra="kl_weight = 0.5",
-                        space_extra='sampling = { choices = ["textbook", "cada"] }', eval_every=2, classifier="cada")
-    results = tmp_path / "results"
-    p = run_tune(study, results)
-    assert p.returncode == 0, p.stdout + p.stderr
-    epochs = pd.read_parquet(results / "epochs.parquet")
-    scored = epochs.dropna(subset=["val_H"])
-    assert set(scored.epoch) <= {2, 4, 5} and 2 in set(scored.epoch)  # 5: the last epoch is always scored
-    assert epochs[epochs.epoch.isin([1, 3])].val_H.isna().all() and len(epochs[epochs.epoch == 1]) == 2
-    assert pd.read_parquet(results / "study.parquet").classifier.tolist() == ["cada"]
-    trials = pd.read_parquet(results / "trials.parquet")
-    final = pd.read_parquet(results / "final.parquet")
-    meta = pd.read_parquet(results / "study.parquet")
-    assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.5, 3.43, "searched")
-    _, ostudy = optuna_states(results, "samp")
-    assert {step for t in ostudy.trials for step in t.intermediate_values} <= {2, 4, 5}
-    assert set(pd.read_parquet(results / "trials.parquet").best_epoch) <= {2, 4, 5}
-    searched = {t.user_attrs["tune_trial_id"]: t.params["sampling"] for t in ostudy.trials}
-    assert dict(zip(trials.trial_id, trials.sampling)) == searched  # what Optuna proposed, as a string
-    best = best_trial(trials)
-    assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
-    assert f"sampling={best['sampling']}" in p.stdout
 
 
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
@@ -170,6 +150,10 @@ def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_
     assert len(errors) >= 1 and len(diverged) >= 1, trials[["status", "latent_size", "lr"]]
     assert (errors.latent_size == 2**40).all()
     assert errors.error.str.contains("alloc|memory|overflow", case=False).all()
+    # One line per errored trial, naming the file that keeps its traceback (not Tune's traceback itself).
+    shown = re.findall(r"\(traceback: (.+?error\.txt)\)", p.stdout)
+    assert len(shown) == len(errors) and all("alloc" in Path(f).read_text() for f in shown)
+    assert "Trial task failed" not in p.stdout + p.stderr
     assert (diverged.best_val_H == 0).all() and (diverged.lr > 0.1).all()
     states, ostudy = optuna_states(results, "faulty")
     assert "RUNNING" not in states

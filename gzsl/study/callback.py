@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from datetime import datetime, timezone
@@ -45,15 +46,18 @@ class ParquetCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         err = getattr(trial, "error_file", None)
         text = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).is_file() else "trial raised"
-        self._finish(trial, error=text)
+        # Tune keeps the traceback in the trial's folder under --results (the local copy is temporary).
+        kept = f"{trial.path}/error.txt" if getattr(trial, "path", None) else err
+        self._finish(trial, error=text, traceback_file=kept)
 
-    def _finish(self, trial, error: str | None):
+    def _finish(self, trial, error: str | None, traceback_file: str | None = None):
         tid = trial.trial_id
         epochs = [self.epochs.get(tid, {})[k] for k in sorted(self.epochs.get(tid, {}))]
         last = epochs[-1] if epochs else {}
         status = trial_status(last, error is not None, self.spec.epochs)
         evaluated = [e for e in epochs if METRIC in e]
         best = max(evaluated, key=lambda e: e[METRIC]) if evaluated else {}
+        scored = evaluated[-1] if evaluated else {}  # last_val_*: a trial stopped at an epoch without H keeps its last H
         started = self.started.get(tid, time.time())
         ended = time.time()
         used = train_config(self.spec, trial.config, seed=self.spec.seed)  # searched values plus defaults
@@ -61,8 +65,8 @@ class ParquetCallback(tune.Callback):
         row = {
             "trial_id": tid, "trial_number": self.numbers.get(tid, -1), "status": status, **params,
             "best_val_H": best.get("val_H"), "best_val_U": best.get("val_U"), "best_val_S": best.get("val_S"),
-            "best_epoch": best.get("epoch"), "last_val_H": last.get("val_H"), "last_val_U": last.get("val_U"),
-            "last_val_S": last.get("val_S"), "epochs_run": last.get("epoch", 0), "seconds": ended - started,
+            "best_epoch": best.get("epoch"), "last_val_H": scored.get("val_H"), "last_val_U": scored.get("val_U"),
+            "last_val_S": scored.get("val_S"), "epochs_run": last.get("epoch", 0), "seconds": ended - started,
             "started_at": datetime.fromtimestamp(started, timezone.utc),
             "ended_at": datetime.fromtimestamp(ended, timezone.utc),
             "node_id": last.get("node_id"), "node_ip": last.get("node_ip"), "gpu_id": last.get("gpu_id", ""),
@@ -90,8 +94,23 @@ class ParquetCallback(tune.Callback):
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         best = f"best so far H {self.best[0]:.2f}" if self.best else "no result yet"
         self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f} last {last_h:5.2f} "
-                 f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else ""))
+                 f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else "")
+                 + (f" (traceback: {traceback_file})" if traceback_file else ""))
 
 
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+class QuietTrialFailures(logging.Filter):
+    """Drops Tune's "Trial task failed" log record, a full traceback for each errored trial: the
+    callback's line says the error, and where its traceback is (Tune's error.txt of the trial)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
+
+
+def quiet_trial_failures() -> None:
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, QuietTrialFailures) for f in logger.filters):
+        logger.addFilter(QuietTrialFailures())

@@ -17,7 +17,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.errors import ConfigError
 from gzsl.results import ResultStore
-from gzsl.study.callback import ParquetCallback
+from gzsl.study.callback import ParquetCallback, quiet_trial_failures
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
 from gzsl.study.scheduler import RungCheckedASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
@@ -39,6 +39,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     # and Tune must not reject them as missing the metric.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     store = ResultStore(results_uri)
+    quiet_trial_failures()  # our line per errored trial replaces Tune's traceback
     if resume:
         num_samples = resumed_budget(store, num_samples, results_uri)
     num_samples = num_samples or spec.num_samples
