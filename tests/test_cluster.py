@@ -71,15 +71,33 @@ def _ray(*args, timeout=120):
     return p
 
 
-def test_a_packed_study_trains_on_a_node_that_joins_the_cluster_later(tmp_path):
+OTHER_JOB = """
+import sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+@ray.remote(num_cpus=1)
+class Holder:
+    def ready(self):
+        return True
+holder = Holder.remote()
+ray.get(holder.ready.remote())
+print("holding 1 CPU", flush=True)
+sys.stdin.read()  # until the test closes stdin: then this job ends and its CPU is free
+"""
+
+
+def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
     """What an autoscaler does to a packed study (pack = 2, 4 trials at once: two executors of one
-    CPU): the head's single CPU holds one executor; the other, asked for at the start, waits until
-    a second node joins (here by address, as an autoscaler's would), then trains there."""
+    CPU), with a cluster whose second CPU is held by another job at the start (as it would be on a
+    node not yet up): one executor starts, the other is asked for and waits; once the other job
+    lets go, it starts, and TPE proposes for it only then."""
     _ray("stop", "--force")
-    _ray("start", "--head", "--num-cpus", "1", "--port", "6391", "--include-dashboard=false",
+    _ray("start", "--head", "--num-cpus", "2", "--port", "6391", "--include-dashboard=false",
          "--disable-usage-stats")
+    other_job = subprocess.Popen([sys.executable, "-c", OTHER_JOB, "127.0.0.1:6391"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=_env())
     try:
-        study, results = write_study(tmp_path, name="grow", epochs=6, samples=10, final_seeds=0, grace=6), \
+        assert other_job.stdout.readline().strip() == "holding 1 CPU"
+        study, results = write_study(tmp_path, name="grow", epochs=2, samples=8, final_seeds=0, grace=2), \
             tmp_path / "results"
         study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
                          .replace("max_concurrent = 2", "max_concurrent = 4"))
@@ -87,23 +105,27 @@ def test_a_packed_study_trains_on_a_node_that_joins_the_cluster_later(tmp_path):
                                  "--address", "127.0.0.1:6391", "--no-report"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=_env())
         seen = []
-        for line in proc.stdout:  # the study is training on the head before the second node exists
+        for line in proc.stdout:  # the study has started, on the one free CPU
             seen.append(line)
             if line.startswith("packed trials:") or "Traceback" in line:
                 break
-        _ray("start", "--address", "127.0.0.1:6391", "--num-cpus", "1", "--disable-usage-stats")
-        out = "".join(seen) + proc.communicate(timeout=400)[0]
+        other_job.stdin.close()
+        out = "".join(seen) + proc.communicate(timeout=300)[0]
         assert proc.returncode == 0, out
         assert "packed trials: 1 worker(s) x 2 configurations" in out and "1 more asked of the cluster" in out
         assert "started (2 of 2 up)" in out
         trials = pd.read_parquet(results / "trials.parquet")
-        assert len(trials) == 10 and (trials.status == "completed").all()
-        assert trials.pack_id.nunique() == 2 and trials.node_id.nunique() == 2, trials[["pack_id", "node_id"]]
-        # The searcher proposed for the second executor only once it was up: a trial proposed
-        # earlier would have waited for it from the start, before the first trial ended.
-        late = trials[trials.pack_id.str.endswith("-1")]
-        assert late.started_at.min() > trials.ended_at.min()
+        assert len(trials) == 8 and (trials.status == "completed").all()
+        assert trials.pack_id.nunique() == 2, trials[["pack_id", "started_at"]]
+        # The searcher proposed for the second executor only once it was up: until its first trial
+        # began, at most 2 trials were in flight (without the searcher's room, 4 would have been
+        # proposed at once, two of them waiting for the second executor from the start).
+        first_late = trials[trials.pack_id.str.endswith("-1")].started_at.min()
+        before = trials[trials.started_at < first_late]
+        assert 1 <= len(before) and max(((before.started_at <= t) & (before.ended_at > t)).sum()
+                                        for t in before.started_at) <= 2, trials[["pack_id", "started_at", "ended_at"]]
     finally:
+        other_job.kill()
         _ray("stop", "--force")
 
 

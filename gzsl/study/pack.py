@@ -51,14 +51,14 @@ def executor_names(experiment: str, n: int) -> list[str]:
     return [f"gzsl-pack-{tag}-{i}" for i in range(n)]
 
 
-def workers_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0) -> int:
-    """Workers the cluster holds now (at least one), fewer when --max-concurrent asks for fewer
-    trials at once."""
+def workers_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0, at_least: int = 1) -> int:
+    """Workers the cluster holds now (at least `at_least`), fewer when --max-concurrent asks for
+    fewer trials at once."""
     res = {k: v for k, v in spec.resources.items() if v > 0}
     fits = min((int(cluster.get(k.upper(), 0) // v) for k, v in res.items()), default=1)
     if max_concurrent:
         fits = min(fits, -(-max_concurrent // spec.pack))
-    return max(1, fits)
+    return max(at_least, fits)
 
 
 @ray.remote
@@ -220,7 +220,9 @@ class PackPool(tune.Callback):
         """Start the executors that fit the cluster now and wait for them (and, when elastic, ask
         for the rest); returns how many are up."""
         self._searcher, self._log = searcher, log
-        n = min(len(self.names), workers_that_fit(self.spec, ray.cluster_resources()))
+        # A cluster may be shared, and may grow: count what its free resources hold now.
+        n = min(len(self.names), workers_that_fit(self.spec, ray.available_resources(), at_least=0) if self.elastic
+                else workers_that_fit(self.spec, ray.cluster_resources()))
         data_ref = ray.put(data)
         for name in self.names[:len(self.names) if self.elastic else n]:
             handle = PackExecutor.options(name=name, max_concurrency=2 * self.spec.pack + 4,
@@ -228,7 +230,7 @@ class PackPool(tune.Callback):
             self._handles.append(handle)
             self._pending[handle.members.remote()] = name
         # Locally all fit, and the study waits for them; on a cluster it goes on once those that fit now are up.
-        up = ray.wait(list(self._pending), num_returns=n, timeout=120 if self.elastic else None)[0]
+        up = ray.wait(list(self._pending), num_returns=n, timeout=60 if self.elastic else None)[0] if n else []
         for ref in up:
             ray.get(ref)  # an executor that failed to start raises here
             del self._pending[ref]
