@@ -180,19 +180,25 @@ class StartedExecutors:
     the pool starts them) and, of those, the ones placed and holding their data."""
 
     def __init__(self, names: list[str]):
-        self.names, self.handles, self.started = names, [], []
+        self.names, self.found, self.waiting, self.up = names, 0, {}, []
 
     def ready(self) -> list:
-        for name in self.names[len(self.handles):]:
+        for name in self.names[self.found:]:
             try:
                 handle = ray.get_actor(name)
             except ValueError:  # not asked for yet
                 break
-            self.handles.append(handle)
-            self.started.append(handle.members.remote())  # answers once the executor is up
-        done, _ = ray.wait(self.started, num_returns=len(self.started), timeout=0)
-        done = set(done)
-        return [h for h, ref in zip(self.handles, self.started) if ref in done]
+            self.found += 1
+            self.waiting[handle.members.remote()] = handle  # answers once the executor is up
+        if self.waiting:
+            for ref in ray.wait(list(self.waiting), num_returns=len(self.waiting), timeout=0)[0]:
+                handle = self.waiting.pop(ref)
+                try:
+                    ray.get(ref)
+                    self.up.append(handle)
+                except Exception:  # failed to start: the pool says so; its trials go elsewhere
+                    pass
+        return self.up
 
 
 class PackPool(tune.Callback):
@@ -208,7 +214,8 @@ class PackPool(tune.Callback):
 
     def __init__(self, spec: StudySpec, names: list[str], elastic: bool):
         self.spec, self.names, self.elastic = spec, names, elastic
-        self._handles, self._pending, self._searcher, self._log, self._polled = [], {}, None, print, 0.0
+        self._handles, self._pending, self._searcher, self._log = [], {}, None, print
+        self._stopped = threading.Event()
 
     def __getstate__(self):  # actor handles and object refs belong to one driver session
         return {"spec": self.spec, "names": self.names, "elastic": self.elastic}
@@ -228,7 +235,7 @@ class PackPool(tune.Callback):
             handle = PackExecutor.options(name=name, max_concurrency=2 * self.spec.pack + 4,
                                           **executor_resources(self.spec)).remote(self.spec, data_ref, name)
             self._handles.append(handle)
-            self._pending[handle.members.remote()] = name
+            self._pending[handle.members.remote()] = (name, handle)
         # Locally all fit, and the study waits for them; on a cluster it goes on once those that fit now are up.
         up = ray.wait(list(self._pending), num_returns=n, timeout=60 if self.elastic else None)[0] if n else []
         for ref in up:
@@ -238,23 +245,30 @@ class PackPool(tune.Callback):
         more = f"; {len(self._pending)} more asked of the cluster as it grows" if self._pending else ""
         log(f"packed trials: {len(up)} worker(s) x {self.spec.pack} configurations, each worker "
             f"{self.spec.resources}{more}")
+        threading.Thread(target=self._watch, daemon=True, name="gzsl-pack-pool").start()
         return len(up)
 
     def _set_room(self, up: int) -> None:
         if self._searcher is not None:
             self._searcher.room = up * self.spec.pack
 
-    def on_step_begin(self, iteration, trials, **info):
-        if time.time() - self._polled < 1.0:
-            return
-        self._polled = time.time()
-        up = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)[0] if self._pending else []
-        for ref in up:
-            name = self._pending.pop(ref)
-            ray.get(ref)
-            self._log(f"packed trials: worker {name} started ({len(self._handles) - len(self._pending)} of "
-                      f"{len(self._handles)} up)")
-        self._set_room(len(self._handles) - len(self._pending))  # again each time: a resumed searcher restores its old room
+    def _watch(self) -> None:
+        """A driver thread (Tune's loop can block for minutes while the searcher has no room): each
+        second, count the executors that are up and give the searcher their room, again each time,
+        since a resumed searcher restores the room it saved."""
+        while not self._stopped.wait(1.0):
+            done = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)[0] if self._pending else []
+            for ref in done:
+                name, handle = self._pending.pop(ref)
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # it takes no trials; the study goes on with the others
+                    self._handles.remove(handle)
+                    self._log(f"packed trials: worker {name} failed to start ({type(exc).__name__}: {exc})")
+                    continue
+                self._log(f"packed trials: worker {name} started ({len(self._handles) - len(self._pending)} of "
+                          f"{len(self._handles)} up)")
+            self._set_room(len(self._handles) - len(self._pending))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for name in self.names:
@@ -266,5 +280,6 @@ class PackPool(tune.Callback):
     on_trial_error = on_trial_complete
 
     def stop(self) -> None:
+        self._stopped.set()
         for handle in self._handles:
             ray.kill(handle)
