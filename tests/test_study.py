@@ -167,19 +167,21 @@ def _parts(folder: Path) -> int:
 
 
 def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path):
-    """A packed study ([resources] pack = 2: two workers, each training two configurations as one
-    fused model), interrupted twice: Ctrl-C (Tune saves its state, the driver stops with exit 130
-    and says how to resume), then, during the resumed run, SIGKILL of the driver and the local
+    """A packed study ([resources] cpu = 2, pack = 4: one worker of the machine's two CPUs, training
+    up to four configurations as one fused model, so that trials in flight at once share it),
+    interrupted twice: Ctrl-C (Tune saves its state, the driver stops with exit 130 and says how
+    to resume), then, during the resumed run, SIGKILL of the driver and the local
     Ray it started (nothing saved at that moment). The file's budget is 12; the run is started
-    with --num-samples 6, which a resume need not repeat. Tune, Optuna, ASHA and the Parquet files
+    with --num-samples 10, which a resume need not repeat. Tune, Optuna, ASHA and the Parquet files
     still see one trial per configuration, and each resume starts new executors. (An unpacked
     study's resume: tests/test_postgres.py.)"""
     study, results = write_study(tmp_path, name="crash", epochs=3, samples=12, final_seeds=0, grace=1), \
         tmp_path / "results"
-    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 2\npack = 4\n")
                      .replace("max_concurrent = 2", "max_concurrent = 4"))
     rows = []
-    for args, parts, how in ((["--num-samples", "6"], 2, signal.SIGINT), (["--resume"], 4, signal.SIGKILL)):
+    for args, how in ((["--num-samples", "10"], signal.SIGINT), (["--resume"], signal.SIGKILL)):
+        parts = len(rows[-1]) + 1 if rows else 2  # members of a pack often end together
         proc = subprocess.Popen(tune_cmd(study, results, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         deadline = time.time() + 300
@@ -190,14 +192,14 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
             proc.send_signal(signal.SIGINT)
             out = proc.communicate(timeout=120)[0].decode()
             assert proc.returncode == 130 and "--resume" in out
-            assert "packed trials: 2 worker(s) x 2 configurations" in out
+            assert "packed trials: 1 worker(s) x 4 configurations" in out
         else:  # the driver and the local Ray it started die at once
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True,
                            env={**os.environ, "RAY_AUTH_MODE": "token"})
         rows.append(pd.read_parquet(results / "trials.parquet"))
-    assert 2 <= len(rows[0]) < len(rows[1]) < 6
+    assert 2 <= len(rows[0]) < len(rows[1]) < 10
 
     p = run_tune(study, results, "--resume")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -206,14 +208,14 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     epochs = pd.read_parquet(results / "epochs.parquet")
     # Tune's experiment state is saved every 2 s: a trial that finished after the last save is
     # unknown to the resumed run, which proposes a new one in its place (one more row, no duplicate).
-    assert 6 <= len(trials) <= 8 and trials.trial_id.is_unique
+    assert 10 <= len(trials) <= 12 and trials.trial_id.is_unique
     assert set(rows[0].trial_id) <= set(rows[1].trial_id) <= set(trials.trial_id)  # nothing lost
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert len(epochs) == trials.epochs_run.sum()
     states, _ = optuna_states(results, "crash")
     assert "RUNNING" not in states
     assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
-    assert trials.pack_id.str.startswith("gzsl-pack-").all() and trials.pack_id.nunique() == 2
+    assert trials.pack_id.str.startswith("gzsl-pack-").all() and trials.pack_id.nunique() == 1
     side_by_side = [(g.started_at.shift(-1) < g.ended_at).any() for _, g in trials.sort_values("started_at")
                     .groupby("pack_id")]
     assert any(side_by_side), trials[["pack_id", "started_at", "ended_at"]]  # members trained together
