@@ -8,26 +8,32 @@ from gzsl.study.trial import METRIC
 
 
 class RungCheckedASHA(ASHAScheduler):
-    """ASHA that keeps a trial going only while it ranks in the top 1/reduction_factor of
-    every rung it has passed.
+    """ASHA that keeps a trial going only while it ranks in the top 1/reduction_factor of the
+    highest rung it has reached.
 
-    Ray's asynchronous ASHA judges a trial once, when it reaches a rung, against the
-    trials recorded there so far: the first trials of a study pass against one or two
-    rivals (or none) and then run to the end even when the rung, filled later, shows
-    them to be in its bottom two thirds. ASHA's rule (Li et al., 2020) promotes only
-    the top 1/eta of a rung; here each result re-checks the rungs a trial passed with
-    everything recorded there since, and stops it once it has fallen below the cutoff."""
+    Ray's asynchronous ASHA judges a trial once, when it reaches a rung, against the trials
+    recorded there so far: the first trials of a study pass against one or two rivals (or none)
+    and then run to the end even when the rung, filled later, shows them to be in its bottom two
+    thirds. ASHA's rule (Li et al., 2020) promotes only the top 1/eta of a rung; here each result
+    re-checks the trial's highest rung with everything recorded there since, and stops it once it
+    has fallen below the cutoff. Lower rungs are never re-checked: ASHA promotes from a rung and
+    never demotes a trial that has since proved itself higher up (a trial good late and middling
+    early is not stopped because later trials filled its first rung with better early values),
+    and the trial that leads its highest rung is never stopped."""
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         if action != TrialScheduler.CONTINUE or trial.trial_id not in self._trial_info:
             return action
         bracket = self._trial_info[trial.trial_id]
-        for _, recorded in bracket._rungs:
-            mine = recorded.get(trial.trial_id)
-            if mine is not None and mine < bracket.cutoff(recorded):
-                self._num_stopped += 1
-                return TrialScheduler.STOP
+        highest = next((recorded for _, recorded in bracket._rungs if trial.trial_id in recorded), None)
+        if highest is None:  # rungs run from the highest milestone down
+            return action
+        mine = highest[trial.trial_id]
+        leads = mine >= max(highest.values())
+        if not leads and mine < bracket.cutoff(highest):
+            self._num_stopped += 1
+            return TrialScheduler.STOP
         return action
 
     def restore_rungs(self, epochs, ended: set[str]) -> int:
