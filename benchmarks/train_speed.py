@@ -136,7 +136,7 @@ def main() -> None:
     # classifies, not a finished one, is what the study's per-epoch evaluations see.
     torch.manual_seed(0)
     model = build_model(val, cfg).to(device)
-    evaluator = Evaluator(val.to(device), classifier_config(cfg), seed=0)
+    evaluator = Evaluator(val.to(device), classifier_config(cfg, val.name), seed=0)
     # The machine's speed drifts: time one evaluation right after each of the last epochs and
     # compare it with that epoch (the evaluation runs on its own random stream: training is unchanged).
     val_epochs, times = [], []

@@ -28,7 +28,7 @@ class ModelConfig:
     semantic_encoder_hidden: int = CADA_HIDDEN[2]
     semantic_decoder_hidden: int = CADA_HIDDEN[3]
     disentangle: bool = True  # False: CADA-VAE ablation (z^t only)
-    sampling: str = "textbook"  # reparameterization: "textbook" or CADA-VAE's "cada" (see reparameterize)
+    sampling: str = "cada"  # reparameterization: CADA-VAE's "cada" or "textbook" (see reparameterize)
 
 
 class Posterior(NamedTuple):
@@ -40,13 +40,13 @@ class Posterior(NamedTuple):
     logvar_p: torch.Tensor | None
 
 
-SAMPLING = ("textbook", "cada")
+SAMPLING = ("cada", "textbook")
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, sampling: str = "textbook") -> torch.Tensor:
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, sampling: str = "cada") -> torch.Tensor:
     """z = mu + sigma * eps.
-    textbook (method.md): sigma = exp(0.5 * logvar), one eps per dimension.
-    cada: CADA-VAE's code, sigma = exp(logvar) and one eps per row, shared by all dimensions."""
+    cada (method.md's default, CADA-VAE's code): sigma = exp(logvar), one eps per row, shared by
+    all dimensions. textbook: sigma = exp(0.5 * logvar), one eps per dimension."""
     if sampling == "cada":
         return mu + torch.exp(logvar) * torch.randn_like(mu[:, :1])
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

@@ -74,7 +74,7 @@ class PackTrainer:
         row = member_row(self.shape, model).to(self.device)
         adam = [torch.cat([state, torch.zeros_like(row)[None]]) for state in self.adam]
         self._install(self.weights.with_member(row), adam, torch.cat([self.steps, self.steps.new_zeros(1)]))
-        evaluator = Evaluator(self.data, classifier_config(config), seed=config.seed)
+        evaluator = Evaluator(self.data, classifier_config(config, self.data.name), seed=config.seed)
         self.members.append(Member(key, config, evaluator=evaluator))
 
     def leave(self, key: str) -> None:
@@ -166,7 +166,8 @@ class PackTrainer:
         `recipes`: more classifiers scored after a member's last epoch."""
         start = time.perf_counter()
         epoch_losses = self.train_epoch()
-        due = {mb.key: classifiers_due(mb.config, mb.epoch, epoch_losses[mb.key], recipes) for mb in self.members}
+        due = {mb.key: classifiers_due(mb.config, mb.epoch, epoch_losses[mb.key], mb.evaluator.config, recipes)
+               for mb in self.members}
         scores = self.evaluate({key: classifiers for key, classifiers in due.items() if classifiers})
         seconds = time.perf_counter() - start
         results = {}

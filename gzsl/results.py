@@ -73,8 +73,10 @@ FINAL = pa.schema([
     ("sampling", pa.string()),
     ("kl_weight", pa.float64()),
     ("epochs", pa.int64()),
-    # CADA-VAE's classifier recipe (evaluation.CADA_RECIPE): the numbers published rows report.
-    # Parts written before fast_* existed hold the fast classifier's scores here.
+    # CADA-VAE's classifier recipe (evaluation.cada_recipe: the dataset's epochs, the last one
+    # scored): the numbers published rows report. Parts written before fast_* existed hold the fast
+    # classifier's scores here.
+    ("classifier_epochs", pa.int64()),  # the recipe's epochs on this dataset; null in older parts (23)
     ("test_U", pa.float64()),
     ("test_S", pa.float64()),
     ("test_H", pa.float64()),

@@ -55,8 +55,8 @@ def parser() -> argparse.ArgumentParser:
     hp.add_argument("--kl-weight", type=positive_float, default=d.kl_weight,
                     help="end value of the KL warm-up (CADA-VAE: 0.25; 1 collapses the posteriors)")
     hp.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
-                    help="reparameterization: textbook (sigma = exp(logvar/2), noise per dimension) or "
-                         "cada (CADA-VAE's code: sigma = exp(logvar), one noise draw per row)")
+                    help="reparameterization: cada (the default, CADA-VAE's code: sigma = exp(logvar), one noise "
+                         "draw per row) or textbook (sigma = exp(logvar/2), noise per dimension)")
     hp.add_argument("--classifier", choices=("cada", "fast"), default=d.classifier,
                     help="final classifier: cada (CADA-VAE's recipe, 23 epochs at batch 32: what published rows "
                          "report) or fast (3 epochs at batch 2048: a quick look)")

@@ -17,7 +17,7 @@ import torch
 from gzsl import losses, synthetic
 from gzsl.data import GZSLData
 from gzsl.errors import GzslError
-from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, Scores
+from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, Scores, cada_recipe
 from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig
 
 
@@ -34,7 +34,8 @@ class TrainConfig:
     # End value of the KL warm-up, multiplying KL(z^t) + alpha * KL(z^p). CADA-VAE's 0.25:
     # at 1 the posteriors collapse to the prior on CUB-like data (H 2.6 instead of ~33).
     kl_weight: float = 0.25
-    sampling: str = "textbook"  # reparameterization noise: "textbook" or CADA-VAE's "cada" (model.reparameterize)
+    # Reparameterization noise (model.reparameterize): CADA-VAE's "cada" (method.md's default) or "textbook".
+    sampling: str = "cada"
     epochs: int = 100
     batch_size: int = 50
     kl_warmup: tuple[float, float] = (0.0, 0.93)  # warm-ups as fractions of the run
@@ -47,21 +48,22 @@ class TrainConfig:
     eval_every: int = 10  # compute validation H every n epochs (and always after the last)
     seed: int = 0
     device: str = "cpu"
-    # The final classifier of every evaluation: "cada" (CADA-VAE's recipe, evaluation.CADA_RECIPE)
-    # or "fast" (evaluation.FAST_CLASSIFIER), or a ClassifierConfig.
+    # The final classifier of every evaluation: "cada" (CADA-VAE's recipe with the dataset's epochs,
+    # evaluation.cada_recipe) or "fast" (evaluation.FAST_CLASSIFIER), or a ClassifierConfig.
     classifier: str | ClassifierConfig = "cada"
 
 
 MAIN = "main"  # EpochResult.recipe_scores' name for config.classifier, the one `scores` uses
 
 
-def classifier_config(config: TrainConfig) -> ClassifierConfig:
+def classifier_config(config: TrainConfig, dataset: str) -> ClassifierConfig:
+    """The final classifier of config.classifier on a dataset (CADA-VAE's recipe takes its epochs)."""
     c = config.classifier
     if isinstance(c, ClassifierConfig):
         return c
     if c not in CLASSIFIERS:
         raise GzslError(f"classifier {c!r}: expected one of {', '.join(CLASSIFIERS)}")
-    return CLASSIFIERS[c]
+    return cada_recipe(dataset) if c == "cada" else CLASSIFIERS[c]
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def training_tensors(data: GZSLData) -> tuple[torch.Tensor, torch.Tensor, torch.
     return data.train.x, data.semantics[data.train.y], to_local[data.train.y]
 
 
-def classifiers_due(config: TrainConfig, epoch: int, epoch_losses: dict[str, float],
+def classifiers_due(config: TrainConfig, epoch: int, epoch_losses: dict[str, float], main: ClassifierConfig,
                     recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, ClassifierConfig]:
     """The classifiers (name -> recipe) an epoch's result is scored with: MAIN every eval_every
     epochs and after the last, where `recipes` are scored too; none after a non-finite loss."""
@@ -146,7 +148,7 @@ def classifiers_due(config: TrainConfig, epoch: int, epoch_losses: dict[str, flo
         return {}
     last = epoch == config.epochs
     if last or (config.eval_every > 0 and epoch % config.eval_every == 0):
-        return {MAIN: classifier_config(config), **(recipes if last and recipes else {})}
+        return {MAIN: main, **(recipes if last and recipes else {})}
     return {}
 
 
@@ -201,14 +203,14 @@ def train(data: GZSLData, config: TrainConfig,
     carries `recipe_scores`, these recipes and MAIN fit on the same latents of the final model."""
     if recipes and MAIN in recipes:
         raise ValueError(f"recipe name {MAIN!r} is taken by config.classifier")
-    classifier = classifier_config(config)
+    classifier = classifier_config(config, data.name)
     torch.manual_seed(config.seed)
     data = data.to(config.device)
     model = build_model(data, config).to(config.device)
     evaluator = Evaluator(data, classifier, seed=config.seed)
     start = time.perf_counter()
     for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
-        due = classifiers_due(config, epoch, epoch_losses, recipes)
+        due = classifiers_due(config, epoch, epoch_losses, classifier, recipes)
         scores = evaluator.compare(model, due) if due else {}
         result = epoch_result(config, epoch, epoch_losses, time.perf_counter() - start, scores, recipes)
         yield result

@@ -59,8 +59,9 @@ def test_records_match_the_parquet(study_results):
     assert f.n_seeds == 2 and f.references == {}  # synthetic data: no published numbers
     final = pd.read_parquet(study_results / "final.parquet")
     recipe, fast = f.rows
-    assert recipe.label == ("test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32), comparable to "
-                            "published rows") and recipe.published_recipe and f.recipe() is recipe
+    assert recipe.label == ("test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32, last epoch scored), "
+                            "comparable to published rows") and recipe.published_recipe and f.recipe() is recipe
+    assert (final.classifier_epochs == 23).all()  # synthetic data: CUB's epochs
     assert fast.label == "fast classifier (3 epochs at batch 2048), same latents" and not fast.published_recipe
     for row, prefix in ((recipe, "test_"), (fast, "fast_test_")):
         assert row.n_seeds == 2

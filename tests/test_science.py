@@ -8,8 +8,9 @@ import multiprocessing as mp
 
 import pytest
 
-FLOOR_H = 28.0  # the default reaches it (H 39-41 over 3 seeds with CADA-VAE's recipe, benchmarks/preset_science.py)
-COLLAPSED_BELOW_H = 22.0  # the KL-weight-1 variant stays under it
+# benchmarks/preset_science.py --dataset synth-small, CADA-VAE's sampling and classifier recipe:
+FLOOR_H = 45.0  # the default reaches it (H 53.7-55.9 over 3 seeds)
+COLLAPSED_BELOW_H = 42.0  # the KL-weight-1 variant stays under it (H 34.7)
 
 
 def final_scores(overrides: dict):

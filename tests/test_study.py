@@ -87,7 +87,13 @@ def test_a_short_study_end_to_end(short_study):
     assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.5, 3.43, "searched")  # beta: TrainConfig's default
     assert meta.classifier[0] == "fast"
     assert len(trials) == 6 and trials.trial_id.is_unique
-    assert set(trials.status) == {"completed", "pruned"}
+    # Which trials ASHA stops depends on the order they reach its rungs (two run at once); what holds
+    # in any order: the trial that leads the highest rung (epoch 6; its H there is the first scored at
+    # or after it) is never stopped, so at least one trial completes. The rule is unit-tested above.
+    assert set(trials.status) <= {"completed", "pruned"}
+    scored_at = epochs.dropna(subset=["val_H"]).sort_values("epoch")
+    rung_6 = scored_at[scored_at.epoch >= 6].groupby("trial_id").val_H.first()
+    assert (trials.set_index("trial_id").status[rung_6[rung_6 == rung_6.max()].index] == "completed").all()
     assert (trials[trials.status == "completed"].epochs_run == 16).all()
     assert (trials[trials.status == "pruned"].epochs_run < 16).all()
     assert len(epochs) == trials.epochs_run.sum()
@@ -98,8 +104,6 @@ def test_a_short_study_end_to_end(short_study):
     assert set(trials.best_epoch) <= set(range(2, 17, 2))
     assert trials.best_val_H.between(0, 100).all() and (trials.best_val_H >= trials.last_val_H - 1e-9).all()
     assert trials.node_id.str.len().gt(0).all()
-    # ASHA's savings: fewer trial-epochs than running every trial to the end.
-    assert trials.epochs_run.sum() < 6 * 16
     # Optuna saw pruned trials as PRUNED, with their intermediate values, and no trial is left RUNNING.
     states, ostudy = optuna_states(results, "mini")
     assert states.count("PRUNED") == (trials.status == "pruned").sum()
@@ -126,7 +130,7 @@ def test_a_short_study_end_to_end(short_study):
     assert f"H {h.mean():.2f} ± {h.std():.2f}" in out and "nan" not in out
     assert "test (mean ± std over 2 seeds), fast classifier: U" in out
     for i in range(2):
-        assert f"H {final.test_H[i]:.2f} (CADA-VAE classifier recipe)" in out
+        assert f"H {final.test_H[i]:.2f} (CADA-VAE classifier recipe, 23 epochs)" in out
         assert f"H {final.fast_test_H[i]:.2f} (fast classifier)" in out
     assert "report: reports/mini.html" in out and (results.parent / "reports" / "mini.html").is_file()
     # Running it again into the same folder asks for --resume, before starting Ray, and loses nothing.
@@ -258,6 +262,36 @@ def test_asha_stops_an_early_trial_once_its_rung_fills_with_better_ones():
     assert decisions(RungCheckedASHA) == [stop, stop, go, go]
 
 
+def test_asha_never_stops_a_trial_on_a_lower_rung_once_it_leads_a_higher_one():
+    # The shared study's log before the fix: rungs at epochs 2 and 6 of 16; the first trial passed
+    # rung 2 with a middling H and rung 6 with the study's best, then was stopped at epoch 10 because
+    # later trials filled rung 2 with better early values. It is judged on rung 6 alone, where it
+    # leads; a trial whose highest rung is rung 2 is still re-checked there.
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from gzsl.study import RungCheckedASHA
+
+    s = RungCheckedASHA(time_attr="training_iteration", metric="val_H", mode="max", max_t=16,
+                        grace_period=2, reduction_factor=3)
+    late, *early = trials = [SimpleNamespace(trial_id=t) for t in ("late", "b", "c", "d")]
+    for t in trials:
+        s.on_trial_add(None, t)
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    report = lambda t, epoch, h: s.on_trial_result(None, t, {"training_iteration": epoch, "val_H": h})  # noqa: E731
+    assert report(late, 2, 20.0) == go  # rung 2, alone
+    assert report(late, 6, 41.9) == go  # rung 6, alone
+    assert [report(t, 2, h) for t, h in zip(early, (30.0, 35.0, 40.0))] == [go, go, go]
+    # Rung 2 now holds 20, 30, 35, 40: "late" is in its bottom two thirds there, and leads rung 6.
+    assert report(late, 8, 41.9) == go and report(late, 10, 42.5) == go
+    assert report(early[0], 4, 31.0) == stop  # highest rung 2, in its bottom two thirds: stopped
+    assert report(early[2], 4, 41.0) == go  # leads rung 2
+    # Rung 6 fills with better trials: "late" falls below its cutoff there and is stopped.
+    assert [report(t, 6, h) for t, h in zip(early[1:], (50.0, 60.0))] == [go, go]
+    assert report(late, 12, 43.0) == stop
+
+
 def test_asha_rungs_rebuilt_after_a_resume_still_stop_a_weak_rerun_trial():
     """Tune restores ASHA with empty rungs: a trial rerun after --resume would pass its rung with no
     rival. Rebuilt from epochs.parquet, the rung holds the trials that ended before the interruption."""
@@ -316,11 +350,11 @@ def test_train_config_keeps_the_searched_sampling_a_string_and_passes_fixed_sett
     assert (cfg.alpha, cfg.latent_size, cfg.sampling, cfg.beta, cfg.kl_weight, cfg.seed) == (2.5, 32, "cada", 2.0,
                                                                                                0.5, 3)
     assert isinstance(cfg.latent_size, int)
-    fixed = spec_of(tmp_path, training_extra='sampling = "cada"')
-    assert train_config(fixed, {"alpha": 1.0}, seed=0).sampling == "cada"
+    fixed = spec_of(tmp_path, training_extra='sampling = "textbook"')
+    assert train_config(fixed, {"alpha": 1.0}, seed=0).sampling == "textbook"
     # A refit's params (read back from trials.parquet) repeat the fixed sampling: no clash.
-    assert train_config(fixed, {"alpha": 1.0, "sampling": "cada"}, seed=0).sampling == "cada"
-    assert train_config(spec_of(tmp_path), {"alpha": 1.0}, seed=0).sampling == "textbook"
+    assert train_config(fixed, {"alpha": 1.0, "sampling": "textbook"}, seed=0).sampling == "textbook"
+    assert train_config(spec_of(tmp_path), {"alpha": 1.0}, seed=0).sampling == "cada"  # method.md's default
 
 
 def test_search_space_and_study_row_describe_sampling(tmp_path):

@@ -72,7 +72,8 @@ def summary(r: StudyResults) -> Summary:
                    len(t) * max_epochs, best_trial(t))
 
 
-RECIPE_LABEL = "test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32), comparable to published rows"
+RECIPE_LABEL = ("test U/S/H, CADA-VAE's classifier recipe ({epochs} epochs, batch 32, last epoch scored), "
+                "comparable to published rows")
 FAST_LABEL = "fast classifier (3 epochs at batch 2048), same latents"
 # final.parquet parts written before fast_* existed: their test_* came from the fast classifier.
 OLDER_LABEL = "test U/S/H, fast classifier (results of an older version, without CADA-VAE's recipe)"
@@ -105,7 +106,10 @@ def final_result(r: StudyResults) -> FinalResult | None:
     new, older = f[recorded], f[~recorded]
     rows = []
     if len(new):
-        rows += [_score_row(RECIPE_LABEL, new, "test_", True), _score_row(FAST_LABEL, new, "fast_test_", False)]
+        # Parts written before classifier_epochs was recorded used CUB's 23 epochs on every dataset.
+        epochs = new.classifier_epochs.dropna() if "classifier_epochs" in new else pd.Series([], dtype=float)
+        label = RECIPE_LABEL.format(epochs="/".join(str(int(e)) for e in sorted(set(epochs))) if len(epochs) else 23)
+        rows += [_score_row(label, new, "test_", True), _score_row(FAST_LABEL, new, "fast_test_", False)]
     if len(older):
         rows.append(_score_row(OLDER_LABEL, older, "test_", False))
     settings = {k: cast(f[k].dropna().iloc[0]) for k, cast in (("sampling", str), ("kl_weight", float))

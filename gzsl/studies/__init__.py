@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04 cluster images): the sa
     import tomli as tomllib
 
 SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
-SAMPLINGS = ("textbook", "cada")  # gzsl.model.SAMPLING, kept here so loading a study needs no torch
+SAMPLINGS = ("cada", "textbook")  # gzsl.model.SAMPLING, kept here so loading a study needs no torch
 CLASSIFIERS = ("cada", "fast")  # gzsl.evaluation.CLASSIFIERS' names
 FIXED = ("beta", "kl_weight", "sampling", "classifier")  # [training] keys passed to TrainConfig as they are
 
@@ -189,7 +189,7 @@ def _fixed(training: dict, searched: set[str], fail) -> dict:
         fail("training.classifier", f"expected 'cada' (CADA-VAE's recipe) or 'fast', got {fixed['classifier']!r}")
     if "sampling" in fixed:
         if fixed["sampling"] not in SAMPLINGS:
-            fail("training.sampling", f"expected 'textbook' or 'cada', got {fixed['sampling']!r}")
+            fail("training.sampling", f"expected 'cada' or 'textbook', got {fixed['sampling']!r}")
         if "sampling" in searched:
             fail("space.sampling", f"searched, and also fixed by training.sampling = {fixed['sampling']!r}; "
                                    "remove one of them")
@@ -239,9 +239,9 @@ def _positive_number(v) -> bool:
 def _sampling_param(table: dict, path: Path) -> Param:
     key = "space.sampling"
     if set(table) != {"choices"}:
-        raise ConfigError(f"{path}: {key}: sampling is categorical; give choices = [\"textbook\", \"cada\"]")
+        raise ConfigError(f"{path}: {key}: sampling is categorical; give choices = [\"cada\", \"textbook\"]")
     choices = table["choices"]
     ok = isinstance(choices, list) and choices and all(c in SAMPLINGS for c in choices)
     if not ok or len(set(choices)) != len(choices):
-        raise ConfigError(f"{path}: {key}.choices: expected 'textbook' and/or 'cada', each once, got {choices!r}")
+        raise ConfigError(f"{path}: {key}.choices: expected 'cada' and/or 'textbook', each once, got {choices!r}")
     return Param("sampling", choices=tuple(choices))

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from gzsl.evaluation import FAST_CLASSIFIER
+from gzsl.evaluation import FAST_CLASSIFIER, cada_recipe
 from gzsl.results import ResultStore, best_trial, chosen_val_H
 from gzsl.study.trial import train_config, trial_device
 from gzsl.studies import SEARCHED, StudySpec
@@ -44,7 +44,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
         pass
     cada, fast = last.recipe_scores[MAIN], last.recipe_scores["fast"]
     return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": last.epoch,
-            "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
+            "classifier_epochs": cada_recipe(data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
             "seconds": time.perf_counter() - start, "status": last.status}
 
@@ -67,7 +67,7 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
         row = ray.get(done[0])
         store.write_part("final", f"seed{row['seed']}", [row])
         log(f"final refit seed {row['seed']}: test U {row['test_U']:.2f} S {row['test_S']:.2f} "
-            f"H {row['test_H']:.2f} (CADA-VAE classifier recipe); U {row['fast_test_U']:.2f} "
+            f"H {row['test_H']:.2f} (CADA-VAE classifier recipe, {row['classifier_epochs']} epochs); U {row['fast_test_U']:.2f} "
             f"S {row['fast_test_S']:.2f} H {row['fast_test_H']:.2f} (fast classifier) "
             f"({row['seconds']:.0f}s, {row['status']})")
     return store.read("final")
