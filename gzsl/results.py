@@ -72,7 +72,8 @@ FINAL = pa.schema([
     ("lr", pa.float64()),
     ("sampling", pa.string()),
     ("kl_weight", pa.float64()),
-    ("epochs", pa.int64()),
+    ("epochs", pa.int64()),  # the schedule (warm-ups) the model trained under
+    ("scored_epoch", pa.int64()),  # the epoch scored: the chosen trial's best validation epoch
     # CADA-VAE's classifier recipe (evaluation.cada_recipe: the dataset's epochs, the last one
     # scored): the numbers published rows report. Parts written before fast_* existed hold the fast
     # classifier's scores here.
@@ -150,15 +151,18 @@ class ResultStore:
 
 
 def chosen_val_H(trial: dict) -> float:
-    """The validation H a trial is ranked by: final H when completed, best H when pruned."""
-    return trial["last_val_H"] if trial["status"] == "completed" else trial["best_val_H"]
+    """The validation H a trial is ranked by: its best scored epoch's (best_val_H, at best_epoch).
+    The refit stops at that epoch and scores it there (validation-chosen stopping), so this is the
+    number its test score is set beside."""
+    return trial["best_val_H"]
 
 
 def best_trial(trials) -> dict | None:
-    """The trial a study chooses: the best completed trial by its final validation H (ties: the
-    earlier trial); pruned trials by their best H only when none completed."""
+    """The trial a study chooses: the completed trial with the best validation H at its best epoch
+    (ties: the earlier trial); pruned trials only when none completed."""
     done = trials[trials.status == "completed"]
-    pool, key = (done, "last_val_H") if not done.empty else (trials[trials.status == "pruned"], "best_val_H")
+    pool = done if not done.empty else trials[trials.status == "pruned"]
+    key = "best_val_H"
     pool = pool.dropna(subset=[key])
     if pool.empty:
         return None

@@ -46,6 +46,9 @@ class TrainConfig:
     hidden: tuple[int, int, int, int] = CADA_HIDDEN
     # Running.
     eval_every: int = 10  # compute validation H every n epochs (and always after the last)
+    # 0: train all `epochs` and score the last. n: stop after epoch n and score it (a refit scored at
+    # the epoch its trial peaked on validation); the warm-ups still follow the full `epochs`.
+    score_epoch: int = 0
     seed: int = 0
     device: str = "cpu"
     # The final classifier of every evaluation: "cada" (CADA-VAE's recipe with the dataset's epochs,
@@ -140,13 +143,18 @@ def training_tensors(data: GZSLData) -> tuple[torch.Tensor, torch.Tensor, torch.
     return data.train.x, data.semantics[data.train.y], to_local[data.train.y]
 
 
+def final_epoch(config: TrainConfig) -> int:
+    """The epoch a run ends on and scores: score_epoch when set, else the last of the schedule."""
+    return config.score_epoch or config.epochs
+
+
 def classifiers_due(config: TrainConfig, epoch: int, epoch_losses: dict[str, float], main: ClassifierConfig,
                     recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, ClassifierConfig]:
     """The classifiers (name -> recipe) an epoch's result is scored with: MAIN every eval_every
     epochs and after the last, where `recipes` are scored too; none after a non-finite loss."""
     if not math.isfinite(epoch_losses["total"]):
         return {}
-    last = epoch == config.epochs
+    last = epoch == final_epoch(config)
     if last or (config.eval_every > 0 and epoch % config.eval_every == 0):
         return {MAIN: main, **(recipes if last and recipes else {})}
     return {}
@@ -160,7 +168,7 @@ def epoch_result(config: TrainConfig, epoch: int, epoch_losses: dict[str, float]
         zero = Scores(0.0, 0.0, 0.0)
         by_recipe = {name: zero for name in (MAIN, *recipes)} if recipes else None
         return EpochResult(epoch, epoch_losses, zero, seconds, "diverged", by_recipe)
-    last = epoch == config.epochs
+    last = epoch == final_epoch(config)
     return EpochResult(epoch, epoch_losses, scores.get(MAIN), seconds, "completed" if last else "running",
                        scores if last and recipes else None)
 
@@ -214,6 +222,6 @@ def train(data: GZSLData, config: TrainConfig,
         scores = evaluator.compare(model, due) if due else {}
         result = epoch_result(config, epoch, epoch_losses, time.perf_counter() - start, scores, recipes)
         yield result
-        if result.status == "diverged":
+        if result.status != "running":  # diverged, or the epoch to score reached
             return
         start = time.perf_counter()  # the caller's time between epochs is not ours

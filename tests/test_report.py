@@ -59,7 +59,7 @@ def test_records_match_the_parquet(study_results):
     assert f.n_seeds == 2 and f.references == {}  # synthetic data: no published numbers
     final = pd.read_parquet(study_results / "final.parquet")
     recipe, fast = f.rows
-    assert recipe.label == ("test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32, last epoch scored), "
+    assert recipe.label == ("test U/S/H, CADA-VAE's classifier recipe (23 epochs, batch 32, the classifier's last epoch scored), "
                             "comparable to published rows") and recipe.published_recipe and f.recipe() is recipe
     assert (final.classifier_epochs == 23).all()  # synthetic data: CUB's epochs
     assert fast.label == "fast classifier (3 epochs at batch 2048), same latents" and not fast.published_recipe
@@ -69,7 +69,8 @@ def test_records_match_the_parquet(study_results):
             assert row.mean[k] == pytest.approx(final[prefix + k].mean(), abs=1e-9)
             assert row.std[k] == pytest.approx(final[prefix + k].std(ddof=1), abs=1e-9)
     assert recipe.mean != fast.mean  # two classifiers, two sets of numbers
-    assert f.settings == {"sampling": final.sampling[0], "kl_weight": 0.5}
+    assert f.settings == {"sampling": final.sampling[0], "kl_weight": 0.5,
+                          "scored at epoch": f"{final.scored_epoch[0]} of 16"}
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
     bars = rec.timeline(r)

@@ -117,6 +117,8 @@ def test_a_short_study_end_to_end(short_study):
     # Final refit of the best completed trial, 2 seeds, scored on test.
     best = best_trial(trials)
     assert len(final) == 2 and (final.latent_size == best["latent_size"]).all() and final.seed.nunique() == 2
+    # Validation-chosen stopping: the refit trains the 16-epoch schedule up to the chosen trial's best epoch.
+    assert (final.epochs == 16).all() and (final.scored_epoch == best["best_epoch"]).all()
     assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
     # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
     for prefix in ("test_", "fast_test_"):
@@ -290,6 +292,15 @@ def test_asha_never_stops_a_trial_on_a_lower_rung_once_it_leads_a_higher_one():
     # Rung 6 fills with better trials: "late" falls below its cutoff there and is stopped.
     assert [report(t, 6, h) for t, h in zip(early[1:], (50.0, 60.0))] == [go, go]
     assert report(late, 12, 43.0) == stop
+
+
+def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "trial_number": [0, 1, 2, 3],
+                           "status": ["completed", "completed", "pruned", "completed"],
+                           "best_val_H": [50.0, 48.0, 60.0, 50.0], "best_epoch": [10, 30, 8, 12],
+                           "last_val_H": [40.0, 48.0, 60.0, 45.0]})
+    assert best_trial(trials)["trial_id"] == "a"  # its peak, not its last epoch; ties: the earlier; never pruned
+    assert best_trial(trials[trials.status == "pruned"])["trial_id"] == "c"  # pruned only when none completed
 
 
 def test_asha_rungs_rebuilt_after_a_resume_still_stop_a_weak_rerun_trial():

@@ -50,6 +50,27 @@ def test_one_result_per_epoch_scored_every_n_and_after_the_last(small_val):
     assert 0 <= u <= 100 and 0 <= s <= 100 and h == pytest.approx(harmonic_mean(u, s))
 
 
+def test_a_run_scored_at_an_earlier_epoch_stops_there_on_the_full_schedule(small_val):
+    # The refit's validation-chosen stopping: score_epoch 3 of a 6-epoch schedule trains the first 3
+    # epochs of the 6-epoch run (its warm-ups, not a 3-epoch run's) and scores epoch 3.
+    full = run(small_val, epochs=6, eval_every=0, seed=1)
+    stopped = run(small_val, epochs=6, eval_every=0, seed=1, score_epoch=3)
+    short = run(small_val, epochs=3, eval_every=0, seed=1)
+    assert [r.epoch for r in stopped] == [1, 2, 3] and [r.status for r in stopped] == ["running"] * 2 + ["completed"]
+    assert [r.losses for r in stopped] == [r.losses for r in full[:3]]
+    assert stopped[-1].losses != short[-1].losses  # a 3-epoch schedule warms up faster
+    assert stopped[-1].scores is not None and [r.scores for r in stopped[:2]] == [None, None]
+
+
+def test_the_classifier_recipe_takes_the_datasets_epochs():
+    from gzsl.training import classifier_config
+
+    recipe = {name: classifier_config(SMALL.__class__(classifier="cada"), name).epochs
+              for name in ("CUB", "SUN", "AWA1", "AWA2", "synth-small", "synth-cub")}
+    assert recipe == {"CUB": 23, "SUN": 21, "AWA1": 33, "AWA2": 29, "synth-small": 23, "synth-cub": 23}
+    assert classifier_config(SMALL, "AWA1").epochs == 3  # the fast classifier is the same everywhere
+
+
 def test_recipes_score_the_final_model_on_the_same_latents_without_changing_scores(small_val):
     other = ClassifierConfig(epochs=1, batch_size=64, lr=1e-3)  # cheaper than CADA_RECIPE, same mechanism
     cfg = TrainConfig(**{**SMALL.__dict__, "epochs": 3, "eval_every": 2, "seed": 4})

@@ -71,7 +71,7 @@ def importance(imp: rec.Importance) -> go.Figure:
 
 def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
     t = r.trials[r.trials.status.isin(["completed", "pruned"])]
-    value = t.last_val_H.fillna(0.0)
+    value = t.best_val_H.fillna(0.0)
     dims = []
     for p in params:
         if p in LOG_PARAMS:
@@ -83,7 +83,7 @@ def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
     dims.append(dict(label="val H", values=value))
     fig = go.Figure(go.Parcoords(line=dict(color=value, colorscale="Viridis", showscale=True,
                                            colorbar=dict(title="val H")), dimensions=dims))
-    fig = _layout(fig, "Parallel coordinates (completed and pruned trials; H at their last epoch)", height=460)
+    fig = _layout(fig, "Parallel coordinates (completed and pruned trials; H at their best epoch)", height=460)
     fig.update_layout(margin=dict(t=110))  # room for the axis labels under the title
     return fig
 

@@ -72,7 +72,7 @@ def summary(r: StudyResults) -> Summary:
                    len(t) * max_epochs, best_trial(t))
 
 
-RECIPE_LABEL = ("test U/S/H, CADA-VAE's classifier recipe ({epochs} epochs, batch 32, last epoch scored), "
+RECIPE_LABEL = ("test U/S/H, CADA-VAE's classifier recipe ({epochs} epochs, batch 32, the classifier's last epoch scored), "
                 "comparable to published rows")
 FAST_LABEL = "fast classifier (3 epochs at batch 2048), same latents"
 # final.parquet parts written before fast_* existed: their test_* came from the fast classifier.
@@ -114,6 +114,8 @@ def final_result(r: StudyResults) -> FinalResult | None:
         rows.append(_score_row(OLDER_LABEL, older, "test_", False))
     settings = {k: cast(f[k].dropna().iloc[0]) for k, cast in (("sampling", str), ("kl_weight", float))
                 if k in f and f[k].notna().any()}
+    if "scored_epoch" in f and f.scored_epoch.notna().any():  # validation-chosen stopping
+        settings["scored at epoch"] = f"{int(f.scored_epoch.dropna().iloc[0])} of {int(f.epochs.iloc[0])}"
     return FinalResult(len(f), rows, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}), settings)
 
 
@@ -127,20 +129,25 @@ class History(NamedTuple):
     trial_number: list[int]
     trial_id: list[str]
     status: list[str]
-    value: list[float]  # the trial's val H at its last epoch (what the search was told)
-    best_so_far: list[float]
+    value: list[float]  # the trial's val H at its best epoch (results.chosen_val_H)
+    best_so_far: list[float]  # over completed trials, the study's choice (results.best_trial)
     ended_minutes: list[float]  # since the study's first trial started
     best_so_far_by_time: list[float]
 
 
 def history(r: StudyResults) -> History:
     t = r.trials
-    value = t.last_val_H.fillna(0.0)
-    by_time = t.assign(v=value).sort_values("ended_at")
+    value = t.best_val_H.fillna(0.0)
+    chosen = value.where(t.status == "completed")  # a pruned trial is never the study's choice
+
+    def best_so_far(v: pd.Series) -> list[float]:
+        return v.cummax().ffill().fillna(0.0).tolist()
+
+    by_time = t.assign(v=chosen).sort_values("ended_at")
     start = t.started_at.min()
     return History(t.trial_number.tolist(), t.trial_id.tolist(), t.status.tolist(), value.tolist(),
-                   value.cummax().tolist(),
-                   ((by_time.ended_at - start).dt.total_seconds() / 60).tolist(), by_time.v.cummax().tolist())
+                   best_so_far(chosen),
+                   ((by_time.ended_at - start).dt.total_seconds() / 60).tolist(), best_so_far(by_time.v))
 
 
 class Curve(NamedTuple):
@@ -186,8 +193,7 @@ def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None =
             continue
         if values is not None and row.trial_id not in values:
             continue
-        value = values[row.trial_id] if values is not None else (
-            row.last_val_H if row.status == "completed" else row.best_val_H)
+        value = values[row.trial_id] if values is not None else row.best_val_H
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=float(0.0 if pd.isna(value) else value),
                                                   user_attrs={"trial_id": row.trial_id}))
@@ -218,7 +224,7 @@ class Importance(NamedTuple):
     basis: str = ""  # which H the importance explains
 
 
-FINAL_H = "completed trials, H at their last epoch"
+FINAL_H = "completed trials, H at their best epoch"
 
 
 def importance(r: StudyResults) -> Importance:

@@ -16,7 +16,8 @@ from gzsl.training import MAIN, train
 
 
 def best_params(store: ResultStore) -> dict | None:
-    """The configuration to refit (see results.best_trial) and its validation H."""
+    """The configuration to refit (see results.best_trial), its validation H and the epoch it was
+    reached at (the refit's score_epoch)."""
     best = best_trial(store.read("trials"))
     if best is None:
         return None
@@ -25,7 +26,7 @@ def best_params(store: ResultStore) -> dict | None:
     sampling = {"sampling": best["sampling"]} if isinstance(best.get("sampling"), str) else {}
     return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
             "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), **sampling,
-            "trial_id": best["trial_id"], "val_H": float(h)}
+            "trial_id": best["trial_id"], "val_H": float(h), "epoch": int(best["best_epoch"])}
 
 
 def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
@@ -35,15 +36,17 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     import ray
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
-    # Test is scored the published way whatever classifier validation H used, the fast one beside it.
+    # Test is scored the published way whatever classifier validation H used, the fast one beside it,
+    # at the epoch the chosen trial peaked on validation (the full schedule's warm-ups up to there).
     cfg = replace(train_config(spec, params, seed=seed, device=trial_device(ray.get_gpu_ids())), eval_every=0,
-                  classifier="cada")
+                  classifier="cada", score_epoch=params["epoch"])
     start = time.perf_counter()
     last = None
     for last in train(data, cfg, recipes={"fast": FAST_CLASSIFIER}):
         pass
     cada, fast = last.recipe_scores[MAIN], last.recipe_scores["fast"]
-    return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": last.epoch,
+    return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
+            "scored_epoch": last.epoch,
             "classifier_epochs": cada_recipe(data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
             "seconds": time.perf_counter() - start, "status": last.status}
@@ -69,5 +72,5 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
         log(f"final refit seed {row['seed']}: test U {row['test_U']:.2f} S {row['test_S']:.2f} "
             f"H {row['test_H']:.2f} (CADA-VAE classifier recipe, {row['classifier_epochs']} epochs); U {row['fast_test_U']:.2f} "
             f"S {row['fast_test_S']:.2f} H {row['fast_test_H']:.2f} (fast classifier) "
-            f"({row['seconds']:.0f}s, {row['status']})")
+            f"(epoch {row['scored_epoch']} of {row['epochs']}, {row['seconds']:.0f}s, {row['status']})")
     return store.read("final")

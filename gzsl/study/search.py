@@ -98,6 +98,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
                 super().on_trial_result(trial_id, result)
         self._heartbeat()
 
+    def _best_value(self, ot_trial) -> float:
+        values = self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values.values()
+        return max(values, default=0.0)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or self._stale(trial_id):
             self._completed_trials.add(trial_id)
@@ -116,8 +120,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         elif status == "error":
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-        else:  # completed, or diverged with H 0
-            self._ot_study.tell(ot_trial, float(result.get(METRIC, 0.0)) if status == "completed" else 0.0)
+        else:  # completed: H at its best epoch (the epoch a refit scores, results.chosen_val_H); diverged: 0
+            self._ot_study.tell(ot_trial, self._best_value(ot_trial) if status == "completed" else 0.0)
         self._completed_trials.add(trial_id)
 
 
