@@ -73,6 +73,9 @@ def test_records_match_the_parquet(study_results):
                           "scored at epoch": f"{final.scored_epoch[0]} of 16"}
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
+    # One rule for "best" on the page: the summary's best val H is the history's best so far and the
+    # chosen trial's best val H in the table.
+    assert h.best_so_far[-1] == h.best_so_far_by_time[-1] == pytest.approx(s.best["best_val_H"])
     bars = rec.timeline(r)
     for worker in {b.worker for b in bars}:  # trials sharing a slot never overlap
         lane = sorted((b.start, b.end) for b in bars if b.worker == worker)
@@ -85,13 +88,19 @@ def test_figures_have_one_trace_per_thing_they_show(study_results):
     curves = rec.learning_curves(r)
     assert len(fig.learning_curves(curves, [2, 6]).data) == len(curves)
     h = rec.history(r)
-    assert len(fig.optimization_history(h).data) == len(set(h.status)) + 2
+    history = fig.optimization_history(h)
+    assert len(history.data) == 2 * len(set(h.status)) + 2  # each status by number and by time, two best-so-far lines
+    by_time = [trace for trace in history.data if trace.xaxis == "x2" and trace.mode == "markers"]
+    assert sum(len(trace.x) for trace in by_time) == len(h.value)  # every trial in the wall-clock panel
     assert len(fig.timeline(rec.timeline(r)).data) == 7
     params = rec.searched_params(r)
-    assert params == ["alpha", "gamma", "latent_size", "lr"]  # a searched sampling is not plotted
+    assert params == ["alpha", "gamma", "latent_size", "lr", "sampling"]  # a searched categorical too
     slices = fig.slices(r, params)
     assert slices.layout.xaxis.type == "log" and slices.layout.xaxis3.type != "log"  # alpha log, latent not
-    assert len(fig.parallel_coordinates(r, params).data[0].dimensions) == len(params) + 1
+    dims = fig.parallel_coordinates(r, params).data[0].dimensions
+    assert len(dims) == len(params) + 1
+    assert list(dims[4].ticktext) == sorted(set(r.trials.sampling)) and set(dims[4]["values"]) <= {0, 1}
+    assert rec.importance(r).params == [] or "sampling" in rec.importance(r).params
 
 
 def expected_figures(results) -> int:
@@ -314,6 +323,18 @@ def test_final_results_mixing_versions_keep_each_seed_with_its_own_label():
     assert [row.mean["H"] for row in f.rows] == [50.5, 49.5, 30.0]
     assert f.rows[2].label.startswith("test U/S/H, fast classifier (results of an older version")
     assert f.settings == {"sampling": "cada", "kl_weight": 0.25}
+
+
+def test_a_refit_seed_that_diverged_is_shown_not_silently_averaged():
+    from gzsl.report import _final_html
+
+    rows = _final_rows(3, 1000, 50.0, fast=True)
+    rows[1].update(status="diverged", test_U=0.0, test_S=0.0, test_H=0.0, fast_test_H=0.0)
+    r = rec.StudyResults("d", {"dataset": "synth-small"}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(rows))
+    f = rec.final_result(r)
+    assert f.failed == [1001] and f.rows[0].mean["H"] == pytest.approx((50 + 0 + 52) / 3)
+    html = _final_html(r)
+    assert "Seed(s) 1001 did not complete" in html and html.count('>diverged<') == 1
 
 
 def test_the_timeline_puts_a_packs_members_in_the_packs_own_slots():

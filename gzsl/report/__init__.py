@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 
 import optuna
+import pandas as pd
 
 from gzsl.report import figures as fig
 from gzsl.report import page
@@ -58,9 +59,8 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     if s.best is None:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
-    rows = [[p, b[p]] for p in rec.PARAMS]
-    if isinstance(b.get("sampling"), str):  # null in trials of older versions
-        rows.append(["sampling", b["sampling"]])
+    rows = [[p, b[p]] for p in rec.PARAMS if not pd.isna(b.get(p))]  # sampling: null in older trials
+    rows.append(["best epoch (the refit scores it)", b["best_epoch"]])
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Best configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
             + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
@@ -79,13 +79,18 @@ def _final_html(r: rec.StudyResults) -> str:
     if f.recipe() is not None:
         note += (" Each seed's model is scored with CADA-VAE's classifier recipe and with a fast classifier, "
                  "both fit on the same sampled latents.")
+    if f.failed:
+        note += (f" Seed(s) {', '.join(str(seed) for seed in f.failed)} did not complete (see the table below); "
+                 "the mean counts each as H 0.")
     if not f.references:
         note += " No published reference numbers: this dataset is not one of CUB, AWA1, AWA2, SUN."
     else:
         note += " Reference rows: published results (method.md)."
     return (f'<p class="note">{escape(note)}</p>'
             + page.table_html(["method", "U", "S", "H"], rows, left={"method"},
-                              row_classes=["ours"] * len(f.rows) + [""] * len(f.references), sortable=False))
+                              row_classes=["ours"] * len(f.rows) + [""] * len(f.references), sortable=False)
+            + "<p>Each seed of the refit:</p>" + page.table_html(list(f.seeds.columns), f.seeds.values.tolist(),
+                                                               left={"status"}, sortable=False))
 
 
 def _params_html(r: rec.StudyResults, params: list[str]) -> str:
@@ -132,7 +137,7 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
         rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h, test_h,
                      cada[2] if cada else None,
                      (ours.mean["H"] - cada[2]) if (ours and ours.published_recipe and cada) else None,
-                     *[best[p] if best else None for p in rec.PARAMS]])
+                     *[best.get(p) if best else None for p in rec.PARAMS]])
         imp = rec.importance(r)
         imp_rows.append((r.name, dict(zip(imp.params, imp.importance))))
     import plotly.graph_objects as go

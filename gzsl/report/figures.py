@@ -27,19 +27,22 @@ def optimization_history(h: rec.History) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial number", "by wall-clock time"))
     for status in dict.fromkeys(h.status):
         idx = [i for i, s in enumerate(h.status) if s == status]
-        fig.add_trace(go.Scatter(x=[h.trial_number[i] for i in idx], y=[h.value[i] for i in idx], mode="markers",
-                                 name=status, marker=dict(color=STATUS_COLORS.get(status, "#333"), size=8),
-                                 text=[escape(h.trial_id[i]) for i in idx],
-                                 hovertemplate="trial %{x} (%{text})<br>val H %{y:.2f}<extra></extra>"), 1, 1)
-    fig.add_trace(go.Scatter(x=h.trial_number, y=h.best_so_far, mode="lines", name="best so far",
+        for col, x, what in ((1, h.trial_number, "trial %{x}"), (2, h.minutes, "ended at %{x:.1f} min")):
+            fig.add_trace(go.Scatter(x=[x[i] for i in idx], y=[h.value[i] for i in idx], mode="markers",
+                                     name=status, legendgroup=status, showlegend=col == 1,
+                                     marker=dict(color=STATUS_COLORS.get(status, "#333"), size=8),
+                                     text=[escape(h.trial_id[i]) for i in idx],
+                                     hovertemplate=what + " (%{text})<br>val H at its best epoch %{y:.2f}"
+                                                          "<extra></extra>"), 1, col)
+    fig.add_trace(go.Scatter(x=h.trial_number, y=h.best_so_far, mode="lines", name="best so far (completed)",
                              line=dict(color="#ff7f0e", shape="hv")), 1, 1)
     fig.add_trace(go.Scatter(x=h.ended_minutes, y=h.best_so_far_by_time, mode="lines+markers",
                              name="best so far (time)", line=dict(color="#ff7f0e", shape="hv", dash="dot"),
                              marker=dict(size=4)), 1, 2)
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text="minutes since the first trial started", row=1, col=2)
-    fig.update_yaxes(title_text="validation H (%)")
-    return _layout(fig, "Optimization history")
+    fig.update_yaxes(title_text="validation H at the best epoch (%)", row=1, col=1)
+    return _layout(fig, "Optimization history (the best so far counts completed trials: a study chooses among them)")
 
 
 def learning_curves(curves: list[rec.Curve], rungs: list[int]) -> go.Figure:
@@ -78,6 +81,10 @@ def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
             import numpy as np
             vals = np.log10(t[p].astype(float))
             dims.append(dict(label=f"log10 {escape(p)}", values=vals))
+        elif t[p].dtype == object:  # a categorical of strings (sampling): codes, labelled
+            names = sorted(t[p].dropna().unique())
+            dims.append(dict(label=escape(p), values=t[p].map({n: i for i, n in enumerate(names)}),
+                             tickvals=list(range(len(names))), ticktext=[escape(n) for n in names]))
         else:
             dims.append(dict(label=escape(p), values=t[p]))
     dims.append(dict(label="val H", values=value))
@@ -98,10 +105,13 @@ def slices(r: rec.StudyResults, params: list[str]) -> go.Figure:
                 x=group[p], y=group.best_val_H.fillna(0.0), mode="markers", name=status, legendgroup=status,
                 showlegend=status not in shown, marker=dict(color=STATUS_COLORS.get(status, "#333"), size=7),
                 text=[escape(x) for x in group.trial_id],
-                hovertemplate=f"{escape(p)} %{{x:.4g}}<br>best val H %{{y:.2f}}<br>%{{text}}<extra></extra>"), 1, i)
+                hovertemplate=f"{escape(p)} %{{x{'' if p in rec.CATEGORICAL else ':.4g'}}}<br>best val H %{{y:.2f}}"
+                              "<br>%{text}<extra></extra>"), 1, i)
             shown.add(status)
         if p in LOG_PARAMS:
             fig.update_xaxes(type="log", row=1, col=i)
+        elif p in rec.CATEGORICAL:
+            fig.update_xaxes(type="category", row=1, col=i)
     fig.update_yaxes(title_text="best validation H (%)", row=1, col=1)
     return _layout(fig, "Effect of each hyperparameter (log axes for alpha, gamma, lambda, lr)", height=400)
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -14,7 +13,8 @@ import pandas as pd
 from gzsl.errors import NoResultsYet
 from gzsl.results import ResultStore, best_trial
 
-PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr")
+PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
+CATEGORICAL = ("latent_size", "sampling")  # drawn as categories; sampling's values are strings
 
 # method.md, "Reference results" (attribute semantics, ResNet-101 features): (U, S, H).
 REFERENCES = {
@@ -92,6 +92,8 @@ class FinalResult(NamedTuple):
     rows: list[ScoreRow]  # CADA-VAE's recipe first, then the fast classifier; results of older versions: one row
     references: dict  # method -> (U, S, H), for real datasets
     settings: dict  # sampling, kl_weight of the refit, where recorded
+    seeds: pd.DataFrame  # one row per seed: seed, status, scored epoch, test U/S/H of each classifier
+    failed: list[int]  # seeds that did not complete (diverged): in the means as H 0
 
     def recipe(self) -> ScoreRow | None:
         """The row to set beside published numbers; None for results of older versions."""
@@ -116,7 +118,10 @@ def final_result(r: StudyResults) -> FinalResult | None:
                 if k in f and f[k].notna().any()}
     if "scored_epoch" in f and f.scored_epoch.notna().any():  # validation-chosen stopping
         settings["scored at epoch"] = f"{int(f.scored_epoch.dropna().iloc[0])} of {int(f.epochs.iloc[0])}"
-    return FinalResult(len(f), rows, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}), settings)
+    cols = [c for c in ("seed", "status", "scored_epoch", "test_U", "test_S", "test_H", "fast_test_H") if c in f]
+    seeds = f[cols].sort_values("seed").reset_index(drop=True)
+    failed = [int(x) for x in seeds.seed[seeds.status != "completed"]] if "status" in seeds else []
+    return FinalResult(len(f), rows, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}), settings, seeds, failed)
 
 
 def _score_row(label: str, f: pd.DataFrame, prefix: str, published_recipe: bool) -> ScoreRow:
@@ -131,7 +136,8 @@ class History(NamedTuple):
     status: list[str]
     value: list[float]  # the trial's val H at its best epoch (results.chosen_val_H)
     best_so_far: list[float]  # over completed trials, the study's choice (results.best_trial)
-    ended_minutes: list[float]  # since the study's first trial started
+    minutes: list[float]  # when each trial ended, in minutes since the study's first trial started
+    ended_minutes: list[float]  # the same, sorted: the x of best_so_far_by_time
     best_so_far_by_time: list[float]
 
 
@@ -143,11 +149,10 @@ def history(r: StudyResults) -> History:
     def best_so_far(v: pd.Series) -> list[float]:
         return v.cummax().ffill().fillna(0.0).tolist()
 
-    by_time = t.assign(v=chosen).sort_values("ended_at")
-    start = t.started_at.min()
+    minutes = (t.ended_at - t.started_at.min()).dt.total_seconds() / 60
+    by_time = pd.DataFrame({"m": minutes, "v": chosen}).sort_values("m", kind="stable")
     return History(t.trial_number.tolist(), t.trial_id.tolist(), t.status.tolist(), value.tolist(),
-                   best_so_far(chosen),
-                   ((by_time.ended_at - start).dt.total_seconds() / 60).tolist(), best_so_far(by_time.v))
+                   best_so_far(chosen), minutes.tolist(), by_time.m.tolist(), best_so_far(by_time.v))
 
 
 class Curve(NamedTuple):
@@ -179,7 +184,7 @@ def asha_rungs(meta: dict) -> list[int]:
 
 def searched_params(r: StudyResults) -> list[str]:
     names = [p for p in PARAMS if p in r.meta.get("space", {})]
-    return names or [p for p in PARAMS if r.trials[p].nunique() > 1]
+    return names or [p for p in PARAMS if p in r.trials and r.trials[p].nunique() > 1]
 
 
 def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None = None) -> optuna.Study:
@@ -188,9 +193,10 @@ def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None =
     study = optuna.create_study(direction="maximize", study_name=r.name)
     dists = distributions(r)
     for _, row in r.trials[r.trials.status.isin(statuses)].iterrows():
-        params = {p: (int(row[p]) if p == "latent_size" else float(row[p])) for p in dists}
-        if any(isinstance(v, float) and math.isnan(v) for v in params.values()):
+        if any(pd.isna(row[p]) for p in dists):  # e.g. sampling in trials of older versions
             continue
+        params = {p: (int(row[p]) if p == "latent_size" else str(row[p]) if p == "sampling" else float(row[p]))
+                  for p in dists}
         if values is not None and row.trial_id not in values:
             continue
         value = values[row.trial_id] if values is not None else row.best_val_H
@@ -211,6 +217,8 @@ def distributions(r: StudyResults) -> dict:
             dists[p] = optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec.get("log", True))
         elif p == "latent_size":
             dists[p] = optuna.distributions.CategoricalDistribution(sorted(int(v) for v in r.trials[p].unique()))
+        elif p == "sampling":
+            dists[p] = optuna.distributions.CategoricalDistribution(sorted(r.trials[p].dropna().unique()))
         else:
             lo, hi = float(r.trials[p].min()), float(r.trials[p].max())
             dists[p] = optuna.distributions.FloatDistribution(lo, hi * (1 + 1e-9) + 1e-12, log=lo > 0)

@@ -89,11 +89,12 @@ class ParquetCallback(tune.Callback):
         self.finished += 1
         h = row["best_val_H"] if row["best_val_H"] is not None else float("nan")
         last_h = row["last_val_H"] if row["last_val_H"] is not None else float("nan")
-        if not math.isnan(h) and (self.best is None or h > self.best[0]):
-            self.best = (h, params)
+        if status == "completed" and not math.isnan(h) and (self.best is None or h > self.best[0]):
+            self.best = (h, params)  # the study chooses among completed trials (results.best_trial)
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-        best = f"best so far H {self.best[0]:.2f}" if self.best else "no result yet"
-        self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f} last {last_h:5.2f} "
+        best = f"best so far H {self.best[0]:.2f}" if self.best else "none completed yet"
+        at = f" (epoch {row['best_epoch']})" if row["best_epoch"] is not None else ""
+        self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f}{at} last {last_h:5.2f} "
                  f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else "")
                  + (f" (traceback: {traceback_file})" if traceback_file else ""))
 
