@@ -72,6 +72,6 @@ def short_study(tmp_path_factory):
                         training_extra="kl_weight = 0.5", space_extra='sampling = { choices = ["textbook", "cada"] }')
     results = tmp / "results"
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                        "--num-cpus", "2", "--no-dashboard"], capture_output=True, text=True, timeout=400, cwd=tmp)
+                        "--num-cpus", "2", "--no-dashboard"], capture_output=True, text=True, timeout=1200, cwd=tmp)
     assert p.returncode == 0, p.stdout + p.stderr
     return study, results, p.stdout

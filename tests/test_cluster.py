@@ -110,7 +110,7 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
             if line.startswith("packed trials:") or "Traceback" in line:
                 break
         other_job.stdin.close()
-        out = "".join(seen) + proc.communicate(timeout=300)[0]
+        out = "".join(seen) + proc.communicate(timeout=900)[0]
         assert proc.returncode == 0, out
         assert "packed trials: 1 worker(s) x 2 configurations" in out and "1 more asked of the cluster" in out
         assert "started (2 of 2 up)" in out
@@ -146,7 +146,7 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
                 [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
                  "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build", ".whl"]}),
                  "--", sys.executable, "-m", "gzsl.tune", "--study", str(study), "--address", "auto"],
-                capture_output=True, text=True, timeout=500, env=env)
+                capture_output=True, text=True, timeout=1200, env=env)
             if "No available agent to submit job" not in submit.stderr:
                 break
             time.sleep(2)

@@ -62,7 +62,7 @@ def tune_cmd(study, results, *extra):
             "--no-report", "--no-dashboard", *extra]
 
 
-def run_tune(study, results, *extra, timeout=400):
+def run_tune(study, results, *extra, timeout=1200):
     return subprocess.run(tune_cmd(study, results, *extra), capture_output=True, text=True, timeout=timeout)
 
 
@@ -190,13 +190,13 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
         parts = len(rows[-1]) + 1 if rows else 2  # members of a pack often end together
         proc = subprocess.Popen(tune_cmd(study, results, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        deadline = time.time() + 300
+        deadline = time.time() + 900
         while _parts(results / "trials.parquet") < parts and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
         assert proc.poll() is None, f"study finished before it could be killed: {proc.communicate()[0].decode()}"
         if how == signal.SIGINT:  # Ctrl-C: Tune saves its state and the driver stops
             proc.send_signal(signal.SIGINT)
-            out = proc.communicate(timeout=120)[0].decode()
+            out = proc.communicate(timeout=600)[0].decode()
             assert proc.returncode == 130 and "--resume" in out
             assert "packed trials: 1 worker(s) x 4 configurations" in out
         else:  # the driver and the local Ray it started die at once
