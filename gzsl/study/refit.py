@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import pandas as pd
 import torch
 
 from gzsl.evaluation import FAST_CLASSIFIER, cada_recipe
@@ -26,7 +27,12 @@ def best_params(store: ResultStore) -> dict | None:
     sampling = {"sampling": best["sampling"]} if isinstance(best.get("sampling"), str) else {}
     return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
             "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), **sampling,
-            "trial_id": best["trial_id"], "val_H": float(h), "epoch": int(best["best_epoch"])}
+            "trial_id": best["trial_id"], "val_H": float(h), "epoch": _epoch(best.get("best_epoch"))}
+
+
+def _epoch(best_epoch) -> int:
+    """The refit's score_epoch: the trial's best epoch; 0 (the last) where none was recorded."""
+    return 0 if best_epoch is None or pd.isna(best_epoch) else int(best_epoch)
 
 
 def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
