@@ -238,6 +238,23 @@ def test_bad_study_input_is_one_line_exit_2(args, message):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+def _torch_sees_a_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_torch_sees_a_gpu(), reason="this machine has a GPU")
+def test_a_local_packed_study_that_asks_for_a_gpu_here_without_one_is_one_line_exit_2(tmp_path):
+    """Its executor could never be placed and the study would wait forever: refused before Ray starts."""
+    study, results = write_study(tmp_path, name="nogpu"), tmp_path / "results"
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 1\npack = 2\n"))
+    p = run_tune(study, results, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "resources.gpu = 1" in p.stderr and "no GPU" in p.stderr and "gpu = 0" in p.stderr
+    assert "results:" not in p.stdout and not (results / "tune").exists()  # Ray never started
+
+
 def _started_run(tmp_path, **study):
     """A study file and a results folder holding the start of its run (study.parquet's first row, and
     Tune's tuner.pkl, which is what --resume looks for); returns (study file, results)."""

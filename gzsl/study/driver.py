@@ -181,6 +181,18 @@ def _differences(column: str, key: str, was, is_):
     return [(key, was, is_)] if was != is_ else []
 
 
+def check_local_gpu(spec: StudySpec) -> None:
+    """A local study (no --address) trains on this machine: a GPU it asks for must be one torch can
+    use here, or no trial (no executor of a packed study) could ever be placed and it would wait forever."""
+    import torch
+
+    gpu = spec.resources.get("gpu", 0)
+    if gpu > 0 and not torch.cuda.is_available():
+        raise ConfigError(f"{spec.path}: resources.gpu = {gpu:g}, but torch sees no GPU on this machine (torch "
+                          f"{torch.__version__}, CUDA build: {torch.version.cuda}), where a study without --address "
+                          "runs: set resources.gpu = 0 to train on CPU, or pass --address of a Ray cluster with GPUs")
+
+
 def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:
     """The trial budget of the run being resumed (study.parquet), which Tuner.restore keeps:
     `--num-samples` given at the start need not be repeated, and a different one is refused."""
