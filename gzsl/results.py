@@ -97,7 +97,8 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("reduction_factor", pa.int64()),
     ("early_stopping", pa.bool_()),
     ("num_samples", pa.int64()),
-    ("resources", pa.string()),  # JSON, per trial
+    ("resources", pa.string()),  # JSON, per trial (per worker when pack > 1)
+    ("pack", pa.int64()),  # configurations trained as one model per worker; null in older parts (1)
     ("space", pa.string()),  # JSON: name -> {low, high, log} or {choices}
     ("beta", pa.float64()),  # fixed by the study, or TrainConfig's default
     ("kl_weight", pa.float64()),

@@ -77,6 +77,10 @@ def _run(args, start: float) -> int:
     if spec.eval_every > 1 and spec.grace_period % spec.eval_every:
         print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is not a multiple of "
               f"training.eval_every {spec.eval_every}: the first rung judges on the next evaluated epoch")
+    from gzsl import study
+
+    if not args.address:
+        study.check_local_gpu(spec)  # before loading data and starting Ray: such a study could never run here
     data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables: our lines say it
     # Save Tune's experiment state often: after a crash, trials finished since the last save are
@@ -84,8 +88,6 @@ def _run(args, start: float) -> int:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
     import ray
-
-    from gzsl import study
 
     study.check_start(spec, results, args.resume)  # before starting Ray: a wrong start fails at once
     local = {} if args.address else {"num_cpus": args.num_cpus, **({"include_dashboard": False} if args.no_dashboard else {})}

@@ -241,6 +241,67 @@ def test_bad_study_input_is_one_line_exit_2(args, message):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+def _torch_sees_a_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_torch_sees_a_gpu(), reason="this machine has a GPU")
+def test_a_local_packed_study_that_asks_for_a_gpu_here_without_one_is_one_line_exit_2(tmp_path):
+    """Its executor could never be placed and the study would wait forever: refused before Ray starts."""
+    study, results = write_study(tmp_path, name="nogpu"), tmp_path / "results"
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 1\npack = 2\n"))
+    p = run_tune(study, results, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "resources.gpu = 1" in p.stderr and "no GPU" in p.stderr and "gpu = 0" in p.stderr
+    assert "results:" not in p.stdout and not (results / "tune").exists()  # Ray never started
+
+
+def _started_run(tmp_path, **study):
+    """A study file and a results folder holding the start of its run (study.parquet's first row, and
+    Tune's tuner.pkl, which is what --resume looks for); returns (study file, results)."""
+    from gzsl.studies import load_study
+    from gzsl.study import study_row, tune_storage
+
+    path, results = write_study(tmp_path, name="changed", **study), tmp_path / "results"
+    spec = load_study(str(path))
+    ResultStore(str(results)).write_part("study", "run-1", [study_row(spec, resumed=False, early_stopping=True)])
+    experiment = Path(tune_storage(str(results))) / spec.name
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"")
+    return path, results
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t.replace("epochs = 24", "epochs = 20"), "training.epochs = 20"),
+    (lambda t: t.replace("high = 0.003", "high = 0.01"), "space.lr"),
+    (lambda t: t.replace("cpu = 1\n", "cpu = 2\npack = 4\n"), "resources.pack = 4"),
+    (lambda t: t.replace("grace_period = 3", "grace_period = 4"), "asha.grace_period = 4"),
+    (lambda t: t.replace("seed = 0", "seed = 1"), "study.seed = 1"),
+    (lambda t: t.replace('classifier = "fast"', 'classifier = "fast"\nkl_weight = 2'), "training.kl_weight = 2"),
+], ids=["epochs", "space", "pack", "grace_period", "seed", "kl_weight"])
+def test_resume_refuses_a_study_file_changed_since_the_run_started(tmp_path, edit, key):
+    from gzsl.errors import ConfigError
+    from gzsl.studies import load_study
+    from gzsl.study import check_start
+
+    path, results = _started_run(tmp_path)
+    check_start(load_study(str(path)), str(results), resume=True)  # unchanged: resumes
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ConfigError) as err:
+        check_start(load_study(str(path)), str(results), resume=True)
+    assert key in str(err.value) and "\n" not in str(err.value) and "--resume" in str(err.value)
+
+
+def test_resume_after_a_pack_change_is_one_line_exit_2(tmp_path):
+    path, results = _started_run(tmp_path)
+    path.write_text(path.read_text().replace("cpu = 1\n", "cpu = 2\npack = 2\n"))
+    p = run_tune(path, results, "--resume", timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "resources.pack = 2" in p.stderr and "started with 1" in p.stderr
+
+
 def test_asha_stops_an_early_trial_once_its_rung_fills_with_better_ones():
     # Four trials reach rung 5 one after the other with H 10, 20, 30, 40. The first passed with
     # no rival; once the rung holds all four it is in the bottom two thirds: Ray's ASHA lets it

@@ -30,10 +30,16 @@ class ParquetCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())
-        self.numbers[trial.trial_id] = trials.index(trial)  # creation order, stable across a resume
+        self.numbers.setdefault(trial.trial_id, proposal_number(trial, trials))
 
     def on_trial_restore(self, iteration, trials, trial, **info):
         self.on_trial_start(iteration, trials, trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A failed attempt that Tune retries (max_failures): its row and epochs will be the new
+        attempt's, which starts again from epoch 1."""
+        for kept in (self.epochs, self.started, self.first_result):
+            kept.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.first_result.setdefault(trial.trial_id, time.time())
@@ -97,6 +103,14 @@ class ParquetCallback(tune.Callback):
         self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f}{at} last {last_h:5.2f} "
                  f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else "")
                  + (f" (traceback: {traceback_file})" if traceback_file else ""))
+
+
+def proposal_number(trial, trials) -> int:
+    """The order in which the searcher proposed the trial (0-based): the counter that starts Tune's
+    experiment tag ("3_alpha=..."), which a resume restores and a retry keeps. Tune moves a retried
+    trial to the end of its list, so the list's order serves only a trial without that tag."""
+    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+    return int(head) - 1 if head.isdigit() else trials.index(trial)
 
 
 def _fmt(v) -> str:

@@ -139,7 +139,58 @@ def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
     if not resume and tune.Tuner.can_restore(experiment):
         raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
                           "it, or pass another --results folder")
+    if resume:
+        check_unchanged(spec, ResultStore(results_uri), results_uri)
     return experiment
+
+
+# study.parquet's columns that a resumed run keeps, and the study file key each comes from (the
+# budget, num_samples, is resumed_budget's). Tune restores the trials, searcher and scheduler as
+# they were built: a file changed since would mix two settings in one study.
+RESUMED = {"dataset": "study.dataset", "split": "study.split", "seed": "study.seed", "epochs": "training.epochs",
+           "grace_period": "asha.grace_period", "reduction_factor": "asha.reduction_factor",
+           "pack": "resources.pack", "resources": "resources", "space": "space", "beta": "training.beta",
+           "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier"}
+
+
+def check_unchanged(spec: StudySpec, store: ResultStore, results_uri: str) -> None:
+    """--resume: the study file must still say what it said when the run started (study.parquet's
+    first row); a change is refused, naming the key."""
+    runs = store.read("study")
+    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
+    if first.empty:
+        return
+    started, now = first.iloc[0].to_dict(), study_row(spec, resumed=True, early_stopping=True)
+    for column, key in RESUMED.items():
+        for name, was, is_ in _differences(column, key, started.get(column), now[column]):
+            raise ConfigError(f"--resume: {spec.path}: {name} = {is_}, but the run in {results_uri} was started "
+                              f"with {was}, which a resumed run keeps; set {name} back, or start a new run "
+                              "with another --results folder")
+
+
+def _differences(column: str, key: str, was, is_):
+    """(key, started, now) of each setting that changed; JSON columns name the entry (space.lr)."""
+    if column in ("resources", "space"):
+        was, is_ = json.loads(was or "{}"), json.loads(is_)
+        return [(f"{key}.{k}", json.dumps(was.get(k)), json.dumps(is_.get(k))) for k in sorted({*was, *is_})
+                if was.get(k) != is_.get(k)]
+    if was is None or was != was:  # null: a part written before this column was recorded
+        if column != "pack":
+            return []
+        was = 1  # every run was unpacked then
+    return [(key, was, is_)] if was != is_ else []
+
+
+def check_local_gpu(spec: StudySpec) -> None:
+    """A local study (no --address) trains on this machine: a GPU it asks for must be one torch can
+    use here, or no trial (no executor of a packed study) could ever be placed and it would wait forever."""
+    import torch
+
+    gpu = spec.resources.get("gpu", 0)
+    if gpu > 0 and not torch.cuda.is_available():
+        raise ConfigError(f"{spec.path}: resources.gpu = {gpu:g}, but torch sees no GPU on this machine (torch "
+                          f"{torch.__version__}, CUDA build: {torch.version.cuda}), where a study without --address "
+                          "runs: set resources.gpu = 0 to train on CPU, or pass --address of a Ray cluster with GPUs")
 
 
 def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:
@@ -164,7 +215,7 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
     return {"study": spec.name, "dataset": spec.dataset, "split": spec.split, "epochs": spec.epochs,
             "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor,
             "early_stopping": early_stopping, "num_samples": spec.num_samples,
-            "resources": json.dumps(spec.resources), "space": json.dumps(space), "beta": used.beta,
+            "resources": json.dumps(spec.resources), "pack": spec.pack, "space": json.dumps(space), "beta": used.beta,
             "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
             "seed": spec.seed, "resumed": resumed,
             "started_at": datetime.now(timezone.utc)}

@@ -6,16 +6,23 @@ trial stays one configuration: a thin function that joins an executor, reports t
 executor hands it, and leaves when it ends or ASHA stops it (the driver's callback tells the
 executor, so a stopped member never lingers). OptunaSearch, ASHA, the Parquet callback, resume
 and the report see what they see without packing.
+
+Faults: a member's error fails its trial only (Executor); an executor that cannot go on is taken
+out of rotation and Ray starts it again; trials skip executors that died, and fail in one line
+when none is live for NO_EXECUTOR_S; a retried trial joins as a new member.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 
 import ray
 import torch
 from ray import tune
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from gzsl.pack_training import PackTrainer, pack_shape
 from gzsl.studies import StudySpec
@@ -24,6 +31,12 @@ from gzsl.training import TrainConfig
 
 LEFT = "left"  # next_result's answer to a member that is no longer in the pack
 STUB_CPU = 0.01  # what one worker's trial functions hold together; its executor holds the rest
+MAX_STRIKES = 3  # epochs failed in a row, none trained in between: the executor cannot go on
+MAX_RESTARTS = 3  # times Ray starts an executor again (out of rotation, or its process died)
+TOLD_S = 60.0  # how long an executor out of rotation waits for its members' trials to take their error
+NO_EXECUTOR_S = 300.0  # a trial that finds no live executor this long fails
+LOOKUP_S = 1.0  # a trial looks up the executors it has not found (yet) this often
+ASK_S = 60.0  # a call to an executor that does not answer this long (a node gone): it is dropped
 
 
 def max_latent(spec: StudySpec) -> int:
@@ -61,29 +74,66 @@ def workers_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0, at
     return max(at_least, fits)
 
 
-@ray.remote
-class PackExecutor:
-    """Trains the joined members between epochs of the pack; joins and leaves wait for the next
-    epoch boundary. Results wait in a queue per member until its trial takes them."""
+class MemberError(RuntimeError):
+    """What a member's trial fails with, in one line: its epoch raised, or its executor cannot go on."""
 
-    def __init__(self, spec: StudySpec, data, name: str):
-        torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
-        gpu_ids = ray.get_gpu_ids()
-        self.spec, self.device = spec, trial_device(gpu_ids)
-        self.where = {**placement(gpu_ids), "pack_id": name}
-        first = train_config(spec, {}, seed=spec.seed, device=self.device)
-        self.pack = PackTrainer(data, pack_shape(data, first, max_latent(spec)), self.device)
+
+class NoExecutor(RuntimeError):
+    """A trial found no executor taking trials for NO_EXECUTOR_S."""
+
+
+def member_key(trial_id: str) -> str:
+    """A trial attempt's key in a pack: a retried trial (max_failures) is a new member, never handed
+    the epochs of its old one."""
+    return f"{trial_id}@{uuid.uuid4().hex[:8]}"
+
+
+def trial_of(key: str) -> str:
+    return key.rsplit("@", 1)[0]
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+class Executor:
+    """Trains the joined members between epochs of the pack; joins and leaves wait for the next
+    epoch boundary. Results wait in a queue per member until its trial takes them. (PackExecutor is
+    this class as a Ray actor; tests drive it by step().)
+
+    A member's fault fails its trial only. An epoch that raises is blamed on the members that had
+    not finished an epoch in the pack (a configuration that cannot be allocated, a CUDA out-of-memory
+    once the pack grew): one such member fails alone; several leave and rejoin one per boundary, so
+    that the next failure names one. With no new member the pack itself failed: its members fail
+    and it starts again empty. After MAX_STRIKES failed epochs in a row the executor cannot go on:
+    its members fail and it takes no more trials (out of rotation)."""
+
+    def __init__(self, spec: StudySpec, data, device: str, where: dict, run: bool = True):
+        self.spec, self.device, self.where = spec, device, where
+        first = train_config(spec, {}, seed=spec.seed, device=device)
+        self.shape = pack_shape(data, first, max_latent(spec))
+        self.pack = PackTrainer(data, self.shape, device)
+        self.data = self.pack.data  # on the device: a pack started again reuses it
         self.cv = threading.Condition()
         self.joining: dict[str, TrainConfig] = {}
+        self.held: dict[str, TrainConfig] = {}  # to rejoin one per boundary, after a failed epoch
         self.leaving: set[str] = set()
         self.queues: dict[str, list[dict]] = {}
-        self.error: str | None = None
-        threading.Thread(target=self._loop, daemon=True).start()
+        self.failed: dict[str, str] = {}  # member -> why, until its trial leaves
+        self.configs: dict[str, TrainConfig] = {}  # the members in the pack
+        self.new: set[str] = set()  # members that have not finished an epoch in the pack
+        self.strikes = 0  # epochs failed in a row
+        self.broken: str | None = None  # why this executor cannot go on
+        if run:
+            threading.Thread(target=self._loop, daemon=True).start()
+
+    # ------------------------------------------------------------------ what trials and the driver call
 
     def try_join(self, key: str, params: dict) -> bool:
         """Take `key` at the next epoch boundary if this pack will have room then."""
         with self.cv:
-            if self.load() >= self.spec.pack:
+            if self.broken or self._load() >= self.spec.pack:
                 return False
             self.joining[key] = train_config(self.spec, params, seed=self.spec.seed, device=self.device)
             self.queues[key] = []
@@ -93,77 +143,195 @@ class PackExecutor:
     def leave(self, key: str) -> None:
         with self.cv:
             self.queues.pop(key, None)
-            if self.joining.pop(key, None) is None and any(m.key == key for m in self.pack.members):
+            self.failed.pop(key, None)
+            self.joining.pop(key, None)
+            self.held.pop(key, None)
+            if key in self.configs:
                 self.leaving.add(key)
+            self.cv.notify_all()
+
+    def leave_trial(self, trial_id: str) -> int:
+        """Every member of the trial's attempts leaves (it ended, or Tune retries it); how many."""
+        with self.cv:
+            keys = [k for k in {*self.queues, *self.failed, *self.joining, *self.held, *self.configs}
+                    if trial_of(k) == trial_id]
+            for key in keys:
+                self.leave(key)
+            return len(keys)
 
     def next_result(self, key: str, timeout: float = 30.0) -> dict | str | None:
         """The member's next epoch (metrics as a solo trial reports them), None after `timeout`,
-        or LEFT once the member has left (ASHA stopped its trial)."""
+        or LEFT once the member has left (ASHA stopped its trial). MemberError once it failed and its
+        trial has taken the epochs it trained."""
         with self.cv:
-            self.cv.wait_for(lambda: self.error or self.queues.get(key) or key not in self.queues, timeout)
-            if self.error:
-                raise RuntimeError(f"pack executor {self.where['pack_id']} failed: {self.error}")
+            self.cv.wait_for(lambda: key in self.failed or self.queues.get(key) or key not in self.queues, timeout)
+            if self.queues.get(key):
+                return self.queues[key].pop(0)
+            if key in self.failed:  # kept until the trial leaves: then it has been told
+                raise MemberError(self.failed[key])
             if key not in self.queues:
+                if self.broken:
+                    raise MemberError(self.broken)
                 return LEFT
-            queue = self.queues[key]
-            return queue.pop(0) if queue else None
+            return None
 
     def members(self) -> list[str]:
         return [m.key for m in self.pack.members]
 
-    def load(self) -> int:
-        """Members that will train after the next epoch boundary (leaves are applied before joins)."""
+    def load(self) -> int | None:
+        """Members that will train after the next epoch boundary; None once out of rotation."""
         with self.cv:
-            return len(self.pack.members) + len(self.joining) - len(self.leaving)
+            return None if self.broken else self._load()
+
+    def _load(self) -> int:
+        return len(self.configs) + len(self.joining) + len(self.held) - len(self.leaving)
+
+    # ------------------------------------------------------------------ the training thread
 
     def _loop(self) -> None:
         try:
-            while True:
-                with self.cv:
-                    for key in self.leaving:
-                        if any(m.key == key for m in self.pack.members):
-                            self.pack.leave(key)
-                    self.leaving.clear()
-                    for key, config in self.joining.items():
-                        self.pack.join(key, config)
-                    self.joining.clear()
-                    if not self.pack.members:
-                        self.cv.wait(timeout=1.0)
-                        continue
-                cuda = self.device == "cuda"
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
-                n = len(self.pack.members)
-                results = self.pack.run_epoch()  # outside the lock: trials may join and leave meanwhile
-                gpu_mem = torch.cuda.max_memory_allocated() / 2**20 / n if cuda else None
-                with self.cv:
-                    for key, r in results.items():
-                        if key in self.queues:
-                            self.queues[key].append(epoch_metrics(r, self.where, gpu_mem))
-                    self.cv.notify_all()
-        except Exception as exc:  # every waiting trial fails with it, instead of waiting forever
+            while not self.broken:
+                if not self.step():
+                    with self.cv:
+                        self.cv.wait_for(lambda: self.joining or self.held or self.broken, timeout=1.0)
+        except Exception as exc:  # outside any epoch: the executor itself cannot go on
             with self.cv:
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.cv.notify_all()
+                self._break(one_line(exc))
+        self.out_of_rotation()
+
+    def out_of_rotation(self) -> None:
+        """Called once the executor cannot go on (PackExecutor: exit, for Ray to start it again)."""
+
+    def step(self) -> bool:
+        """One epoch boundary, then an epoch of the members; False when there was none to train."""
+        with self.cv:
+            if self.broken:
+                return False
+            self._boundary()
+            if not self.configs:
+                return False
+            keys = list(self.configs)
+            epochs = {m.key: m.epoch for m in self.pack.members}
+        cuda = self.device == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            results = self.pack.run_epoch()  # outside the lock: trials may join and leave meanwhile
+        except Exception as exc:
+            with self.cv:
+                self._epoch_failed(keys, epochs, one_line(exc))
+            return True
+        gpu_mem = torch.cuda.max_memory_allocated() / 2**20 / len(keys) if cuda else None
+        with self.cv:
+            self.strikes = 0
+            self.new.difference_update(keys)
+            for key, r in results.items():
+                if r.status != "running":  # completed or diverged: it left the pack
+                    self._forget(key)
+                if key in self.queues:
+                    self.queues[key].append(epoch_metrics(r, self.where, gpu_mem))
+            self.cv.notify_all()
+        return True
+
+    def _boundary(self) -> None:
+        """Leaves, then joins: everyone waiting; after a failed epoch, the survivors first alone,
+        then one member at a time (held ones first), so that a failure names its member."""
+        for key in self.leaving & set(self.configs):
+            self.pack.leave(key)
+            self._forget(key)
+        self.leaving.clear()
+        if not self.strikes and not self.held:
+            admitted, self.joining = self.joining, {}
+        elif self.strikes and self.configs:
+            admitted = {}
+        else:
+            waiting = self.held or self.joining
+            admitted = {k: waiting.pop(k) for k in list(waiting)[:1]}
+        for key, config in admitted.items():
+            try:
+                self.pack.join(key, config)
+            except Exception as exc:  # its model cannot be made here (e.g. out of memory): it fails alone
+                self._fail(key, f"could not join pack {self.where['pack_id']}: {one_line(exc)}")
+                continue
+            self.configs[key] = config
+            self.new.add(key)
+
+    def _epoch_failed(self, keys: list[str], epochs: dict[str, int], why: str) -> None:
+        self.strikes += 1
+        new = [k for k in keys if k in self.new and k in self.configs]
+        if self.strikes >= MAX_STRIKES:
+            self._break(f"{self.strikes} epochs in a row failed, the last with {why}")
+        elif not new:
+            self._restart(f"an epoch of pack {self.where['pack_id']} failed: {why}")
+        else:
+            try:
+                self._blame(new, epochs, why)
+            except Exception as exc:  # the pack's state is beyond repair
+                self._restart(f"an epoch of pack {self.where['pack_id']} failed: {why}; then {one_line(exc)}")
+        self.cv.notify_all()
+
+    def _blame(self, new: list[str], epochs: dict[str, int], why: str) -> None:
+        for key in new:
+            self.pack.leave(key)
+            config = self._forget(key)
+            if len(new) == 1:
+                self._fail(key, f"its first epoch in pack {self.where['pack_id']} failed: {why}")
+            else:
+                self.held[key] = config
+        for m in self.pack.members:  # the others train the failed epoch again: their epochs stay 1, 2, 3...
+            m.epoch = epochs[m.key]
+
+    def _restart(self, why: str) -> None:
+        """Every member fails with `why`; the pack starts again, empty."""
+        for key in list(self.configs):
+            self._fail(key, why)
+        self.configs.clear()
+        self.new.clear()
+        self.leaving.clear()
+        self.pack = PackTrainer(self.data, self.shape, self.device)
+
+    def _break(self, why: str) -> None:
+        self.broken = f"pack executor {self.where['pack_id']} is out of rotation: {why}"
+        for key in list(self.queues):
+            self._fail(key, self.broken)
+        self.joining.clear()
+        self.held.clear()
+        self.cv.notify_all()
+
+    def _fail(self, key: str, why: str) -> None:
+        if key in self.queues:  # its trial still waits for it
+            self.failed[key] = why
+
+    def _forget(self, key: str) -> TrainConfig | None:
+        self.new.discard(key)
+        self.leaving.discard(key)
+        return self.configs.pop(key, None)
+
+
+@ray.remote
+class PackExecutor(Executor):
+    """An Executor as the Ray actor of one worker (its study's [resources]), named so that trials
+    find it. Out of rotation, it exits once its members' trials have been told why, and Ray starts
+    it again under its name (max_restarts), with a fresh process and device."""
+
+    def __init__(self, spec: StudySpec, data, name: str):
+        torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
+        gpu_ids = ray.get_gpu_ids()
+        super().__init__(spec, data, trial_device(gpu_ids), {**placement(gpu_ids), "pack_id": name})
+
+    def out_of_rotation(self) -> None:
+        with self.cv:  # a trial leaves once it has its error (bounded: a trial's process may be gone)
+            self.cv.wait_for(lambda: not self.failed, timeout=TOLD_S)
+        os._exit(1)
 
 
 def packed_objective(config: dict, spec: StudySpec = None, names: list = None) -> None:
     """Function trainable of a packed study: join an executor, report each epoch it trains."""
-    key = tune.get_context().get_trial_id()
-    executors = StartedExecutors(names)
-    executor = None
-    while executor is None:  # the least loaded pack first; all full: a member leaves at the next epoch boundary
-        ready = executors.ready()
-        loads = ray.get([e.load.remote() for e in ready])
-        for _, i in sorted(zip(loads, range(len(ready)))):
-            if ray.get(ready[i].try_join.remote(key, config)):
-                executor = ready[i]
-                break
-        else:
-            time.sleep(0.2)
+    key = member_key(tune.get_context().get_trial_id())
+    executor = join_executor(StartedExecutors(names), key, config)
     try:
         while True:
-            row = ray.get(executor.next_result.remote(key))
+            row = next_row(executor, key)
             if row == LEFT:
                 return
             if row is None:  # the pack's epoch is still running
@@ -175,30 +343,102 @@ def packed_objective(config: dict, spec: StudySpec = None, names: list = None) -
         executor.leave.remote(key)
 
 
+def next_row(executor, key: str) -> dict | str | None:
+    """executor.next_result, its failures as one line."""
+    try:
+        return ray.get(executor.next_result.remote(key))
+    except MemberError as exc:  # Ray's error: MemberError and RayTaskError, with the executor's traceback
+        raise MemberError(exc.cause.args[0] if isinstance(exc, RayTaskError) else str(exc)) from None
+    except RayActorError as exc:
+        raise MemberError(f"its pack executor died: {one_line(exc)}") from None
+
+
+def join_executor(executors: StartedExecutors, key: str, config: dict, wait_s: float = NO_EXECUTOR_S):
+    """The executor that took member `key`, the least loaded first (all full: a member leaves at the
+    next epoch boundary). Each live executor first drops the trial's earlier attempts, should Tune
+    have retried it. NoExecutor, in one line, once none has been live for `wait_s` seconds."""
+    since, cleared = time.monotonic(), set()
+    while True:
+        live = sorted(executors.loads())
+        if live:
+            since = time.monotonic()
+        for _, name in live:
+            if name not in cleared and executors.ask(name, "leave_trial", trial_of(key)) is not None:
+                cleared.add(name)
+        for _, name in live:
+            if executors.ask(name, "try_join", key, config):
+                return executors.up[name]
+        if time.monotonic() - since > wait_s:
+            raise NoExecutor(executors.why_none(wait_s))
+        time.sleep(0.2)
+
+
 class StartedExecutors:
-    """A trial's view of the study's executors: those started so far (found by name, in the order
-    the pool starts them) and, of those, the ones placed and holding their data."""
+    """A trial's view of the study's executors: those found by name (a name not found is an
+    executor not started yet, or dead: the others are still looked up, every LOOKUP_S) and, of
+    those, the ones placed and holding their data."""
 
     def __init__(self, names: list[str]):
-        self.names, self.found, self.waiting, self.up = names, 0, {}, []
+        self.names, self.found, self.waiting, self.up = names, {}, {}, {}
+        self.lost, self.out, self.next_lookup = set(), set(), 0.0
 
     def ready(self) -> list:
-        for name in self.names[self.found:]:
-            try:
-                handle = ray.get_actor(name)
-            except ValueError:  # not asked for yet
-                break
-            self.found += 1
-            self.waiting[handle.members.remote()] = handle  # answers once the executor is up
+        if time.monotonic() >= self.next_lookup:
+            self.next_lookup = time.monotonic() + LOOKUP_S
+            for name in self.names:
+                if name not in self.found:
+                    self._look_up(name)
         if self.waiting:
             for ref in ray.wait(list(self.waiting), num_returns=len(self.waiting), timeout=0)[0]:
-                handle = self.waiting.pop(ref)
+                name = self.waiting.pop(ref, None)
+                if name not in self.found:  # dropped meanwhile
+                    continue
                 try:
                     ray.get(ref)
-                    self.up.append(handle)
-                except Exception:  # failed to start: the pool says so; its trials go elsewhere
-                    pass
-        return self.up
+                    self.up[name] = self.found[name]
+                except Exception:  # failed to start, or died: looked up again later
+                    self.drop(name)
+        return list(self.up.values())
+
+    def _look_up(self, name: str) -> None:
+        try:
+            handle = ray.get_actor(name)
+        except ValueError:  # not started yet, or dead
+            return
+        self.found[name] = handle
+        self.waiting[handle.members.remote()] = name  # answers once the executor is up
+
+    def loads(self) -> list[tuple[int, str]]:
+        """(load, name) of the executors up and taking trials."""
+        self.ready()
+        loads = [(self.ask(name, "load"), name) for name in list(self.up)]
+        self.out = {name for load, name in loads if load is None and name in self.up}
+        return [(load, name) for load, name in loads if load is not None]
+
+    def ask(self, name: str, method: str, *args):
+        """A call to an executor that is up; None (and it is looked up again later) when it died."""
+        try:
+            return ray.get(getattr(self.up[name], method).remote(*args), timeout=ASK_S)
+        except (RayActorError, GetTimeoutError):
+            self.drop(name)
+            return None
+
+    def drop(self, name: str) -> None:
+        self.lost.add(name)
+        self.found.pop(name, None)
+        self.up.pop(name, None)
+        self.waiting = {ref: n for ref, n in self.waiting.items() if n != name}
+
+    def why_none(self, wait_s: float) -> str:
+        shown = f"{self.names[0]}..{self.names[-1].rsplit('-', 1)[-1]}" if self.names else "none"
+        if not self.found and not self.lost:
+            detail = f"none of the {len(self.names)} executors was found (not started yet, or dead)"
+        else:
+            detail = ", ".join(f"{n} {what}" for n, what in (
+                (len(self.lost - set(self.found)), "died"), (len(self.out), "out of rotation"),
+                (len(set(self.names) - set(self.found) - self.lost), "not found")) if n)
+        return (f"no live pack executor for {wait_s:.0f} s among the study's {len(self.names)} ({shown}): "
+                f"{detail}; see the driver's 'packed trials:' lines")
 
 
 class PackPool(tune.Callback):
@@ -209,12 +449,15 @@ class PackPool(tune.Callback):
     Locally, the executors that fit the machine start with the study. On a cluster (`elastic`),
     all the study can use are asked for at once: those that fit nowhere yet are resource demands
     that make an autoscaler add nodes, and each one starts training, and adds its room, as soon
-    as a node takes it. The names derive from the experiment, so the trials of a resumed run
-    (which restores this callback) find the executors its pool starts."""
+    as a node takes it. An executor out of rotation (or whose process died) is started again by Ray,
+    up to MAX_RESTARTS times; one gone for good no longer counts in the room. The names derive from
+    the experiment, so the trials of a resumed run (which restores this callback) find the
+    executors its pool starts."""
 
     def __init__(self, spec: StudySpec, names: list[str], elastic: bool):
         self.spec, self.names, self.elastic = spec, names, elastic
-        self._handles, self._pending, self._searcher, self._log = [], {}, None, print
+        self._handles, self._up, self._pending, self._searcher, self._log = [], {}, {}, None, print
+        self._data = None
         self._stopped = threading.Event()
 
     def __getstate__(self):  # actor handles and object refs belong to one driver session
@@ -230,9 +473,9 @@ class PackPool(tune.Callback):
         # A cluster may be shared, and may grow: count what its free resources hold now.
         n = min(len(self.names), workers_that_fit(self.spec, ray.available_resources(), at_least=0) if self.elastic
                 else workers_that_fit(self.spec, ray.cluster_resources()))
-        data_ref = ray.put(data)
+        data_ref = self._data = ray.put(data)  # kept: Ray starts an executor again from it
         for name in self.names[:len(self.names) if self.elastic else n]:
-            handle = PackExecutor.options(name=name, max_concurrency=2 * self.spec.pack + 4,
+            handle = PackExecutor.options(name=name, max_concurrency=2 * self.spec.pack + 4, max_restarts=MAX_RESTARTS,
                                           **executor_resources(self.spec)).remote(self.spec, data_ref, name)
             self._handles.append(handle)
             self._pending[handle.members.remote()] = (name, handle)
@@ -240,42 +483,53 @@ class PackPool(tune.Callback):
         up = ray.wait(list(self._pending), num_returns=n, timeout=60 if self.elastic else None)[0] if n else []
         for ref in up:
             ray.get(ref)  # an executor that failed to start raises here
-            del self._pending[ref]
-        self._set_room(len(up))
+            name, handle = self._pending.pop(ref)
+            self._up[name] = handle
+        self._set_room()
         more = f"; {len(self._pending)} more asked of the cluster as it grows" if self._pending else ""
         log(f"packed trials: {len(up)} worker(s) x {self.spec.pack} configurations, each worker "
             f"{self.spec.resources}{more}")
         threading.Thread(target=self._watch, daemon=True, name="gzsl-pack-pool").start()
         return len(up)
 
-    def _set_room(self, up: int) -> None:
+    def _set_room(self) -> None:
         if self._searcher is not None:
-            self._searcher.room = up * self.spec.pack
+            self._searcher.room = len(self._up) * self.spec.pack
 
     def _watch(self) -> None:
         """A driver thread (Tune's loop can block for minutes while the searcher has no room): each
         second, count the executors that are up and give the searcher their room, again each time,
         since a resumed searcher restores the room it saved."""
         while not self._stopped.wait(1.0):
-            done = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)[0] if self._pending else []
-            for ref in done:
-                name, handle = self._pending.pop(ref)
-                try:
-                    ray.get(ref)
-                except Exception as exc:  # it takes no trials; the study goes on with the others
-                    self._handles.remove(handle)
-                    self._log(f"packed trials: worker {name} failed to start ({type(exc).__name__}: {exc})")
-                    continue
-                self._log(f"packed trials: worker {name} started ({len(self._handles) - len(self._pending)} of "
+            self._started()
+            self._gone()
+            self._set_room()
+
+    def _started(self) -> None:
+        done = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)[0] if self._pending else []
+        for ref in done:
+            name, handle = self._pending.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as exc:  # it takes no trials; the study goes on with the others
+                self._log(f"packed trials: worker {name} failed to start ({type(exc).__name__}: {exc})")
+                continue
+            self._up[name] = handle
+            self._log(f"packed trials: worker {name} started ({len(self._up)} of {len(self._handles)} up)")
+
+    def _gone(self) -> None:
+        """Executors whose name no longer resolves: dead for good (Ray's restarts spent)."""
+        for name in list(self._up):
+            try:
+                ray.get_actor(name)
+            except ValueError:
+                del self._up[name]
+                self._log(f"packed trials: worker {name} is gone, its restarts spent ({len(self._up)} of "
                           f"{len(self._handles)} up)")
-            self._set_room(len(self._handles) - len(self._pending))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        for name in self.names:
-            try:
-                ray.get_actor(name).leave.remote(trial.trial_id)
-            except ValueError:  # not started (yet), or gone
-                pass
+        for handle in list(self._up.values()):
+            handle.leave_trial.remote(trial.trial_id)
 
     on_trial_error = on_trial_complete
 
