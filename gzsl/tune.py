@@ -33,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)")
     p.add_argument("--num-samples", type=int, help="number of trials (overrides the study's budget)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)")
-    p.add_argument("--optuna-storage", help="Optuna RDB URL (default: sqlite:///<results>/optuna.db)")
+    p.add_argument("--optuna-storage", default=os.environ.get("GZSL_OPTUNA_STORAGE"),
+                   help="Optuna RDB URL (default: $GZSL_OPTUNA_STORAGE, else sqlite:///<results>/optuna.db); a "
+                        "password in it is never written to the results, logs or Tune's saved state")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     p.add_argument("--no-refit", action="store_true", help="skip the final refit on trainval and test scoring")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
@@ -67,6 +69,7 @@ def _run(args, start: float) -> int:
         if value is not None and value < (1 if flag == "num_samples" else 0):
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     results = args.results or os.path.join(default_results_root(), spec.name)
+    check_no_secret(results)
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
     if spec.grace_period < 0.2 * spec.epochs:
@@ -88,10 +91,14 @@ def _run(args, start: float) -> int:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
     import ray
+    from ray.job_config import JobConfig
 
     study.check_start(spec, results, args.resume)  # before starting Ray: a wrong start fails at once
     local = {} if args.address else {"num_cpus": args.num_cpus, **({"include_dashboard": False} if args.no_dashboard else {})}
-    info = ray.init(address=args.address, log_to_driver=False, configure_logging=False, **local)
+    # The job's name and metadata on the dashboard's Jobs page (its UI shows metadata["job_name"]).
+    job = JobConfig(metadata={"job_name": f"gzsl.tune {spec.name}", "study": spec.name,
+                                             "dataset": spec.dataset, "results": results})
+    info = ray.init(address=args.address, log_to_driver=False, configure_logging=False, job_config=job, **local)
     dashboard = getattr(info, "dashboard_url", "") or ""
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
     if spec.pack > 1:  # a packed study's trials wait for a member slot, not for resources
@@ -106,7 +113,9 @@ def _run(args, start: float) -> int:
           f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor}, "
           f"up to {spec.epochs} epochs, " + (f"resources/worker {spec.resources}, {spec.pack} configurations per worker"
                                               if spec.pack > 1 else f"resources/trial {spec.resources}"))
-    print(f"results: {results}" + (f"   Ray dashboard: http://{dashboard}" if dashboard else ""), flush=True)
+    print(f"results: {results}", flush=True)
+    if dashboard:
+        print(f"Ray dashboard: http://{dashboard}{dashboard_sign_in()}", flush=True)
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                             optuna_url=args.optuna_storage, resume=args.resume, cluster=bool(args.address))
     trials = store.read("trials")
@@ -137,6 +146,35 @@ def _run(args, start: float) -> int:
         _report(spec.name, results)
     print(f"done in {time.time() - start:.0f}s; results in {results}")
     return 0
+
+
+def check_no_secret(results: str) -> None:
+    """A --results URI that carries a credential (a password, or a secret in its query) would be
+    written into Tune's saved state and the log: refused, naming the way to give it instead."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from gzsl.errors import ConfigError
+
+    if "://" not in results:
+        return
+    parts = urlsplit(results)
+    secret = [k for k, _ in parse_qsl(parts.query) if any(w in k.lower() for w in ("secret", "password", "token"))]
+    if parts.password or secret:
+        what = "a password" if parts.password else f"{', '.join(secret)} in its query"
+        raise ConfigError(f"--results {parts.scheme}://{parts.hostname or ''}{parts.path}: holds {what}; give "
+                          "credentials through the environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                          "or an instance role), never in the URI")
+
+
+def dashboard_sign_in() -> str:
+    """How to get past the dashboard's "Authentication Token Required" (Ray's token auth)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        enabled = is_token_auth_enabled()
+    except Exception:  # an older or newer Ray without this module: say nothing rather than guess
+        return ""
+    return "  (it asks for a token: `ray get-auth-token` prints it, or read ~/.ray/auth_token)" if enabled else ""
 
 
 def in_ray_job() -> bool:

@@ -47,6 +47,10 @@ def test_kuberay_manifests_fit_the_studies_trials(manifest):
     spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
     if doc["kind"] == "RayJob":
         assert "python -m gzsl.tune --study cub_full --address auto" in doc["spec"]["entrypoint"]
+        # The storage URL (a database password) comes from a Secret, not the entrypoint.
+        assert "--optuna-storage" not in doc["spec"]["entrypoint"]
+        (env,) = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+        assert env == {"name": "GZSL_OPTUNA_STORAGE", "valueFrom": {"secretKeyRef": {"name": "gzsl-optuna", "key": "url"}}}
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     (gpu_group,) = spec["workerGroupSpecs"]
     container = gpu_group["template"]["spec"]["containers"][0]

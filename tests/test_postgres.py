@@ -227,8 +227,13 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     finished = {t.user_attrs["tune_trial_id"] for t in trials_of(url, "pg") if t.state.is_finished()}
     assert set(before.trial_id) <= finished
 
-    rc, out, err = tune(monkeypatch, capsys, study, results, "--optuna-storage", url, "--resume")
-    assert rc == 0, out + err
+    # The resume takes the URL from the environment; neither run writes its password anywhere.
+    monkeypatch.setenv("GZSL_OPTUNA_STORAGE", url)
+    rc, out2, err2 = tune(monkeypatch, capsys, study, results, "--resume")
+    assert rc == 0, out2 + err2
+    assert "sekret" in url and "sekret" not in out + err + out2 + err2
+    leaked = [f for f in results.rglob("*") if f.is_file() and b"sekret" in f.read_bytes()]
+    assert leaked == [], leaked  # Tune's pickled searcher (its Optuna storage) included
     trials = pd.read_parquet(results / "trials.parquet")
     assert len(trials) >= 3 and trials.trial_id.is_unique and set(before.trial_id) <= set(trials.trial_id)
     ot = trials_of(url, "pg")

@@ -233,6 +233,9 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
 @pytest.mark.parametrize("args, message", [
     (["--study", "no_such_study"], "no such study file"),
     (["--study", "demo", "--num-samples", "0"], "--num-samples must be positive"),
+    (["--study", "demo", "--results", "s3://u:pw@bucket/r?x=1"], "--results s3://bucket/r: holds a password; give "
+                                                                  "credentials through the environment"),
+    (["--study", "demo", "--results", "s3://bucket/r?secret_key=pw"], "holds secret_key in its query"),
 ])
 def test_bad_study_input_is_one_line_exit_2(args, message):
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", *args], capture_output=True, text=True, timeout=120)

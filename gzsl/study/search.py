@@ -125,15 +125,35 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+STORAGE_ENV = "GZSL_OPTUNA_STORAGE"  # the storage URL, instead of --optuna-storage (keeps it out of `ps`)
+_url: list[str] = []  # the storage URL this driver was given: restored storages reconnect to it
+
+
+class Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage without its URL in its pickle. Tune pickles the searcher, and the
+    storage in it, under the results folder (possibly S3): RDBStorage's pickle holds the URL,
+    database password included. This one drops it, and a restored copy (--resume) reconnects to
+    the URL the resuming driver was given."""
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "url": None}
+
+    def __setstate__(self, state: dict) -> None:
+        if not _url:
+            raise ConfigError("a saved Optuna searcher was restored before its storage URL was given: "
+                              f"pass --optuna-storage (or {STORAGE_ENV}) as the run was started")
+        super().__setstate__({**state, "url": _url[-1]})
+
+
 def optuna_storage(url: str):
     """The Optuna RDB storage; a URL whose database driver is missing (psycopg or psycopg2 for
     postgresql://, which the `cluster` extra installs), malformed or unreachable is a ConfigError,
-    not a traceback; its password is never shown."""
+    not a traceback; its password is never shown, nor pickled (Storage)."""
     import sqlalchemy.exc
 
+    _url.append(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}
-                                          if url.startswith("sqlite") else {})
+        return Storage(url, engine_kwargs={"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {})
     except ImportError as exc:
         scheme = url.split(":", 1)[0]
         missing = exc.__cause__ or exc
