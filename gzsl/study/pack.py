@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import ray
 import torch
@@ -57,11 +58,13 @@ def trial_resources(spec: StudySpec) -> dict:
 
 
 def executor_names(experiment: str, n: int) -> list[str]:
-    """The names of a study's executors: all it can use (its concurrency, or its budget, in packs)."""
+    """The names of a study's executors (all it can use: its concurrency, or its budget, in packs),
+    as the dashboard's Actors page shows them: the study, a tag of its results folder, the worker."""
     import hashlib
 
     tag = hashlib.sha1(experiment.encode()).hexdigest()[:8]
-    return [f"gzsl-pack-{tag}-{i}" for i in range(n)]
+    study = Path(experiment).name
+    return [f"gzsl-{study}-{tag}-pack-{i}" for i in range(n)]
 
 
 def workers_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0, at_least: int = 1) -> int:
@@ -317,7 +320,11 @@ class PackExecutor(Executor):
     def __init__(self, spec: StudySpec, data, name: str):
         torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
         gpu_ids = ray.get_gpu_ids()
+        self.name = name
         super().__init__(spec, data, trial_device(gpu_ids), {**placement(gpu_ids), "pack_id": name})
+
+    def __repr__(self) -> str:  # the dashboard's "repr" column
+        return f"PackExecutor({self.name}: up to {self.spec.pack} members of study {self.spec.name})"
 
     def out_of_rotation(self) -> None:
         with self.cv:  # a trial leaves once it has its error (bounded: a trial's process may be gone)
