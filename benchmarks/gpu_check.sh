@@ -41,7 +41,7 @@ if [ "${GPU_CHECK_SOLO:-1}" = 1 ]; then
 echo "## 1. one synth-cub trial alone on the GPU (10 epochs, then one evaluation with each classifier)"
 $PY - <<'PY' 2>&1 | tee "$OUT/solo.txt"
 import json, time, torch
-from gzsl.data import load
+from gzsl.datasets import load
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
 from gzsl.training import TrainConfig, build_model, default_hidden, make_optimizer, vae_epochs
 d = load("synth-cub", "test").to("cuda")

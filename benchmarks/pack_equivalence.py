@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gzsl.data import load  # noqa: E402
+from gzsl.datasets import load  # noqa: E402
 from gzsl.pack_training import train_pack  # noqa: E402
 from gzsl.training import TrainConfig, default_hidden, train  # noqa: E402
 

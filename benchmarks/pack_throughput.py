@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gzsl.data import load  # noqa: E402
+from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402
 from gzsl.pack_training import PackTrainer, pack_shape  # noqa: E402
 from gzsl.training import (TrainConfig, build_model, default_hidden, make_optimizer, train_step,  # noqa: E402

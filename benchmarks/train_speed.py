@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gzsl.data import load  # noqa: E402
+from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator, fit_classifier  # noqa: E402
 from gzsl.training import (  # noqa: E402
     TrainConfig, build_model, classifier_config, default_hidden, make_optimizer, vae_epochs)

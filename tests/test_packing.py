@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gzsl import evaluation
-from gzsl.data import load
+from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, fit_classifiers
 from gzsl.pack_training import PackTrainer, pack_shape, train_pack
 from gzsl.training import TrainConfig, build_model, make_optimizer, train, vae_epochs

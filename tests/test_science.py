@@ -16,7 +16,7 @@ COLLAPSED_BELOW_H = 42.0  # the KL-weight-1 variant stays under it (H 34.7)
 def final_scores(overrides: dict):
     import torch
 
-    from gzsl.data import load
+    from gzsl.datasets import load
     from gzsl.training import TrainConfig, default_hidden, train
 
     torch.set_num_threads(1)
