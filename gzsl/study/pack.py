@@ -1,7 +1,7 @@
 """Packed trials inside Ray Tune ([resources] pack = K > 1).
 
 An executor actor per worker (a GPU, or a CPU worker: the study's [resources]) owns the data on
-its device and trains whatever members are joined as one pack (gzsl.pack_training). Each Tune
+its device and trains whatever members are joined as one pack (gzsl.training.Pack). Each Tune
 trial stays one configuration: a thin function that joins an executor, reports the epochs the
 executor hands it, and leaves when it ends or ASHA stops it (the driver's callback tells the
 executor, so a stopped member never lingers). OptunaSearch, ASHA, the Parquet callback, resume
@@ -17,10 +17,9 @@ import ray
 import torch
 from ray import tune
 
-from gzsl.pack_training import PackTrainer, pack_shape
 from gzsl.studies import StudySpec
 from gzsl.study.trial import epoch_metrics, placement, train_config, trial_device
-from gzsl.training import TrainConfig
+from gzsl.training import Pack, TrainConfig
 
 LEFT = "left"  # next_result's answer to a member that is no longer in the pack
 STUB_CPU = 0.01  # what one worker's trial functions hold together; its executor holds the rest
@@ -72,7 +71,7 @@ class PackExecutor:
         self.spec, self.device = spec, trial_device(gpu_ids)
         self.where = {**placement(gpu_ids), "pack_id": name}
         first = train_config(spec, {}, seed=spec.seed, device=self.device)
-        self.pack = PackTrainer(data, pack_shape(data, first, max_latent(spec)), self.device)
+        self.pack = Pack(data, first, max_latent(spec))
         self.cv = threading.Condition()
         self.joining: dict[str, TrainConfig] = {}
         self.leaving: set[str] = set()
