@@ -59,7 +59,7 @@ def run_job(job: dict) -> dict:
     recipe, fit on the same latents."""
     import torch
 
-    from gzsl.data import load
+    from gzsl.datasets import load
     from gzsl.evaluation import FAST_CLASSIFIER
     from gzsl.training import MAIN, TrainConfig, default_hidden, train
 

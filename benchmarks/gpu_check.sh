@@ -41,18 +41,21 @@ if [ "${GPU_CHECK_SOLO:-1}" = 1 ]; then
 echo "## 1. one synth-cub trial alone on the GPU (10 epochs, then one evaluation with each classifier)"
 $PY - <<'PY' 2>&1 | tee "$OUT/solo.txt"
 import json, time, torch
-from gzsl.data import load
+from gzsl.datasets import load
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
-from gzsl.training import TrainConfig, build_model, default_hidden, make_optimizer, vae_epochs
+from gzsl.training import Pack, TrainConfig, default_hidden
 d = load("synth-cub", "test").to("cuda")
 cfg = TrainConfig(device="cuda", epochs=10, hidden=default_hidden("synth-cub"))
-model = build_model(d, cfg).to("cuda")
+pack = Pack(d, cfg)
+pack.join("run", cfg)  # train()'s own trainer, a pack of one
 torch.cuda.synchronize(); t = time.perf_counter()
-for e, l in enumerate(vae_epochs(model, make_optimizer(model, cfg), d, cfg), 1):
+for e in range(1, 11):
+    pack.train_epoch()
     if e == 2:  # the first two epochs warm up the allocator and kernels
         torch.cuda.synchronize(); t2 = time.perf_counter()
 torch.cuda.synchronize(); per_epoch = (time.perf_counter() - t2) / 8
 res = {"seconds_per_epoch": round(per_epoch, 3), "steps_per_second": round(len(d.train.y) / cfg.batch_size / per_epoch)}
+model = pack.member("run")
 for name, c in (("fast", FAST_CLASSIFIER), ("cada", CADA_RECIPE)):
     t = time.perf_counter(); s = Evaluator(d, c)(model); torch.cuda.synchronize()
     res[f"{name}_eval_seconds"], res[f"{name}_H_after_10_epochs"] = round(time.perf_counter() - t, 2), round(s.H, 1)

@@ -1,15 +1,20 @@
 """Packed trials: configuration-epochs per second of a pack of K members against K separate solo
-trainers on the same device and threads, and the operators dispatched per configuration-step.
+trainers (packs of one) on the same device and threads, and the operators dispatched per
+configuration-step.
 
     python benchmarks/pack_throughput.py                                  # CPU, synth-cub shapes, K = 1..8
     python benchmarks/pack_throughput.py --ks 1 2 4 8 16 32 --latents 16 32 64 128
     python benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64
+    python benchmarks/pack_throughput.py --ks 2 4 8 --baseline ../other-checkout   # beside another tree's pack
 
 Members differ as a study's trials do (learning rate, alpha, gamma, lam, latent size, sampling);
 a pack pads every latent to its widest. Times are of whole training steps (forward, four losses,
 backward, Adam) after warm-up steps, each K measured packed and solo side by side in one run.
 Operators are the aten operators the torch profiler records for one step, over K: what a GPU
 pays for in launches, and what a CPU run can count.
+
+With --baseline PATH, each K's packed rate is also measured by PATH's own copy of this script
+(another checkout: its gzsl, its pack) in a subprocess right after, and printed beside.
 
 With --fractional N, also N solo trainers in N processes side by side on the device, as N
 trials of `gpu = 1/N` run today: their summed configuration-epochs per second.
@@ -23,7 +28,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
+import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,11 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gzsl.data import load  # noqa: E402
+from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402
-from gzsl.pack_training import PackTrainer, pack_shape  # noqa: E402
-from gzsl.training import (TrainConfig, build_model, default_hidden, make_optimizer, train_step,  # noqa: E402
-                           training_tensors, weights)
+from gzsl.training import Pack, TrainConfig, default_hidden, training_tensors  # noqa: E402
 
 
 def members(k: int, latents: list[int], hidden, device: str) -> list[TrainConfig]:
@@ -73,12 +80,23 @@ def count_ops(fn) -> tuple[int, int]:
     return len(names), sum(1 for n in names if n not in SCALAR_READS)
 
 
-def measure_packed(data, configs, steps: int, warmup: int, device: str):
-    pack = PackTrainer(data, pack_shape(data, configs[0], max(c.latent_size for c in configs)), device)
+def packed_step(data, configs, device: str):
+    """A pack of `configs` and a function that runs one training step of all its members, on
+    endless minibatches and an epoch's noise drawn once (the members' warm-ups at epoch 0)."""
+    pack = Pack(data, configs[0], max(c.latent_size for c in configs))
     for i, c in enumerate(configs):
         pack.join(str(i), c)
-    m, lr, feed = pack.member_tensors(), pack.learning_rates(), batches(pack.data, configs[0].batch_size, device)
-    step = lambda: pack.step(*next(feed), m, lr)  # noqa: E731
+    w, feed = pack.loss_weights(), batches(pack.data, configs[0].batch_size, device)
+    steps = len(pack.y) // configs[0].batch_size
+    eps, count = pack.epoch_noise(steps), itertools.count()
+
+    def step():
+        return pack.step(*next(feed), eps[:, next(count) % steps], w)
+    return pack, step
+
+
+def measure_packed(data, configs, steps: int, warmup: int, device: str):
+    _, step = packed_step(data, configs, device)
     for _ in range(warmup):
         step()
     ops = count_ops(step)
@@ -96,17 +114,14 @@ def measure_packed(data, configs, steps: int, warmup: int, device: str):
 
 def profile_step(data, configs, device: str, steps: int = 5, top: int = 12) -> None:
     """Where the device time of a pack's step goes: its kernels, largest total first."""
-    pack = PackTrainer(data, pack_shape(data, configs[0], max(c.latent_size for c in configs)), device)
-    for i, c in enumerate(configs):
-        pack.join(str(i), c)
-    m, lr, feed = pack.member_tensors(), pack.learning_rates(), batches(pack.data, configs[0].batch_size, device)
+    _, step = packed_step(data, configs, device)
     for _ in range(3):
-        pack.step(*next(feed), m, lr)
+        step()
     sync(device)
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device != "cpu" else [])
     with torch.profiler.profile(activities=acts) as prof:
         for _ in range(steps):
-            pack.step(*next(feed), m, lr)
+            step()
         sync(device)
     key = "self_device_time_total" if device != "cpu" else "self_cpu_time_total"
     print(f"\nK = {len(configs)}: {steps} steps, top kernels by device time")
@@ -114,23 +129,15 @@ def profile_step(data, configs, device: str, steps: int = 5, top: int = 12) -> N
 
 
 def measure_solo(data, configs, steps: int, warmup: int, device: str):
-    """K separate trainers, one step each per round, on the same device and threads."""
-    trainers = []
-    for c in configs:
-        torch.manual_seed(c.seed)
-        model = build_model(data, c).to(device)
-        trainers.append((model, make_optimizer(model, c), weights(c, 30)))
-    feed = batches(data, configs[0].batch_size, device)
+    """K separate trainers (packs of one), one step each per round, on the same device and threads."""
+    trainers = [packed_step(data, [c], device)[1] for c in configs]
 
     def round_():
-        x, c, y = next(feed)
-        for model, opt, w in trainers:
-            train_step(model, opt, x, c, y, w)
+        for step in trainers:
+            step()
     for _ in range(warmup):
         round_()
-    model, opt, w = trainers[0]
-    x, c, y = next(feed)
-    ops = count_ops(lambda: train_step(model, opt, x, c, y, w))  # one solo step
+    ops = count_ops(trainers[0])  # one solo step
     sync(device)
     t = time.perf_counter()
     for _ in range(steps):
@@ -142,11 +149,9 @@ def measure_solo(data, configs, steps: int, warmup: int, device: str):
 def measure_classifier(data, configs, epochs: int, device: str) -> tuple[float, float]:
     """Seconds per member to score K members with the recipe (fit for `epochs` epochs): all
     K classifiers fit at once, and one member after another."""
-    pack = PackTrainer(data, pack_shape(data, configs[0], max(c.latent_size for c in configs)), device)
-    for i, c in enumerate(configs):
-        pack.join(str(i), c)
+    pack, _ = packed_step(data, configs, device)
     recipe = {"cada": dataclasses.replace(CADA_RECIPE, epochs=epochs)}
-    requests = [(mb.evaluator, pack.model(mb.key), recipe) for mb in pack.members]
+    requests = [(mb.evaluator, pack.member(mb.key), recipe) for mb in pack.members]
     compare_many(requests[:1])  # warm-up: the first fit pays for allocations and kernel choice
     times = []
     for run in (lambda: compare_many(requests), lambda: [compare_many([r]) for r in requests]):
@@ -164,16 +169,14 @@ def _solo_process(args) -> float:
     torch.set_num_threads(1)
     data = load(dataset, "val").to(device)
     config = TrainConfig(hidden=default_hidden(dataset), device=device, seed=seed)
-    torch.manual_seed(seed)
-    model = build_model(data, config).to(device)
-    opt, w, feed = make_optimizer(model, config), weights(config, 30), batches(data, config.batch_size, device)
+    _, step = packed_step(data, [config], device)
     for _ in range(20):
-        train_step(model, opt, *next(feed), w)
+        step()
     sync(device)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         for _ in range(20):
-            train_step(model, opt, *next(feed), w)
+            step()
         steps += 20
     sync(device)
     return steps / (time.perf_counter() - start) / math.ceil(len(data.train.y) / config.batch_size)
@@ -185,6 +188,21 @@ def measure_fractional(dataset: str, device: str, n: int, seconds: float) -> lis
 
     with mp.get_context("spawn").Pool(n) as pool:
         return pool.map(_solo_process, [(dataset, device, seed, seconds) for seed in range(n)])
+
+
+def baseline_rate(tree: str, k: int, args) -> float:
+    """Packed cfg-epochs/s of K members as another checkout's own copy of this script measures its
+    own pack (in a subprocess that imports that tree's gzsl)."""
+    script = Path(tree).resolve() / "benchmarks" / "pack_throughput.py"
+    cmd = [sys.executable, str(script), "--dataset", args.dataset, "--device", args.device, "--ks", str(k),
+           "--latents", *map(str, args.latents), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--no-solo", "--classifier-ks", *(["--threads", str(args.threads)] if args.threads else [])]
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=script.parents[1])
+    row = re.search(rf"^\s*{k}\s+([\d.]+)", out.stdout, re.M)
+    if out.returncode or row is None:
+        raise SystemExit(f"--baseline {tree}: {script} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return float(row.group(1))
 
 
 def main() -> None:
@@ -206,6 +224,8 @@ def main() -> None:
     p.add_argument("--tf32", action="store_true", help="let CUDA matrix products use TF32 (torch's default: full fp32)")
     p.add_argument("--profile-k", type=int, default=0, metavar="K",
                    help="also print where a step of a K-member pack spends its device time (top kernels)")
+    p.add_argument("--baseline", metavar="PATH",
+                   help="another checkout: its pack's rate for each K, measured right after this tree's")
     args = p.parse_args()
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -218,7 +238,8 @@ def main() -> None:
           f"{args.device}, {torch.get_num_threads()} thread(s), latents {args.latents}, torch {torch.__version__}")
     print(f"{'K':>3} {'packed cfg-ep/s':>15} {'solo cfg-ep/s':>13} {'packed/solo':>11} "
           f"{'ops/cfg-step packed':>19} {'solo':>5} {'ratio':>6} {'ratio w/o scalar reads':>22}"
-          + ("  GPU MB/member" if args.device != "cpu" else ""))
+          + ("  GPU MB/member" if args.device != "cpu" else "")
+          + (f"  {'baseline packed':>15} {'packed/baseline':>15}" if args.baseline else ""))
     base = None
     for k in args.ks:
         configs = members(k, args.latents, hidden, args.device)
@@ -230,10 +251,14 @@ def main() -> None:
             t_solo, ops_solo = measure_solo(data, configs, args.steps, args.warmup, args.device)
             solo_rate = k / (t_solo * steps_per_epoch)
         base = base or (ops_solo if ops_solo else ops_pack)
+        before = baseline_rate(args.baseline, k, args) if args.baseline else None
         print(f"{k:3d} {pack_rate:15.3f} {solo_rate:13.3f} {pack_rate / solo_rate:11.2f} {ops_pack[0] / k:19.1f} "
               f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f}"
-              + (f"  {mem / k:14.0f}" if mem else ""), flush=True)
+              + (f"  {mem / k:14.0f}" if mem else "")
+              + (f"  {before:15.3f} {pack_rate / before:15.2f}" if before else ""), flush=True)
     print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo)")
+    if args.baseline:
+        print(f"baseline: {Path(args.baseline).resolve()}'s pack, measured by its own benchmarks/pack_throughput.py")
     if args.profile_k:
         profile_step(data, members(args.profile_k, args.latents, hidden, args.device), args.device)
     if args.fractional:

@@ -2,20 +2,28 @@
 
     python benchmarks/train_speed.py                    # synth-cub, CPU, about 4 minutes on 2 cores
     python benchmarks/train_speed.py --device cuda
+    python benchmarks/train_speed.py --threads 2 --baseline ../other-checkout   # this tree vs another's
 
 Prints, all measured side by side in this run:
   1. epoch time at batch 50 vs the same GEMMs alone (ratio; targets 1.5x, stretch 1.3x),
      and the split of a step: matmuls, optimizer, the rest;
   2. one validation-H evaluation (classifier fit + scoring) as a share of an epoch (target <= 15%),
      and its H vs CADA-VAE's classifier recipe on the same latents (target: within 1 point).
+
+With --baseline PATH (another checkout, e.g. the commit before a change), instead: seconds per
+training epoch of one configuration (K = 1) on the test split, this tree's and PATH's, each run
+through its own `gzsl.training.train` in a subprocess that imports that tree's gzsl, the two
+alternating round after round (the machine's speed drifts).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,10 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gzsl.data import load  # noqa: E402
+from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator, fit_classifier  # noqa: E402
-from gzsl.training import (  # noqa: E402
-    TrainConfig, build_model, classifier_config, default_hidden, make_optimizer, vae_epochs)
+from gzsl.training import Pack, TrainConfig, classifier_config, default_hidden  # noqa: E402
+
+RUN = "run"
 
 
 def sync(device):
@@ -76,18 +85,77 @@ def timed(fn, *args) -> float:
 
 def optimizer_epoch(data, cfg: TrainConfig, steps: int, device) -> float:
     """Seconds for `steps` optimizer updates of the real model's parameters."""
-    model = build_model(data, cfg).to(device)
-    opt = make_optimizer(model, cfg)
-    for p in model.parameters():
+    pack = one_member(data, cfg)
+    for p in pack.model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
     for _ in range(5):
-        opt.step()
+        pack.optimizer.step()
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        opt.step()
+        pack.optimizer.step()
     sync(device)
     return time.perf_counter() - start
+
+
+def one_member(data, cfg: TrainConfig) -> Pack:
+    """The trainer of one configuration, as gzsl.training.train runs it."""
+    pack = Pack(data, cfg)
+    pack.join(RUN, cfg)
+    return pack
+
+
+# Run in a subprocess by --baseline, with argv: tree, dataset, device, threads, epochs. Only the
+# public API that both trees share: train() yields each epoch's EpochResult with its seconds.
+EPOCH_SECONDS = """
+import json, sys
+tree, dataset, device, threads, epochs = sys.argv[1:]
+sys.path.insert(0, tree)
+import torch
+torch.set_num_threads(int(threads))
+import gzsl
+try:
+    from gzsl.datasets import load
+except ImportError:  # before gzsl.datasets
+    from gzsl.data import load
+from gzsl.training import TrainConfig, default_hidden, train
+config = TrainConfig(epochs=int(epochs) + 2, eval_every=0, classifier="fast", hidden=default_hidden(dataset),
+                     device=device)
+seconds = [r.seconds for r in train(load(dataset, "test"), config)]
+print(json.dumps({"gzsl": gzsl.__file__, "seconds": seconds[1:-1]}))
+"""
+
+
+def tree_epoch_seconds(tree: Path, args, threads: int) -> tuple[str, list[float]]:
+    """Seconds per epoch of `tree`'s trainer (its first epoch and its last, scored, left out)."""
+    argv = [str(tree), args.dataset, args.device, str(threads), str(args.epochs)]
+    p = subprocess.run([sys.executable, "-c", EPOCH_SECONDS, *argv], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
+    if p.returncode:
+        raise SystemExit(f"{tree}: training failed:\n{p.stderr[-3000:]}")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    if Path(out["gzsl"]).resolve().parents[1] != tree:
+        raise SystemExit(f"{tree}: the subprocess imported {out['gzsl']} instead")
+    return out["gzsl"], out["seconds"]
+
+
+def compare_with(baseline: str, args) -> None:
+    """This tree's and another's K = 1 seconds per epoch, alternating, round after round."""
+    trees = {"this tree": Path(__file__).resolve().parents[1], "baseline": Path(baseline).resolve()}
+    threads = args.threads or torch.get_num_threads()
+    seconds = {name: [] for name in trees}
+    for r in range(args.rounds):
+        for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+            _, s = tree_epoch_seconds(trees[name], args, threads)
+            seconds[name] += s
+            print(f"round {r + 1}: {name:9s} {', '.join(f'{x:.2f}' for x in s)} s", flush=True)
+    print(f"\n## K = 1, {args.dataset} test split, device {args.device}, {threads} thread(s): seconds per epoch")
+    print(f"{'tree':9s} {'best':>6} {'median':>7}  path")
+    for name, tree in trees.items():
+        print(f"{name:9s} {min(seconds[name]):6.2f} {statistics.median(seconds[name]):7.2f}  {tree}")
+    ratio = statistics.median(seconds["this tree"]) / statistics.median(seconds["baseline"])
+    best = min(seconds["this tree"]) / min(seconds["baseline"])
+    print(f"this tree / baseline: {ratio:.3f} (medians), {best:.3f} (best epochs)")
 
 
 def main() -> None:
@@ -98,9 +166,13 @@ def main() -> None:
     p.add_argument("--quality-epochs", type=int, default=25,
                    help="epochs trained before comparing classifier recipes")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--baseline", metavar="PATH", help="another checkout: time its K = 1 epochs beside this tree's")
+    p.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds of --epochs epochs per tree")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.baseline:
+        return compare_with(args.baseline, args)
     device = torch.device(args.device)
     cfg = TrainConfig(device=args.device, hidden=default_hidden(args.dataset))
     print(f"# {args.dataset}, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -112,14 +184,12 @@ def main() -> None:
     shapes = gemm_shapes(cfg, data.feature_dim, data.semantic_dim, len(data.seen_classes), cfg.batch_size)
     # The machine's speed drifts: alternate the bare GEMMs and real epochs, keep the best of each.
     bare = bare_matmuls(shapes, device)
-    torch.manual_seed(0)
-    model = build_model(data, cfg).to(device)
-    epochs = vae_epochs(model, make_optimizer(model, cfg), data.to(device), cfg)  # train()'s own loop
-    next(epochs)  # the first epoch pays one-time allocations
+    pack = one_member(data, cfg)  # train()'s own trainer
+    pack.train_epoch()  # the first epoch pays one-time allocations
     t_mm, t_epoch = math.inf, math.inf
     for _ in range(args.epochs):
         t_mm = min(t_mm, timed(bare, steps))
-        t_epoch = min(t_epoch, timed(next, epochs))
+        t_epoch = min(t_epoch, timed(lambda: (pack.train_epoch(), sync(device))))
     t_opt = optimizer_epoch(data, cfg, steps, device)
     rest = t_epoch - t_mm - t_opt
     print(f"\n## epoch, {n} images, batch {cfg.batch_size}, {steps} steps")
@@ -134,24 +204,16 @@ def main() -> None:
     val = load(args.dataset, "val")
     # The first epochs of a standard 100-epoch run (warm-ups at their usual pace): a model that
     # classifies, not a finished one, is what the study's per-epoch evaluations see.
-    torch.manual_seed(0)
-    model = build_model(val, cfg).to(device)
-    evaluator = Evaluator(val.to(device), classifier_config(cfg, val.name), seed=0)
+    pack = one_member(val, cfg)
+    evaluator = Evaluator(pack.data, classifier_config(cfg, val.name), seed=0)
     # The machine's speed drifts: time one evaluation right after each of the last epochs and
     # compare it with that epoch (the evaluation runs on its own random stream: training is unchanged).
     val_epochs, times = [], []
-    start = time.perf_counter()
-    epochs = vae_epochs(model, make_optimizer(model, cfg), val.to(device), cfg)  # train()'s own loop
-    for i, _ in enumerate(itertools.islice(epochs, args.quality_epochs)):
-        sync(device)
-        t_epoch = time.perf_counter() - start
+    for i in range(args.quality_epochs):
+        t_epoch = timed(lambda: (pack.train_epoch(), sync(device)))
         if i >= args.quality_epochs - 5:
-            start = time.perf_counter()
-            evaluator(model)
-            sync(device)
             val_epochs.append(t_epoch)
-            times.append(time.perf_counter() - start)
-        start = time.perf_counter()
+            times.append(timed(lambda: (evaluator(pack.member(RUN)), sync(device))))
     t_val_epoch, t_eval = statistics.median(val_epochs), statistics.median(times)
     share = statistics.median(e / ep for e, ep in zip(times, val_epochs))
     print(f"\n## validation H, val split: {len(val.train)} training images, "
@@ -160,7 +222,7 @@ def main() -> None:
     print(f"one evaluation           {t_eval:6.2f} s = {share:.0%} of an epoch (median over the last 5 epochs, "
           f"each timed with the evaluation after it; target <= 15%)")
 
-    model.eval()
+    model = pack.member(RUN).eval()
     z, y = evaluator.latent_training_set(model)
     k = len(evaluator.classes)
     h = {}
@@ -175,7 +237,7 @@ def main() -> None:
         h[name] = statistics.mean(runs)
         print(f"classifier {name:9s} {recipe.epochs:2d} epochs, batch {recipe.batch_size:3d}, lr {recipe.lr:g}: "
               f"H {h[name]:5.2f} (seeds {', '.join(f'{r:.1f}' for r in runs)}), fit {statistics.median(t):.2f} s")
-    print(f"H difference ours - CADA-VAE recipe: {h['ours'] - h['CADA-VAE']:+.2f} points "
+    print(f"H difference fast - CADA-VAE recipe: {h['fast'] - h['CADA-VAE']:+.2f} points "
           f"(model after {args.quality_epochs} of 100 epochs; target within 1 point)")
 
 

@@ -1,10 +1,12 @@
-"""Datasets for GZSL: the xlsa17 benchmark files and the synthetic presets.
+"""The xlsa17 benchmark files and the split protocols of method.md.
 
-Everything a run needs is loaded into one `GZSLData`: the training images, the
+Everything a run needs is built into one `GZSLData`: the training images, the
 two evaluation sets (seen and unseen images of the chosen split), and the
 semantic vector of every class. `split="val"` is the tuning protocol of
 method.md and never reads a test image; `split="test"` trains on all of
-trainval and scores on test_seen / test_unseen.
+trainval and scores on test_seen / test_unseen. A benchmark reaches `build` as a
+`RawBenchmark`, read from files here or generated (gzsl.synthetic); gzsl.datasets.load picks
+one by name. This module imports neither.
 """
 
 from __future__ import annotations
@@ -251,21 +253,3 @@ def _read_features(path: Path, cache_dir: str | os.PathLike | None):
     except OSError:
         pass  # a read-only cache only costs speed
     return features, labels
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def load(name: str, split: str = "val", data_root: str | os.PathLike | None = None, seed: int = 0) -> GZSLData:
-    """Load a dataset by name: an xlsa17 benchmark (needs data_root) or a synthetic preset."""
-    from gzsl import synthetic
-
-    if name in synthetic.PRESETS:
-        return build(synthetic.generate(name), split, seed)
-    if name.upper() in XLSA17_DATASETS:
-        if data_root is None:
-            raise DataError(f"dataset {name} needs --data-root pointing at the xlsa17 folder "
-                            f"(containing {name.upper()}/res101.mat)")
-        return build(read_xlsa17(data_root, name.upper()), split, seed)
-    known = ", ".join([*synthetic.PRESETS, *XLSA17_DATASETS])
-    raise DataError(f"unknown dataset {name!r}; choose one of {known}")

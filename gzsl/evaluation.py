@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gzsl.data import GZSLData
-from gzsl.model import reparameterize
+from gzsl.model import sample
 
 
 @dataclass(frozen=True)
@@ -88,21 +88,20 @@ class Evaluator:
 
     @torch.no_grad()
     def latent_training_set(self, model) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled z^t and local labels for the final classifier."""
+        """Sampled z^t and local labels for the final classifier of a one-member model."""
         c, data = self.config, self.data
-        enc_v, enc_s = model.encoder_v, model.encoder_s
-        # Encode each training image once; repetition only redraws the noise.
-        mu, logvar = _encode_t(enc_v, data.train.x, c.encode_batch)
         sampling = model.config.sampling
-        parts = [(reparameterize(mu[self.visual_idx], logvar[self.visual_idx], sampling), self.visual_y)]
+        # Encode each training image once; repetition only redraws the noise.
+        mu, logvar = _encode_t(model.encoder_v, data.train.x, c.encode_batch)
+        parts = [(sample(mu[self.visual_idx], logvar[self.visual_idx], sampling), self.visual_y)]
         n_seen = len(data.seen_classes)
         for classes, n, offset in ((data.seen_classes, c.seen_semantic_samples, 0),
                                    (data.unseen_classes, c.unseen_semantic_samples, n_seen)):
             if n == 0:
                 continue
-            mu_s, logvar_s = enc_s.encode_t(data.semantics[classes])
+            mu_s, logvar_s = _encode_t(model.encoder_s, data.semantics[classes], c.encode_batch)
             local = torch.arange(len(classes), device=mu_s.device) + offset
-            parts.append((reparameterize(mu_s.repeat_interleave(n, 0), logvar_s.repeat_interleave(n, 0), sampling),
+            parts.append((sample(mu_s.repeat_interleave(n, 0), logvar_s.repeat_interleave(n, 0), sampling),
                           local.repeat_interleave(n)))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -221,8 +220,11 @@ def _linear(w: torch.Tensor, b: torch.Tensor):
 
 
 def _encode_t(encoder, x: torch.Tensor, batch: int):
-    outs = [encoder.encode_t(x[i:i + batch]) for i in range(0, len(x), batch)]
-    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+    """(mu^t, logvar^t), (N, L) each, of a one-member model's encoder, `batch` rows at a time."""
+    if len(encoder.hidden.weight) != 1:
+        raise ValueError(f"evaluation scores one member, got {len(encoder.hidden.weight)}: use model.member(i)")
+    outs = [encoder.encode_t(x[None, i:i + batch]) for i in range(0, len(x), batch)]
+    return torch.cat([o[0][0] for o in outs]), torch.cat([o[1][0] for o in outs])
 
 
 def _cycle_per_class(labels: np.ndarray, to_local: np.ndarray, per_class: int, rng: np.random.Generator):

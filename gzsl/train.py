@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from gzsl.data import load
+        from gzsl.datasets import load
         from gzsl.training import train
 
         if args.threads:

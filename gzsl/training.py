@@ -1,24 +1,34 @@
-"""Train one Disentangled-VAE and score it: the trial of a study, usable without Ray.
+"""Train Disentangled-VAEs and score them: the trial of a study, usable without Ray.
 
-`train(data, config)` is a generator: it yields one `EpochResult` per epoch, so a
-caller (the CLI, a Ray Tune trainable) reports each epoch as it comes and may
-stop early. The last result has status "completed" or "diverged".
+One trainer for K >= 1 configurations: a `Pack` trains its members, which join and leave
+between epochs, as one model with a member axis (gzsl.model) and one optimizer with a
+learning rate per member (gzsl.optim). `train(data, config)` is a pack of one, a generator
+that yields one `EpochResult` per epoch, so a caller (the CLI, a Ray Tune trainable) reports
+each epoch as it comes and may stop early. The last result has status "completed" or
+"diverged".
+
+Randomness: a member's initial weights and its sampling noise come from streams of its own
+seed, the minibatch order (shared by the members) from the pack's. Training never draws from
+torch's global stream, so evaluating (which does, forked) never changes the training, and a
+member that joins or leaves never changes the others' draws.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from gzsl import losses, synthetic
 from gzsl.data import GZSLData
 from gzsl.errors import GzslError
-from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, Scores, cada_recipe
-from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig
+from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, Scores, cada_recipe, compare_many
+from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig, noise
+from gzsl.optim import MemberAdam
 
 
 @dataclass(frozen=True)
@@ -117,21 +127,28 @@ def weights(config: TrainConfig, epoch: int) -> losses.Weights:
     )
 
 
-def build_model(data: GZSLData, config: TrainConfig) -> DisentangledVAE:
-    return DisentangledVAE(ModelConfig(
+def model_config(data: GZSLData, config: TrainConfig) -> ModelConfig:
+    return ModelConfig(
         feature_dim=data.feature_dim, semantic_dim=data.semantic_dim,
         num_train_classes=len(data.seen_classes), latent_size=config.latent_size,
         visual_encoder_hidden=config.hidden[0], visual_decoder_hidden=config.hidden[1],
         semantic_encoder_hidden=config.hidden[2], semantic_decoder_hidden=config.hidden[3],
         disentangle=config.disentangle, sampling=config.sampling,
-    ))
+    )
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # fused: one kernel over all parameters instead of a chain of per-tensor ops;
-    # in a plain implementation Adam's update was 41% of a step.
-    fused = torch.device(config.device).type in ("cpu", "cuda")
-    return torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=True, fused=fused)
+INIT, ORDER, NOISE = 0, 1, 2  # a run's random streams: initial weights, minibatch order, sampling noise
+
+
+def stream(seed: int, which: int, device: str = "cpu") -> torch.Generator:
+    """One of a seed's independent random streams (numpy's SeedSequence derives them)."""
+    state = np.random.SeedSequence([which, seed & (2**64 - 1)]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device).manual_seed(int(state))
+
+
+def build_model(data: GZSLData, config: TrainConfig) -> DisentangledVAE:
+    """A configuration's model (one member, on the CPU) with its seed's initial weights."""
+    return DisentangledVAE(model_config(data, config), generator=stream(config.seed, INIT))
 
 
 def training_tensors(data: GZSLData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,55 +190,173 @@ def epoch_result(config: TrainConfig, epoch: int, epoch_losses: dict[str, float]
                        scores if last and recipes else None)
 
 
-def vae_epochs(model: DisentangledVAE, optimizer: torch.optim.Optimizer, data: GZSLData,
-               config: TrainConfig) -> Iterator[dict[str, float]]:
-    """The VAE phase: one pass over the training images per epoch, yielding the epoch's
-    per-image mean losses. Batches are slices of tensors already on the device."""
-    device = data.train.x.device
-    x_all, c_all, y_all = training_tensors(data)
-    n, bs = len(y_all), config.batch_size
-    model.train()
-    for epoch in range(config.epochs):
-        w = weights(config, epoch)
+@dataclass
+class Member:
+    key: str
+    config: TrainConfig
+    evaluator: Evaluator = field(repr=False)
+    noise: torch.Generator = field(repr=False)  # its sampling noise (stream NOISE of its seed)
+    epoch: int = 0  # epochs trained
+
+
+class Pack:
+    """Members trained together, one step per minibatch for all: join() and leave() between epochs.
+
+    All members see the same minibatches in the same order; each has its own weights, Adam state
+    and step count, learning rate, warm-ups (from its own epoch 0, whenever it joined), noise and
+    evaluation. Nothing of one member reaches another: a member whose loss turns non-finite
+    diverges alone."""
+
+    def __init__(self, data: GZSLData, config: TrainConfig, width: int | None = None):
+        """A pack for members shaped like `config` (the data, hidden widths, ablation, batch size
+        and device) whose latent sizes are at most `width` (default: config's); its minibatch
+        order follows config.seed."""
+        self.config, self.device = config, config.device
+        self.width = width or config.latent_size
+        self.data = data.to(self.device)
+        self.x, self.c, self.y = training_tensors(self.data)
+        self.members: list[Member] = []
+        with torch.device("meta"):  # the pack's widths and no member: nothing to initialise
+            empty = DisentangledVAE(model_config(self.data, replace(config, latent_size=self.width))).select([])
+        self.model = empty.to_empty(device=self.device)
+        self.optimizer = MemberAdam(self.model.parameters(), lr=[])
+        self.order = stream(config.seed, ORDER, self.device)
+
+    # ---------------------------------------------------------------- joining and leaving
+
+    def join(self, key: str, config: TrainConfig) -> None:
+        """A new member with its seed's initial weights, padded to the pack's latent width."""
+        if any(m.key == key for m in self.members):
+            raise ValueError(f"member {key} already in the pack")
+        self._check_fits(key, config)
+        self.model.extend(build_model(self.data, config).widen(self.width).to(self.device))
+        self.optimizer.add_members([config.lr])
+        evaluator = Evaluator(self.data, classifier_config(config, self.data.name), seed=config.seed)
+        self.members.append(Member(key, config, evaluator, stream(config.seed, NOISE, self.device)))
+
+    def _check_fits(self, key: str, config: TrainConfig) -> None:
+        shape = lambda c: (model_config(self.data, replace(c, latent_size=0, sampling="")),  # noqa: E731
+                           c.batch_size, torch.device(c.device))
+        if shape(config) != shape(self.config) or config.latent_size > self.width:
+            raise ValueError(f"member {key} does not fit this pack: {shape(config)} with latent size "
+                             f"{config.latent_size}, the pack {shape(self.config)} up to {self.width}")
+
+    def leave(self, key: str) -> None:
+        i = self._index(key)
+        keep = [j for j in range(len(self.members)) if j != i]
+        self.model.select(keep)
+        self.optimizer.select(keep)
+        del self.members[i]
+
+    def _index(self, key: str) -> int:
+        for i, m in enumerate(self.members):
+            if m.key == key:
+                return i
+        raise KeyError(key)
+
+    def member(self, key: str) -> DisentangledVAE:
+        """A copy of a member as a model of its own (K = 1, its own latent size)."""
+        return self.model.member(self._index(key))
+
+    # ---------------------------------------------------------------- training
+
+    def loss_weights(self) -> losses.Weights:
+        """This epoch's loss weights, (K,) each: every member's at its own epoch."""
+        ws = [weights(m.config, m.epoch) for m in self.members]
+        return losses.Weights(*(torch.tensor(col, device=self.device) for col in zip(*ws)))
+
+    def epoch_noise(self, steps: int) -> torch.Tensor:
+        """(K, steps, noise_sites, batch, 1 or width): an epoch of each member's noise, drawn from
+        its own stream at its own latent size, as its own model would draw it (zero beyond)."""
+        rows = (steps, self.model.noise_sites, self.config.batch_size)
+        draws = [noise(m.config.sampling, rows, m.config.latent_size, m.noise, self.device) for m in self.members]
+        width = 1 if all(d.shape[-1] == 1 for d in draws) else self.width
+        eps = torch.zeros(len(draws), *rows, width, device=self.device)
+        for k, (d, m) in enumerate(zip(draws, self.members)):
+            eps[k, ..., :min(width, m.config.latent_size)] = d
+        return eps
+
+    def train_epoch(self) -> dict[str, dict[str, float]]:
+        """One pass over the training images for every member; returns each member's per-image
+        mean losses (total, vae, sc, cr, dd)."""
+        if not self.members:
+            return {}
+        w, n, bs = self.loss_weights(), len(self.y), self.config.batch_size
+        eps = self.epoch_noise(-(-n // bs))
+        order = torch.randperm(n, generator=self.order, device=self.device)
         sums: dict[str, torch.Tensor] = {}
-        order = torch.randperm(n, device=device)
-        for i in range(0, n, bs):
+        for step, i in enumerate(range(0, n, bs)):
             idx = order[i:i + bs]
-            terms = train_step(model, optimizer, x_all[idx], c_all[idx], y_all[idx], w)
+            terms = self.step(self.x[idx], self.c[idx], self.y[idx], eps[:, step, :, :len(idx)], w)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
-        yield {k: v.item() / n for k, v in sums.items()}  # one device sync per epoch
+        per_member = {k: (v / n).tolist() for k, v in sums.items()}  # one device sync per epoch
+        for m in self.members:
+            m.epoch += 1
+        return {m.key: {k: v[i] for k, v in per_member.items()} for i, m in enumerate(self.members)}
 
+    def step(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
+             w: losses.Weights) -> dict[str, torch.Tensor]:
+        """One minibatch for every member: forward, the four losses, backward, Adam. Returns the
+        loss terms, (K,) batch sums. The permutation that shuffles z^p is the members' alike."""
+        perm = torch.randperm(len(y), generator=self.order, device=self.device)
+        terms = losses.total(self.model, self.model(x, c, eps), x, c, y, perm, w)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].sum().backward()  # no weight is shared: each member gets its own loss's gradient
+        self.optimizer.step()
+        return terms
 
-def train_step(model: DisentangledVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
-               y: torch.Tensor, w: losses.Weights) -> dict[str, torch.Tensor]:
-    """One minibatch: forward, the four losses, backward, Adam. Returns the loss terms (batch sums)."""
-    terms = losses.total(model, model(x, c), x, c, y, torch.randperm(len(y), device=y.device), w)
-    optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    optimizer.step()
-    return terms
+    def run_epoch(self, recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, EpochResult]:
+        """One epoch of every member, then each member's EpochResult: H every eval_every epochs of
+        its own and after its last, the classifiers of all the members due fit at once; a member
+        that completed or diverged leaves the pack. `recipes`: more classifiers scored after a
+        member's last epoch."""
+        start = time.perf_counter()
+        epoch_losses = self.train_epoch()
+        due = {m.key: classifiers_due(m.config, m.epoch, epoch_losses[m.key], m.evaluator.config, recipes)
+               for m in self.members}
+        scores = self.evaluate({key: classifiers for key, classifiers in due.items() if classifiers})
+        seconds = time.perf_counter() - start
+        results = {}
+        for m in list(self.members):
+            results[m.key] = r = epoch_result(m.config, m.epoch, epoch_losses[m.key], seconds,
+                                              scores.get(m.key, {}), recipes)
+            if r.status != "running":
+                self.leave(m.key)
+        return results
+
+    def evaluate(self, due: dict[str, dict[str, ClassifierConfig]]) -> dict[str, dict[str, Scores]]:
+        """Each member's scores (key -> {name: recipe} -> {name: Scores}), each member's classifiers
+        fit on its own latents, each classifier fit for all the members that need it at once
+        (gzsl.evaluation.compare_many)."""
+        if not due:
+            return {}
+        evaluators = {m.key: m.evaluator for m in self.members}
+        return dict(zip(due, compare_many([(evaluators[k], self.member(k), recipes) for k, recipes in due.items()])))
 
 
 def train(data: GZSLData, config: TrainConfig,
           recipes: dict[str, ClassifierConfig] | None = None) -> Iterator[EpochResult]:
-    """Train on data.train, yielding one EpochResult per epoch; H is scored on the split's
-    eval sets every `eval_every` epochs and after the last. Stops at the first non-finite loss.
-    `recipes` (name -> classifier recipe, e.g. {"fast": FAST_CLASSIFIER}): the last result also
-    carries `recipe_scores`, these recipes and MAIN fit on the same latents of the final model."""
+    """Train one configuration on data.train (a pack of one), yielding one EpochResult per epoch;
+    H is scored on the split's eval sets every `eval_every` epochs and after the last. Stops at
+    the first non-finite loss. `recipes` (name -> classifier recipe, e.g. {"fast":
+    FAST_CLASSIFIER}): the last result also carries `recipe_scores`, these recipes and MAIN fit
+    on the same latents of the final model."""
     if recipes and MAIN in recipes:
         raise ValueError(f"recipe name {MAIN!r} is taken by config.classifier")
-    classifier = classifier_config(config, data.name)
-    torch.manual_seed(config.seed)
-    data = data.to(config.device)
-    model = build_model(data, config).to(config.device)
-    evaluator = Evaluator(data, classifier, seed=config.seed)
-    start = time.perf_counter()
-    for epoch, epoch_losses in enumerate(vae_epochs(model, make_optimizer(model, config), data, config), 1):
-        due = classifiers_due(config, epoch, epoch_losses, classifier, recipes)
-        scores = evaluator.compare(model, due) if due else {}
-        result = epoch_result(config, epoch, epoch_losses, time.perf_counter() - start, scores, recipes)
-        yield result
-        if result.status != "running":  # diverged, or the epoch to score reached
-            return
-        start = time.perf_counter()  # the caller's time between epochs is not ours
+    pack = Pack(data, config)
+    pack.join("run", config)
+    while pack.members:
+        yield pack.run_epoch(recipes)["run"]
+
+
+def train_pack(data: GZSLData, configs: dict[str, TrainConfig], width: int | None = None,
+               recipes: dict[str, ClassifierConfig] | None = None) -> Iterator[dict[str, EpochResult]]:
+    """Train `configs` (key -> TrainConfig) as one pack from epoch 0 (its order, device and widths
+    the first configuration's), yielding per epoch each active member's EpochResult."""
+    first = next(iter(configs.values()))
+    pack = Pack(data, first, width or max(c.latent_size for c in configs.values()))
+    for key, config in configs.items():
+        pack.join(key, config)
+    while pack.members:
+        yield pack.run_epoch(recipes)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, start: float) -> int:
     from dataclasses import replace
 
-    from gzsl.data import load
+    from gzsl.datasets import load
     from gzsl.errors import ConfigError
     from gzsl.studies import load_study
 

@@ -7,6 +7,7 @@ import torch
 
 from gzsl import data as gdata
 from gzsl import synthetic
+from gzsl.datasets import load
 from gzsl.errors import DataError
 from tests.conftest import real_att_splits, write_matching_res101
 
@@ -18,7 +19,7 @@ def test_val_split_never_holds_a_test_image_on_the_real_split_files(tmp_path, na
     att = scipy.io.loadmat(str(att_path))
     test_images = np.union1d(att["test_seen_loc"].ravel(), att["test_unseen_loc"].ravel()) - 1
 
-    d = gdata.load(name, "val", root, seed=3)
+    d = load(name, "val", root, seed=3)
     for part in (d.train, d.eval_seen, d.eval_unseen):
         assert len(part) > 0
         assert np.intersect1d(part.index, test_images).size == 0
@@ -40,7 +41,7 @@ def test_test_split_follows_the_proposed_split_and_scales_on_trainval(tmp_path):
     att_path = real_att_splits("AWA1")
     root = write_matching_res101(att_path, tmp_path, "AWA1")
     att = scipy.io.loadmat(str(att_path))
-    d = gdata.load("AWA1", "test", root)
+    d = load("AWA1", "test", root)
     np.testing.assert_array_equal(d.train.index, np.sort(att["trainval_loc"].ravel() - 1))
     np.testing.assert_array_equal(d.eval_unseen.index, np.sort(att["test_unseen_loc"].ravel() - 1))
     assert d.train.x.min().item() == 0.0 and d.train.x.max().item() == pytest.approx(1.0)
@@ -50,8 +51,8 @@ def test_test_split_follows_the_proposed_split_and_scales_on_trainval(tmp_path):
 
 def test_derived_validation_classes_are_seeded(tmp_path):
     root = write_matching_res101(real_att_splits("CUB"), tmp_path, "CUB")
-    a, b = gdata.load("CUB", "val", root, seed=1), gdata.load("CUB", "val", root, seed=1)
-    c = gdata.load("CUB", "val", root, seed=2)
+    a, b = load("CUB", "val", root, seed=1), load("CUB", "val", root, seed=1)
+    c = load("CUB", "val", root, seed=2)
     assert a.unseen_classes.tolist() == b.unseen_classes.tolist()
     assert a.unseen_classes.tolist() != c.unseen_classes.tolist()
     assert a.provenance["val_classes"] == sorted(a.unseen_classes.tolist())
@@ -93,28 +94,28 @@ def test_non_finite_features_are_an_error_only_where_the_run_reads_them(tmp_path
     feats[0, 1] = np.inf  # image 2: trainval
     root = _tiny_benchmark(tmp_path, feats)
     with pytest.raises(DataError, match=r"1 images of the val split have non-finite"):
-        gdata.load("AWA1", "val", root)
+        load("AWA1", "val", root)
     with pytest.raises(DataError, match=r"2 images of the test split have non-finite"):
-        gdata.load("AWA1", "test", root)
+        load("AWA1", "test", root)
 
 
 def test_missing_and_malformed_files_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"AWA1/res101.mat: file not found"):
-        gdata.load("AWA1", "val", tmp_path)
+        load("AWA1", "val", tmp_path)
     root = _tiny_benchmark(tmp_path)
     (root / "AWA1" / "att_splits.mat").write_bytes(b"not a mat file")
     with pytest.raises(DataError, match=r"att_splits.mat: not a readable MATLAB"):
-        gdata.load("AWA1", "val", root)
+        load("AWA1", "val", root)
     scipy.io.savemat(str(root / "AWA1" / "att_splits.mat"), {"att": np.ones((5, 4))})
     with pytest.raises(DataError, match=r"att_splits.mat: missing variable 'trainval_loc'"):
-        gdata.load("AWA1", "val", root)
+        load("AWA1", "val", root)
 
 
 def test_unknown_dataset_and_missing_root_are_clear():
     with pytest.raises(DataError, match="unknown dataset 'cub2'"):
-        gdata.load("cub2")
+        load("cub2")
     with pytest.raises(DataError, match="needs --data-root"):
-        gdata.load("CUB")
+        load("CUB")
 
 
 def test_synthetic_presets_are_seeded_and_shaped_like_their_benchmark():
@@ -126,7 +127,7 @@ def test_synthetic_presets_are_seeded_and_shaped_like_their_benchmark():
     assert abs(len(cub.trainval) - 7057) < 50 and abs(len(cub.test_unseen) - 2967) < 50
     assert (cub.features >= 0).all()
     np.testing.assert_allclose(np.linalg.norm(cub.semantics, axis=1), 1.0, rtol=1e-5)
-    d = gdata.load("synth-cub", "val")
+    d = load("synth-cub", "val")
     assert len(d.seen_classes) == 100 and len(d.unseen_classes) == 50
 
 
@@ -136,4 +137,18 @@ def test_classes_both_seen_and_unseen_are_an_error(tmp_path):
     att["test_unseen_loc"] = np.vstack([att["test_unseen_loc"], [[1]]]).astype(np.uint16)  # image 1 is class 1
     scipy.io.savemat(str(root / "AWA1" / "att_splits.mat"), {k: v for k, v in att.items() if not k.startswith("__")})
     with pytest.raises(DataError, match=r"AWA1: 1 classes \(e.g. class 1\) have images both in training"):
-        gdata.load("AWA1", "test", root)
+        load("AWA1", "test", root)
+
+
+def test_the_data_layer_imports_no_generator_and_no_model():
+    """One import direction: gzsl.synthetic makes RawBenchmarks for gzsl.data, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    import gzsl.data
+
+    tree = ast.parse(Path(gzsl.data.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "gzsl.errors" in imported  # the walk sees gzsl's imports
+    assert not imported & {"gzsl", "gzsl.synthetic", "gzsl.model", "gzsl.training", "gzsl.datasets"}

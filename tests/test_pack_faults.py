@@ -1,7 +1,7 @@
 """Faults a pack of trials must survive (gzsl.study.pack): a member's error fails its trial only,
 an executor that cannot go on is taken out of rotation and replaced, a dead executor is skipped,
 a retried trial starts clean. Faults are injected in Ray's worker processes by
-tests/inject/sitecustomize.py (PackTrainer.run_epoch raises a CUDA out-of-memory for the members
+tests/inject/sitecustomize.py (Pack.run_epoch raises a CUDA out-of-memory for the members
 GZSL_INJECT_FAULT names); every wait is bounded and no assertion depends on which member ends first."""
 
 import os
@@ -71,7 +71,7 @@ def test_a_member_that_fails_in_its_epoch_fails_its_trial_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def data():
-    from gzsl.data import load
+    from gzsl.datasets import load
 
     return load("synth-small", "val", seed=0)
 
@@ -79,17 +79,17 @@ def data():
 def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
     """An Executor driven by step() in this process; an epoch raises a CUDA out-of-memory whenever
     fails(keys of the members in it)."""
-    from gzsl.pack_training import PackTrainer
+    from gzsl.training import Pack
     from gzsl.study.pack import Executor
 
-    run_epoch = PackTrainer.run_epoch
+    run_epoch = Pack.run_epoch
 
     def run_epoch_with_fault(self, *args, **kwargs):
         if fails([m.key for m in self.members]):
             raise RuntimeError("CUDA out of memory (injected)")
         return run_epoch(self, *args, **kwargs)
 
-    monkeypatch.setattr(PackTrainer, "run_epoch", run_epoch_with_fault)
+    monkeypatch.setattr(Pack, "run_epoch", run_epoch_with_fault)
     return Executor(packed_spec(tmp_path, pack=pack, epochs=epochs), data, "cpu", {"pack_id": "p0"}, run=False)
 
 

@@ -1,6 +1,7 @@
-"""Packed members (gzsl.packing, gzsl.pack_training): K configurations trained as one fused
-model must each train as their solo model would."""
+"""Packs (gzsl.training.Pack): K configurations trained as one model. A member must train as its
+own run would, whatever the others do; `train` is the pack of one."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -8,10 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from gzsl import evaluation
-from gzsl.data import load
+from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, fit_classifiers
-from gzsl.pack_training import PackTrainer, pack_shape, train_pack
-from gzsl.training import TrainConfig, build_model, make_optimizer, train, vae_epochs
+from gzsl.training import Pack, TrainConfig, build_model, train, train_pack
 
 TINY = (64, 64, 32, 32)
 
@@ -21,12 +21,14 @@ def data():
     return load("synth-small", "val")
 
 
-def solo(data, cfg, epochs):
-    torch.manual_seed(cfg.seed)
-    model = build_model(data, cfg)
-    epoch_losses = list(vae_epochs(model, make_optimizer(model, replace(cfg, epochs=epochs)), data,
-                                   replace(cfg, epochs=epochs)))
-    return model, epoch_losses
+def trained(data, configs: dict[str, TrainConfig], epochs: int, width: int | None = None):
+    """A pack of `configs` after `epochs` epochs, and each member's losses per epoch."""
+    first = next(iter(configs.values()))
+    pack = Pack(data, first, width or max(c.latent_size for c in configs.values()))
+    for key, config in configs.items():
+        pack.join(key, config)
+    history = [pack.train_epoch() for _ in range(epochs)]
+    return pack, {key: [h[key] for h in history] for key in configs}
 
 
 def assert_same_weights(a, b, atol=0.0):
@@ -37,67 +39,70 @@ def assert_same_weights(a, b, atol=0.0):
             torch.testing.assert_close(p, q, atol=atol, rtol=0, msg=name)
 
 
-@pytest.mark.parametrize("sampling,disentangle", [("textbook", True), ("cada", True), ("textbook", False)])
-def test_a_one_member_pack_is_the_solo_trainer_bit_for_bit(data, sampling, disentangle):
-    cfg = TrainConfig(epochs=3, hidden=TINY, latent_size=16, sampling=sampling, disentangle=disentangle, lr=1e-3)
-    model, solo_losses = solo(data, cfg, 3)
-    pack = PackTrainer(data, pack_shape(data, cfg, 16))
-    pack.join("a", cfg)
-    packed_losses = [pack.train_epoch()["a"] for _ in range(3)]
-    assert_same_weights(model, pack.model("a"))
-    for s, p in zip(solo_losses, packed_losses):
-        assert p == pytest.approx(s, rel=1e-5)
+def test_a_run_repeats_bit_for_bit_and_another_seed_differs(data):
+    cfg = TrainConfig(epochs=3, hidden=TINY, latent_size=16, lr=1e-3, seed=4)
+    (a, la), (b, lb), (c, lc) = (trained(data, {"m": s}, 2) for s in (cfg, cfg, replace(cfg, seed=5)))
+    assert la == lb and la["m"][1]["total"] != lc["m"][1]["total"]
+    assert_same_weights(a.member("m"), b.member("m"))
 
 
-def test_a_padded_latent_is_exactly_the_narrower_model(data, monkeypatch):
-    """A latent-16 member of a max-latent-64 pack: with the sampling noise switched off (the one
-    thing the padding changes is how many noise values are drawn), it follows its solo model."""
-    monkeypatch.setattr(torch, "randn_like", lambda t: torch.zeros_like(t))
-    cfg = TrainConfig(epochs=2, hidden=TINY, latent_size=16, lr=1e-3)
-    model, losses = solo(data, cfg, 1)
-    pack = PackTrainer(data, pack_shape(data, cfg, 64))
-    pack.join("a", cfg)
-    assert pack.train_epoch()["a"] == pytest.approx(losses[0], rel=1e-6)
+@pytest.mark.parametrize("sampling", ["cada", "textbook"])
+def test_a_padded_latent_is_exactly_the_narrower_model(data, sampling):
+    """A latent-16 member of a pack of latent width 64 draws its own noise at its own size and
+    follows its own run (a pack of one at width 16); its extra dimensions stay exactly 0."""
+    cfg = TrainConfig(epochs=2, hidden=TINY, latent_size=16, lr=1e-3, sampling=sampling)
+    alone, alone_losses = trained(data, {"a": cfg}, 1)
+    padded, padded_losses = trained(data, {"a": cfg}, 1, width=64)
+    assert padded_losses["a"][0] == pytest.approx(alone_losses["a"][0], rel=1e-6)
     # Equal up to the order of float sums over 64 instead of 16 dimensions (Adam then amplifies it).
-    assert_same_weights(model, pack.model("a"), atol=1e-6)
+    assert_same_weights(alone.member("a"), padded.member("a"), atol=1e-6)
+    heads = padded.model.encoder_v.heads.weight[0].view(TINY[0], 4, 64)  # mu_t, logvar_t, mu_p, logvar_p
+    assert heads[..., :16].abs().max() > 0 and torch.equal(heads[..., 16:], torch.zeros(TINY[0], 4, 48))
+    assert torch.equal(padded.model.decoder_s.hidden.weight[0, 16:], torch.zeros(48, TINY[3]))
 
 
-def test_each_member_trains_with_its_own_settings(data, monkeypatch):
-    """Three members of one pack, each with its own learning rate, alpha, gamma, lam and KL weight:
-    with the sampling noise off, every member follows its own solo run."""
-    monkeypatch.setattr(torch, "randn_like", lambda t: torch.zeros_like(t))
+def test_each_member_trains_as_its_own_run(data):
+    """Three members with their own learning rate, alpha, gamma, lam, KL weight, sampling and
+    latent size: after an epoch together, each is where its own run is."""
     base = TrainConfig(epochs=2, hidden=TINY, latent_size=32)
-    cfgs = {"a": replace(base, lr=1e-3, alpha=0.5, gamma=2.0, lam=1.0),
-            "b": replace(base, lr=3e-4, alpha=4.0, gamma=0.3, lam=6.0, kl_weight=1.0),
-            "c": replace(base, lr=2e-3, alpha=1.0, gamma=1.0, lam=2.37, disentangle=True)}
-    pack = PackTrainer(data, pack_shape(data, base, 32))
-    for k, c in cfgs.items():
-        pack.join(k, c)
-    packed = pack.train_epoch()
-    for k, c in cfgs.items():
-        model, losses = solo(data, c, 1)
-        assert packed[k] == pytest.approx(losses[0], rel=1e-5), k
-        assert_same_weights(model, pack.model(k), atol=1e-6)
+    cfgs = {"a": replace(base, lr=1e-3, alpha=0.5, gamma=2.0, lam=1.0, latent_size=16),
+            "b": replace(base, lr=3e-4, alpha=4.0, gamma=0.3, lam=6.0, kl_weight=1.0, sampling="textbook"),
+            "c": replace(base, lr=2e-3, latent_size=24)}
+    pack, packed = trained(data, cfgs, 1)
+    for key, cfg in cfgs.items():
+        alone, losses = trained(data, {key: cfg}, 1)
+        assert packed[key][0] == pytest.approx(losses[key][0], rel=1e-5), key
+        assert_same_weights(alone.member(key), pack.member(key), atol=1e-6)
 
 
-def test_a_diverging_or_stopped_member_leaves_the_others_unchanged(data):
-    """Member b diverges (a huge learning rate) in one pack and is stopped at the same epoch in
-    another: member a ends bit-identical in both, and b's NaNs never reached a."""
-    a = TrainConfig(epochs=4, hidden=TINY, latent_size=16, lr=1e-3)
-    results = {}
-    for b_lr in (1e4, 2e-3):
-        pack = PackTrainer(data, pack_shape(data, a, 32))
+def test_a_stopped_finished_or_diverged_member_leaves_the_others_unchanged(data):
+    """Member b is stopped after epoch 1, or finishes then, or diverges in it (NaN weights): member
+    a's losses and weights are bit-identical in all three packs, and b's NaNs never reached a.
+    Beside b training on, or with no b at all, a differs at most by the order of float sums."""
+    a = TrainConfig(epochs=5, hidden=TINY, latent_size=16, lr=1e-3, eval_every=0, classifier="fast")
+    fates = {"stopped": replace(a, latent_size=32, lr=2e-3), "finished": replace(a, latent_size=32, epochs=1),
+             "diverged": replace(a, latent_size=32, lr=1e4), "trains on": replace(a, latent_size=32, lr=2e-3)}
+    runs = {}
+    for fate, b in [*fates.items(), ("no b", None)]:
+        pack = Pack(data, a, width=32)
         pack.join("a", a)
-        pack.join("b", replace(a, lr=b_lr, latent_size=32))
-        first = pack.train_epoch()
-        results[b_lr] = first["b"]["total"]
-        pack.leave("b")  # diverged (train_pack removes it so) or stopped by ASHA
-        for _ in range(3):
-            pack.train_epoch()
-        results[b_lr, "a"] = pack.model("a")
-    assert not torch.isfinite(torch.tensor(results[1e4])) and torch.isfinite(torch.tensor(results[2e-3]))
-    assert_same_weights(results[1e4, "a"], results[2e-3, "a"])
-    assert all(torch.isfinite(p).all() for p in results[1e4, "a"].parameters())
+        if b is not None:
+            pack.join("b", b)
+        epochs = [pack.run_epoch()]
+        if fate == "stopped":
+            pack.leave("b")
+        epochs += [pack.run_epoch() for _ in range(2)]
+        runs[fate] = ([e["a"].losses for e in epochs], pack.member("a"), epochs[0].get("b"))
+    assert runs["stopped"][2].status == "running" and runs["finished"][2].status == "completed"
+    assert runs["diverged"][2].status == "diverged" and not math.isfinite(runs["diverged"][2].losses["total"])
+    for fate in ("finished", "diverged"):
+        assert runs[fate][0] == runs["stopped"][0], fate
+        assert_same_weights(runs[fate][1], runs["stopped"][1])
+    for fate in ("trains on", "no b"):
+        for mine, theirs in zip(runs[fate][0], runs["stopped"][0]):
+            assert mine == pytest.approx(theirs, rel=1e-5), fate
+        assert_same_weights(runs[fate][1], runs["stopped"][1], atol=1e-5)
+    assert all(torch.isfinite(p).all() for p in runs["diverged"][1].parameters())
 
 
 def test_train_pack_ends_each_member_at_its_own_epochs_and_reports_a_diverged_one(data):
@@ -113,35 +118,43 @@ def test_train_pack_ends_each_member_at_its_own_epochs_and_reports_a_diverged_on
     assert seen["bad"] == [(1, "diverged", True)]
 
 
-def test_a_late_member_starts_its_warmups_at_its_own_epoch_0(data):
+def test_a_late_member_starts_its_warmups_and_weights_at_its_own_epoch_0(data):
     early = TrainConfig(epochs=4, hidden=TINY, latent_size=16)
-    pack = PackTrainer(data, pack_shape(data, early, 16))
-    pack.join("early", early)
-    pack.train_epoch()
-    pack.train_epoch()
-    pack.join("late", early)
-    m = pack.member_tensors()
-    assert m.kl.view(-1).tolist() == pytest.approx([0.25 * (2 / 4) / 0.93, 0.0])
-    # The late member's fresh weights are its solo model's initialisation for its seed.
-    torch.manual_seed(early.seed)
-    assert_same_weights(build_model(data, early), pack.model("late"))
+    pack, _ = trained(data, {"early": early}, 2)
+    pack.join("late", replace(early, seed=7))
+    assert pack.loss_weights().kl.tolist() == pytest.approx([0.25 * (2 / 4) / 0.93, 0.0])
+    # The late member's fresh weights are its own run's initial weights for its seed.
+    assert_same_weights(build_model(data, replace(early, seed=7)), pack.member("late"))
+
+
+def test_a_member_that_does_not_fit_is_refused(data):
+    cfg = TrainConfig(hidden=TINY, latent_size=16)
+    pack = Pack(data, cfg, width=32)
+    pack.join("a", cfg)
+    with pytest.raises(ValueError, match="already in the pack"):
+        pack.join("a", cfg)
+    for other in (replace(cfg, latent_size=64), replace(cfg, hidden=(64, 64, 32, 16)),
+                  replace(cfg, disentangle=False), replace(cfg, batch_size=64)):
+        with pytest.raises(ValueError, match="does not fit this pack"):
+            pack.join("b", other)
+    assert [m.key for m in pack.members] == ["a"] and len(pack.model.encoder_v.hidden.weight) == 1
 
 
 def test_evaluating_a_member_never_changes_the_packs_training(data):
-    """As in the solo trainer: scoring a member (its solo copy is built on a forked random stream)
-    leaves the noise the pack draws next, and so every member's weights, as they were."""
+    """Scoring a member (a copy of it, its classifier fit on torch's forked global stream) leaves
+    every member's training as it was."""
     cfgs = {"a": TrainConfig(epochs=3, hidden=TINY, latent_size=16, classifier="fast"),
             "b": TrainConfig(epochs=3, hidden=TINY, latent_size=32, classifier="fast", lr=1e-3)}
     packs = []
     for every in (0, 1):
-        pack = PackTrainer(data, pack_shape(data, cfgs["a"], 32))
+        pack = Pack(data, cfgs["a"], 32)
         for k, c in cfgs.items():
             pack.join(k, replace(c, eval_every=every))
         for _ in range(2):
             pack.run_epoch()
         packs.append(pack)
     for k in cfgs:
-        assert_same_weights(packs[0].model(k), packs[1].model(k))
+        assert_same_weights(packs[0].member(k), packs[1].member(k))
 
 
 def test_classifiers_fit_at_once_are_each_models_own_fit():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gzsl import data as gdata
+from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, _cycle_per_class, fit_classifier, harmonic_mean, per_class_accuracy
 from gzsl.training import TrainConfig, default_hidden, ramp, train, weights
 
@@ -16,7 +16,7 @@ SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, classifier="f
 
 @pytest.fixture(scope="module")
 def small_val():
-    return gdata.load("synth-small", "val")
+    return load("synth-small", "val")
 
 
 def run(data, **overrides):

@@ -1,7 +1,7 @@
 """Packed trials inside Ray Tune ([resources] pack = K > 1).
 
 An executor actor per worker (a GPU, or a CPU worker: the study's [resources]) owns the data on
-its device and trains whatever members are joined as one pack (gzsl.pack_training). Each Tune
+its device and trains whatever members are joined as one pack (gzsl.training.Pack). Each Tune
 trial stays one configuration: a thin function that joins an executor, reports the epochs the
 executor hands it, and leaves when it ends or ASHA stops it (the driver's callback tells the
 executor, so a stopped member never lingers). OptunaSearch, ASHA, the Parquet callback, resume
@@ -25,10 +25,9 @@ import torch
 from ray import tune
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from gzsl.pack_training import PackTrainer, pack_shape
 from gzsl.studies import StudySpec
 from gzsl.study.trial import epoch_metrics, placement, train_config, trial_device
-from gzsl.training import TrainConfig
+from gzsl.training import Pack, TrainConfig
 
 LEFT = "left"  # next_result's answer to a member that is no longer in the pack
 STUB_CPU = 0.01  # what one worker's trial functions hold together; its executor holds the rest
@@ -114,9 +113,8 @@ class Executor:
 
     def __init__(self, spec: StudySpec, data, device: str, where: dict, run: bool = True):
         self.spec, self.device, self.where = spec, device, where
-        first = train_config(spec, {}, seed=spec.seed, device=device)
-        self.shape = pack_shape(data, first, max_latent(spec))
-        self.pack = PackTrainer(data, self.shape, device)
+        self.first = train_config(spec, {}, seed=spec.seed, device=device)
+        self.pack = Pack(data, self.first, max_latent(spec))
         self.data = self.pack.data  # on the device: a pack started again reuses it
         self.cv = threading.Condition()
         self.joining: dict[str, TrainConfig] = {}
@@ -291,7 +289,7 @@ class Executor:
         self.configs.clear()
         self.new.clear()
         self.leaving.clear()
-        self.pack = PackTrainer(self.data, self.shape, self.device)
+        self.pack = Pack(self.data, self.first, max_latent(self.spec))
 
     def _break(self, why: str) -> None:
         self.broken = f"pack executor {self.where['pack_id']} is out of rotation: {why}"

@@ -1,6 +1,6 @@
 """Test-only fault injection, loaded by every Python process started with this folder on PYTHONPATH
-(the study's driver, and Ray's workers, which inherit its environment). Once gzsl.pack_training is
-imported, PackTrainer.run_epoch raises the way a CUDA out-of-memory would for the members
+(the study's driver, and Ray's workers, which inherit its environment). Once gzsl.training is
+imported, Pack.run_epoch raises the way a CUDA out-of-memory would for the members
 GZSL_INJECT_FAULT names:
     first   the first member this process trains, in every epoch it is in the pack
     marked  every member whose key contains "bad"
@@ -24,19 +24,19 @@ def _faulty(keys: list[str], seen: list[str]) -> bool:
 
 
 def _patch(module) -> None:
-    run_epoch, seen = module.PackTrainer.run_epoch, []
+    run_epoch, seen = module.Pack.run_epoch, []
 
     def run_epoch_with_fault(self, *args, **kwargs):
         if _faulty([m.key for m in self.members], seen):
             raise RuntimeError(MESSAGE)
         return run_epoch(self, *args, **kwargs)
 
-    module.PackTrainer.run_epoch = run_epoch_with_fault
+    module.Pack.run_epoch = run_epoch_with_fault
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "gzsl.pack_training":
+        if name != "gzsl.training":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

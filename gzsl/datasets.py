@@ -1,0 +1,23 @@
+"""Datasets by name: an xlsa17 benchmark read from files (gzsl.data) or a synthetic preset
+(gzsl.synthetic), built into a `GZSLData` with a split protocol."""
+
+from __future__ import annotations
+
+import os
+
+from gzsl import synthetic
+from gzsl.data import XLSA17_DATASETS, GZSLData, build, read_xlsa17
+from gzsl.errors import DataError
+
+
+def load(name: str, split: str = "val", data_root: str | os.PathLike | None = None, seed: int = 0) -> GZSLData:
+    """Load a dataset by name: an xlsa17 benchmark (needs data_root) or a synthetic preset."""
+    if name in synthetic.PRESETS:
+        return build(synthetic.generate(name), split, seed)
+    if name.upper() in XLSA17_DATASETS:
+        if data_root is None:
+            raise DataError(f"dataset {name} needs --data-root pointing at the xlsa17 folder "
+                            f"(containing {name.upper()}/res101.mat)")
+        return build(read_xlsa17(data_root, name.upper()), split, seed)
+    known = ", ".join([*synthetic.PRESETS, *XLSA17_DATASETS])
+    raise DataError(f"unknown dataset {name!r}; choose one of {known}")

@@ -1,0 +1,65 @@
+"""A Linear layer with a member axis: K independent copies applied in one call.
+
+HFTA's idea (Wang et al., "Horizontally Fused Training Array", MLSys 2021): K models of the
+same architecture become one model whose weights carry a leading member axis, so one
+`baddbmm` serves every member and a plain model is the case K = 1.
+
+A layer that touches the latent space says which side is latent (`latent_in`, or the
+`latent_blocks` latent-wide blocks of its output). Members narrower than the model's latent
+width are zero there: `resized` cuts or pads those dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MemberLinear(nn.Module):
+    """K Linear(in, out) layers: weight (K, in, out), bias (K, 1, out); x (K, B, in) -> (K, B, out)."""
+
+    def __init__(self, in_features: int, out_features: int, latent_in: bool = False, latent_blocks: int = 0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(1, 1, out_features))
+        self.latent_in, self.latent_blocks = latent_in, latent_blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    @torch.no_grad()
+    def reset_parameters(self, gain: float, generator: torch.Generator | None = None) -> None:
+        """CADA-VAE's initialisation, each member alike: Xavier-uniform weights with `gain`, zero bias."""
+        _, n_in, n_out = self.weight.shape
+        bound = gain * math.sqrt(6.0 / (n_in + n_out))
+        self.weight.uniform_(-bound, bound, generator=generator)
+        self.bias.zero_()
+
+    def resized(self, width: int, members: list[int] | slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of `members`, their latent dimensions cut or zero-padded to `width`."""
+        w, b = self.weight.detach()[members], self.bias.detach()[members]
+        if self.latent_in:
+            w = _fit(w, dim=1, blocks=1, width=width)
+        if self.latent_blocks:
+            w = _fit(w, dim=2, blocks=self.latent_blocks, width=width)
+            b = _fit(b, dim=2, blocks=self.latent_blocks, width=width)
+        return w, b
+
+    def assign(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """New members' tensors in the same Parameters (an optimizer holding them keeps them)."""
+        self.weight.data, self.bias.data = weight.contiguous(), bias.contiguous()
+
+
+def _fit(t: torch.Tensor, dim: int, blocks: int, width: int) -> torch.Tensor:
+    """t with each of its `blocks` equal blocks along `dim` cut or zero-padded to `width`."""
+    parts = t.unflatten(dim, (blocks, -1))
+    have = parts.shape[dim + 1]
+    if width < have:
+        parts = parts.narrow(dim + 1, 0, width)
+    elif width > have:
+        shape = list(parts.shape)
+        shape[dim + 1] = width - have
+        parts = torch.cat([parts, parts.new_zeros(shape)], dim + 1)
+    return parts.flatten(dim, dim + 1)
