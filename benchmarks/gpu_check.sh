@@ -8,7 +8,7 @@
 #      operators and GPU memory per member; the final classifier of K members fit at once;
 #      four fractional trials side by side);
 #   4. the science benchmarks of synth-cub on the GPU (when GPU_CHECK_SCIENCE=1; measured once,
-#      see the README), in the background from before 2, one process per worker:
+#      see docs/benchmarks.md), in the background from before 2, one process per worker:
 #      preset_science.py (default and ablation x 3 seeds, KL 1, lam 0, CADA-VAE sampling; 100
 #      epochs, test split) and val_test_agreement.py (12 configurations of cub_full's space, 30
 #      epochs, val and test). Each run is appended to $OUT/*.jsonl as it ends, so a run cut

@@ -23,7 +23,7 @@ from gzsl.errors import GzslError
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gzsl.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--study", required=True, help="a shipped study (demo, synth_cub, cub_full, awa1_full, awa2_full, sun_full: gzsl/studies/) or a .toml path")
+    p.add_argument("--study", required=True, help="a shipped study (demo, synth_cub, cub_full, awa1_full, awa2_full, sun_full: studies/) or a .toml path")
     p.add_argument("--data-root", help="xlsa17 folder for real datasets (overrides the study's data_root)")
     p.add_argument("--results", help="results folder or pyarrow URI such as s3://bucket/results/NAME "
                                      "(default: results/<study>; in a `ray job submit` job, ~/gzsl-results/<study> "
@@ -73,7 +73,7 @@ def _run(args, start: float) -> int:
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
     if spec.grace_period < 0.2 * spec.epochs:
-        # Measured (README, "Early stopping"): before ~20% of the run the warm-ups have not acted and
+        # Measured (docs/benchmarks.md, "Early stopping"): before ~20% of the run the warm-ups have not acted and
         # H does not predict the final score, so a rung there prunes on noise.
         print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is before 20% of the "
               f"{spec.epochs} epochs; H there does not predict the final H (use >= {-(-spec.epochs // 4)})")

@@ -1,5 +1,5 @@
-"""Study files, validated on load: the shipped ones (`gzsl/studies/<name>.toml`, package data,
-so `--study cub_full` works from any install) or any `path.toml`.
+"""Study files, validated on load: the shipped ones (`studies/<name>.toml` beside the package,
+installed with it, so `--study cub_full` works from any install) or any `path.toml`.
 
 A study names a dataset and split protocol, the search space (the five
 hyperparameters, and optionally the reparameterization `sampling`), settings held
@@ -75,10 +75,20 @@ _SECTIONS = {
 }
 
 
+def shipped_folder():
+    """Where the shipped study files are: `studies/` beside `gzsl/` in a source tree (a checkout on
+    PYTHONPATH, an editable install), or `gzsl/studies/shipped/` in an installed wheel, which
+    carries that folder as package data (pyproject.toml's package-dir)."""
+    installed = resources.files(__name__) / "shipped"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "studies"
+
+
 def shipped_studies() -> dict[str, str]:
-    """Name -> TOML text of the studies shipped inside the package."""
-    return {f.name.removesuffix(".toml"): f.read_text() for f in resources.files(__name__).iterdir()
-            if f.name.endswith(".toml")}
+    """Name -> TOML text of the shipped studies."""
+    folder = shipped_folder()
+    if not folder.is_dir():
+        return {}
+    return {f.name.removesuffix(".toml"): f.read_text() for f in folder.iterdir() if f.name.endswith(".toml")}
 
 
 def load_study(name_or_path: str) -> StudySpec:
@@ -89,7 +99,7 @@ def load_study(name_or_path: str) -> StudySpec:
         if name_or_path not in shipped:
             raise ConfigError(f"{name_or_path}: no such study file or shipped study; shipped studies: "
                               f"{', '.join(sorted(shipped))}")
-        return _parse_text(shipped[name_or_path], Path("gzsl/studies") / f"{name_or_path}.toml")
+        return _parse_text(shipped[name_or_path], Path("studies") / f"{name_or_path}.toml")
     if not path.is_file():
         raise ConfigError(f"{path}: no such study file; shipped studies: {', '.join(sorted(shipped_studies()))}")
     return _parse_text(path.read_text(), path)
