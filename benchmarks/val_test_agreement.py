@@ -36,8 +36,8 @@ RECIPES = ["cada", "cada_redraw", "b256", "b1024"]
 
 def draw_configs(study: str, n: int, seed: int) -> list[dict]:
     """n configurations drawn uniformly (log-uniform where the study says log) from its space: the
-    five hyperparameters of the method; a searched `sampling` stays at its default (textbook), so
-    the configurations, and the runs kept in benchmarks/measured/, do not depend on it."""
+    five hyperparameters of the method; a searched `sampling` is left out (each job names the
+    sampling it trains with), so the draws do not depend on it."""
     rng = np.random.default_rng(seed)
     configs = []
     for _ in range(n):
@@ -71,14 +71,17 @@ def main() -> None:
     p.add_argument("--recipes", action="store_true",
                    help=f"also fit {', '.join(RECIPES[1:])} on the same latents (the noise floor of the ranking, "
                         "and classifiers between the fast one and the recipe)")
+    p.add_argument("--sampling", choices=("cada", "textbook"), help="default: the study's (CADA-VAE's)")
     p.add_argument("--out", type=Path, help="JSON-lines results (default: benchmarks/measured/agreement-<dataset>-<epochs>ep.jsonl)")
     args = p.parse_args()
     out = args.out or Path(__file__).parent / "measured" / f"agreement-{args.dataset}-{args.epochs}ep{suffix(args.device)}.jsonl"
     configs = draw_configs(args.study, args.configs, args.seed)
+    sampling = args.sampling or load_study(args.study).fixed.get("sampling", "cada")
     device = {} if args.device == "cpu" else {"device": args.device}
     jobs = [{"dataset": args.dataset, "split": split, **({"recipes": RECIPES} if args.recipes else {"recipe": True}),
              **({"curve": args.curve} if split == "val" else {}),
-             "config": {**c, "epochs": args.epochs, "eval_every": args.curve_every if split == "val" else 0, **device}}
+             "config": {**c, "sampling": sampling, "epochs": args.epochs,
+                        "eval_every": args.curve_every if split == "val" else 0, **device}}
             for c in configs for split in ("val", "test")]
     results = run_all(jobs, out, args.workers)
     pairs = [(c, v, t) for c, v, t in zip(configs, results[0::2], results[1::2]) if v and t]
