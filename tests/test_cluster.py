@@ -116,7 +116,10 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
         other_job.stdin.close()
         out = "".join(seen) + proc.communicate(timeout=900)[0]
         assert proc.returncode == 0, out
-        assert "packed trials: 1 worker(s) x 2 configurations" in out and "1 more asked of the cluster" in out
+        # The executor that fits starts at once, or, on a loaded machine, after the pool's first 60 s
+        # wait (its process still importing torch): then it is reported started with the other asked.
+        assert ("packed trials: 1 worker(s) x 2 configurations" in out and "1 more asked of the cluster" in out) or (
+            "packed trials: 0 worker(s) x 2 configurations" in out and "2 more asked of the cluster" in out), out
         assert "started (2 of 2 up)" in out
         trials = pd.read_parquet(results / "trials.parquet")
         assert len(trials) == 8 and (trials.status == "completed").all()
