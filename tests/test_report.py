@@ -132,7 +132,7 @@ def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
     for row in f.rows:
         assert f"{row.mean['H']:.1f} ± {row.std['H']:.1f}" in final
     refit = pd.read_parquet(study_results / "final.parquet")
-    assert f"(sampling {refit.sampling[0]}, kl_weight 0.5)" in final
+    assert f"(sampling {refit.sampling[0]}, kl_weight 0.5, scored at epoch {refit.scored_epoch[0]} of 16)" in final
 
 
 def test_comparison_puts_studies_side_by_side(study_results):

@@ -224,7 +224,7 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     states, _ = optuna_states(results, "crash")
     assert "RUNNING" not in states
     assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
-    assert trials.pack_id.str.startswith("gzsl-pack-").all() and trials.pack_id.nunique() == 1
+    assert trials.pack_id.str.fullmatch(r"gzsl-crash-[0-9a-f]{8}-pack-\d+").all() and trials.pack_id.nunique() == 1
     side_by_side = [(g.started_at.shift(-1) < g.ended_at).any() for _, g in trials.sort_values("started_at")
                     .groupby("pack_id")]
     assert any(side_by_side), trials[["pack_id", "started_at", "ended_at"]]  # members trained together

@@ -8,6 +8,7 @@ import re
 
 from html import escape
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -81,7 +82,7 @@ def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
             import numpy as np
             vals = np.log10(t[p].astype(float))
             dims.append(dict(label=f"log10 {escape(p)}", values=vals))
-        elif t[p].dtype == object:  # a categorical of strings (sampling): codes, labelled
+        elif not pd.api.types.is_numeric_dtype(t[p]):  # a categorical of strings (sampling): codes, labelled
             names = sorted(t[p].dropna().unique())
             dims.append(dict(label=escape(p), values=t[p].map({n: i for i, n in enumerate(names)}),
                              tickvals=list(range(len(names))), ticktext=[escape(n) for n in names]))

@@ -15,11 +15,17 @@ from gzsl.study.trial import METRIC, train_config, trial_status
 from gzsl.studies import SEARCHED, StudySpec
 
 
+def say(line: str) -> None:
+    """The study's progress lines. A module function, not the builtin print: Tune pickles the
+    callbacks that hold it, and Ray's tqdm support may have replaced builtins.print by then."""
+    print(line, flush=True)
+
+
 class ParquetCallback(tune.Callback):
     """Runs in the driver: collects each trial's per-epoch results and writes its rows
     when it ends (completed, pruned, diverged or errored). Prints a progress line."""
 
-    def __init__(self, store: ResultStore, spec: StudySpec, log=print):
+    def __init__(self, store: ResultStore, spec: StudySpec, log=say):
         self.store, self.spec, self.log = store, spec, log
         self.epochs: dict[str, dict[int, dict]] = {}
         self.started: dict[str, float] = {}

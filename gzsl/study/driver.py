@@ -17,7 +17,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.errors import ConfigError
 from gzsl.results import ResultStore
-from gzsl.study.callback import ParquetCallback, quiet_trial_failures
+from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
 from gzsl.study.scheduler import RungCheckedASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
@@ -29,7 +29,7 @@ from gzsl.training import TrainConfig
 
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
               max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
-              sampler: str = "tpe", early_stopping: bool = True, cluster: bool = False, log=print):
+              sampler: str = "tpe", early_stopping: bool = True, cluster: bool = False, log=say):
     """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
     and `early_stopping=False` give the plain baseline (random search, every trial to the end).

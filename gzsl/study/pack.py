@@ -26,6 +26,7 @@ from ray import tune
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from gzsl.studies import StudySpec
+from gzsl.study.callback import say
 from gzsl.study.trial import epoch_metrics, placement, train_config, trial_device
 from gzsl.training import Pack, TrainConfig
 
@@ -471,7 +472,7 @@ class PackPool(tune.Callback):
     def __setstate__(self, state):
         self.__init__(**state)
 
-    def start(self, data, searcher, log=print) -> int:
+    def start(self, data, searcher, log=say) -> int:
         """Start the executors that fit the cluster now and wait for them (and, when elastic, ask
         for the rest); returns how many are up."""
         self._searcher, self._log = searcher, log

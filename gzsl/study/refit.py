@@ -11,6 +11,7 @@ import torch
 
 from gzsl.evaluation import FAST_CLASSIFIER, cada_recipe
 from gzsl.results import ResultStore, best_trial, chosen_val_H
+from gzsl.study.callback import say
 from gzsl.study.trial import train_config, trial_device
 from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import MAIN, train
@@ -58,7 +59,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
             "seconds": time.perf_counter() - start, "status": last.status}
 
 
-def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=print):
+def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=say):
     """Retrain the chosen configuration on all of trainval with `final_seeds` seeds (in
     parallel, as Ray tasks) and score each once on the test split, with CADA-VAE's classifier
     recipe and with the fast classifier (see _refit_one). Seeds already in final.parquet (from
