@@ -123,8 +123,11 @@ def test_a_short_study_end_to_end(short_study):
     # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
     for prefix in ("test_", "fast_test_"):
         u, s, h = (final[f"{prefix}{k}"] for k in "USH")
-        assert ((0 < h) & (h <= 100)).all() and h.values == pytest.approx((2 * u * s / (u + s)).values)
-    assert (final.test_U[0], final.test_S[0]) != (final.fast_test_U[0], final.fast_test_S[0])
+        # 0 is possible: the refit scores the chosen trial's best epoch, which may be an early one.
+        harmonic = (2 * u * s / (u + s)).where(u + s > 0, 0.0)
+        assert ((0 <= h) & (h <= 100)).all() and h.values == pytest.approx(harmonic.values)
+    recipe, fast = final[["test_U", "test_S"]].to_numpy(), final[["fast_test_U", "fast_test_S"]].to_numpy()
+    assert (recipe != fast).any()  # two classifiers, two sets of numbers
     assert out.count("best H") == 6 and "best configuration:" in out and f"sampling={best['sampling']}" in out
     assert "asha.grace_period 2 is before 20% of the 16 epochs" in out  # a rung in the warm-ups' blind zone
     h = final.test_H
