@@ -7,6 +7,13 @@ same architecture become one model whose weights carry a leading member axis, so
 A layer that touches the latent space says which side is latent (`latent_in`, or the
 `latent_blocks` latent-wide blocks of its output). Members narrower than the model's latent
 width are zero there: `resized` cuts or pads those dimensions.
+
+Gradients: the layer writes its weight and bias gradients itself, into buffers it keeps from
+step to step (torch's autograd would allocate new ones each backward, K times a member's
+weights: on a CPU, hundreds of MB a step, each a fresh mmap the kernel zeroes page by page).
+The semantics are autograd's: a backward writes `.grad` where it is None (after
+`zero_grad(set_to_none=True)`) and adds to it otherwise. A buffer is reused once its `.grad`
+was set to None, so a caller must not keep a reference to a `.grad` across steps.
 """
 
 from __future__ import annotations
@@ -25,9 +32,33 @@ class MemberLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(1, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(1, 1, out_features))
         self.latent_in, self.latent_blocks = latent_in, latent_blocks
+        self._grad_buffers: dict[str, torch.Tensor] = {}  # not state: the next .grad of weight and bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad):
+            return _Linear.apply(x, self.weight, self.bias, self)
         return torch.baddbmm(self.bias, x, self.weight)
+
+    @torch.no_grad()
+    def add_grads(self, x: torch.Tensor, dy: torch.Tensor) -> None:
+        """The weight's and bias's gradients of one use of the layer (input x, output gradient dy):
+        written into the kept buffers where `.grad` is None, added to `.grad` otherwise."""
+        for name, p, write, add in (("weight", self.weight, lambda out: torch.bmm(x.transpose(1, 2), dy, out=out),
+                               lambda g: g.baddbmm_(x.transpose(1, 2), dy)),
+                              ("bias", self.bias, lambda out: torch.sum(dy, 1, keepdim=True, out=out),
+                               lambda g: g.add_(dy.sum(1, keepdim=True)))):
+            if not p.requires_grad:
+                continue
+            if p.grad is None:
+                p.grad = write(self._grad_buffer(name, p))
+            else:
+                add(p.grad)
+
+    def _grad_buffer(self, name: str, p: nn.Parameter) -> torch.Tensor:
+        kept = self._grad_buffers.get(name)
+        if kept is None or kept.shape != p.shape or kept.device != p.device or kept.dtype != p.dtype:
+            kept = self._grad_buffers[name] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return kept
 
     @torch.no_grad()
     def reset_parameters(self, gain: float, generator: torch.Generator | None = None) -> None:
@@ -50,6 +81,24 @@ class MemberLinear(nn.Module):
     def assign(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """New members' tensors in the same Parameters (an optimizer holding them keeps them)."""
         self.weight.data, self.bias.data = weight.contiguous(), bias.contiguous()
+
+
+class _Linear(torch.autograd.Function):
+    """baddbmm whose backward hands the weight's and bias's gradients to the layer (add_grads)
+    instead of returning them to autograd."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer):
+        ctx.save_for_backward(x, weight)
+        ctx.layer = layer
+        return torch.baddbmm(bias, x, weight)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        ctx.layer.add_grads(x, dy)
+        dx = torch.bmm(dy, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        return dx, None, None, None
 
 
 def _fit(t: torch.Tensor, dim: int, blocks: int, width: int) -> torch.Tensor:

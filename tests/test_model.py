@@ -68,3 +68,30 @@ def test_members_leave_and_come_back_out_as_their_own_models():
         for (name, p), q in zip(back.named_parameters(), model.parameters()):
             assert torch.equal(p, q), name
     assert len(pack.select([]).members) == 0 and pack.encoder_s.heads.weight.shape == (0, 6, 16)
+
+
+def test_member_linear_gradients_are_autograds_and_reuse_their_buffers():
+    from gzsl.layers import MemberLinear
+
+    torch.manual_seed(0)
+    layer = MemberLinear(5, 3)
+    layer.reset_parameters(gain=1.0)
+    layer.assign(torch.randn(4, 5, 3), torch.randn(4, 1, 3))
+    x, x_ref = torch.randn(4, 7, 5, requires_grad=True), torch.zeros(4, 7, 5, requires_grad=True)
+    with torch.no_grad():
+        x_ref.copy_(x)
+    w, b = layer.weight.detach().clone().requires_grad_(), layer.bias.detach().clone().requires_grad_()
+
+    (layer(x) ** 2).sum().backward()
+    (torch.baddbmm(b, x_ref, w) ** 2).sum().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6)  # the input's gradient flows as autograd's
+    assert torch.allclose(layer.weight.grad, w.grad, atol=1e-6)
+    assert torch.allclose(layer.bias.grad, b.grad, atol=1e-6)
+    first = layer.weight.grad.data_ptr()
+
+    (layer(x) ** 2).sum().backward()  # .grad set: added to, as autograd does
+    assert torch.allclose(layer.weight.grad, 2 * w.grad, atol=1e-5)
+    layer.zero_grad(set_to_none=True)
+    (layer(x) ** 2).sum().backward()  # None again: written into the same buffer, not a new one
+    assert layer.weight.grad.data_ptr() == first
+    assert torch.allclose(layer.weight.grad, w.grad, atol=1e-6)
