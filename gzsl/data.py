@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,12 @@ class GZSLData:
     eval_seen: ImageSet  # images of seen classes never trained on
     eval_unseen: ImageSet  # images of unseen classes
     provenance: dict = field(default_factory=dict)  # how the split was made (seeds, derived classes)
+    class_names: tuple[str, ...] = ()  # one per class id
+    # Features are scaled as (raw - feature_min) / feature_span, fit on the training images: what a
+    # saved model applies to new images.
+    feature_min: np.ndarray | None = None
+    feature_span: np.ndarray | None = None
+    fingerprint: str = ""  # of the benchmark's arrays (features, labels, attributes, splits): RawBenchmark.fingerprint
 
     @property
     def feature_dim(self) -> int:
@@ -64,11 +70,9 @@ class GZSLData:
         def move(s: ImageSet) -> ImageSet:
             return ImageSet(s.x.to(device), s.y.to(device), s.index)
 
-        return GZSLData(
-            self.name, self.split, self.semantics.to(device), self.seen_classes.to(device),
-            self.unseen_classes.to(device), move(self.train), move(self.eval_seen),
-            move(self.eval_unseen), self.provenance,
-        )
+        return replace(self, semantics=self.semantics.to(device), seen_classes=self.seen_classes.to(device),
+                       unseen_classes=self.unseen_classes.to(device), train=move(self.train),
+                       eval_seen=move(self.eval_seen), eval_unseen=move(self.eval_unseen))
 
 
 # --------------------------------------------------------------------------- raw benchmark
@@ -87,6 +91,18 @@ class RawBenchmark:
     test_unseen: np.ndarray
     train: np.ndarray | None  # train_loc ∩ trainval_loc, when the file has it
     val: np.ndarray | None  # val_loc ∩ trainval_loc, when the file has it
+    class_names: tuple[str, ...] = ()  # att_splits.mat's allclasses_names; empty: "class <id + 1>"
+
+    def fingerprint(self) -> str:
+        """A hash of every array a split is built from: a saved model names the data it was trained
+        on, and refuses data that differs."""
+        h = hashlib.blake2b(digest_size=16)
+        for a in (self.features, self.labels, self.semantics, self.trainval, self.test_seen, self.test_unseen,
+                  self.train, self.val):
+            a = np.zeros(0) if a is None else np.ascontiguousarray(a)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.data)
+        return h.hexdigest()
 
 
 def build(raw: RawBenchmark, split: str, seed: int = 0) -> GZSLData:
@@ -133,6 +149,8 @@ def build(raw: RawBenchmark, split: str, seed: int = 0) -> GZSLData:
         unseen_classes=torch.from_numpy(unseen.astype(np.int64)),
         train=image_set(train_idx), eval_seen=image_set(seen_idx), eval_unseen=image_set(unseen_idx),
         provenance=provenance,
+        class_names=raw.class_names or tuple(f"class {i + 1}" for i in range(len(raw.semantics))),
+        feature_min=lo.astype(np.float32), feature_span=span.astype(np.float32), fingerprint=raw.fingerprint(),
     )
 
 
@@ -194,7 +212,18 @@ def read_xlsa17(root: str | os.PathLike, name: str, cache_dir: str | os.PathLike
         raise DataError(f"{res_path}: labels range {labels.min() + 1}..{labels.max() + 1} but "
                         f"{att_path} has {len(semantics)} classes in 'att'")
     return RawBenchmark(name, features, labels, np.ascontiguousarray(semantics, dtype=np.float32),
-                        trainval, locs["test_seen_loc"], locs["test_unseen_loc"], train, val)
+                        trainval, locs["test_seen_loc"], locs["test_unseen_loc"], train, val,
+                        _class_names(att, len(semantics)))
+
+
+def _class_names(att: dict, n_classes: int) -> tuple[str, ...]:
+    """allclasses_names of att_splits.mat ('001.Black_footed_Albatross', ...); empty where absent or odd."""
+    names = att.get("allclasses_names")
+    try:
+        out = tuple(str(np.asarray(n).ravel()[0]) for n in np.asarray(names, dtype=object).ravel())
+    except (IndexError, TypeError, ValueError):
+        return ()
+    return out if len(out) == n_classes else ()
 
 
 def _loadmat(path: Path) -> dict:

@@ -13,5 +13,9 @@ class ConfigError(GzslError):
     """A study file or flag is invalid."""
 
 
+class ResultsError(GzslError):
+    """A results folder cannot be read or continued as asked."""
+
+
 class NoResultsYet(GzslError):
     """A results folder holds no finished trial (yet): `gzsl.report --watch` waits for one."""

@@ -54,6 +54,16 @@ class Scores(NamedTuple):
     H: float  # harmonic mean, %
 
 
+class LatentClassifier(NamedTuple):
+    """A fitted final classifier: logits over all classes (Evaluator.classes' order) from mu^t."""
+
+    weight: torch.Tensor  # (L, C)
+    bias: torch.Tensor  # (C,)
+
+    def __call__(self, mu: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, mu, self.weight)
+
+
 def harmonic_mean(u: float, s: float) -> float:
     return 0.0 if u + s == 0 else 2 * u * s / (u + s)
 
@@ -118,16 +128,32 @@ class Evaluator:
     @torch.no_grad()
     def score(self, model, classifier) -> Scores:
         """U, S, H of images classified from mu^t (no noise) among all classes."""
-        enc_v, b, k = model.encoder_v, self.config.encode_batch, len(self.classes)
-        pred_s = classifier(_encode_t(enc_v, self.data.eval_seen.x, b)[0]).argmax(1)
-        pred_u = classifier(_encode_t(enc_v, self.data.eval_unseen.x, b)[0]).argmax(1)
-        s = per_class_accuracy(pred_s, self.seen_y, k)
-        u = per_class_accuracy(pred_u, self.unseen_y, k)
+        k = len(self.classes)
+        s = per_class_accuracy(predict(model, classifier, self.data.eval_seen.x, self.config.encode_batch), self.seen_y, k)
+        u = per_class_accuracy(predict(model, classifier, self.data.eval_unseen.x, self.config.encode_batch),
+                               self.unseen_y, k)
         return Scores(U=u, S=s, H=harmonic_mean(u, s))
 
 
-def compare_many(requests: list[tuple[Evaluator, nn.Module, dict[str, ClassifierConfig]]]) -> list[dict[str, Scores]]:
-    """Evaluator.compare for many models at once (a pack's members): each model's latents are
+@torch.no_grad()
+def predict(model, classifier, x: torch.Tensor, batch: int = CADA_RECIPE.encode_batch) -> torch.Tensor:
+    """Each image's class among all classes (its position in Evaluator.classes), from mu^t."""
+    return classifier(_encode_t(model.encoder_v, x, batch)[0]).argmax(1)
+
+
+Request = tuple[Evaluator, nn.Module, dict[str, ClassifierConfig]]
+
+
+def compare_many(requests: list[Request]) -> list[dict[str, Scores]]:
+    """Evaluator.compare for many models at once (a pack's members): fit_many, then each model
+    scored with each of its classifiers."""
+    fitted = fit_many(requests)
+    return [{name: ev.score(model, fitted[i][name]) for name in recipes}
+            for i, (ev, model, recipes) in enumerate(requests)]
+
+
+def fit_many(requests: list[Request]) -> list[dict[str, LatentClassifier]]:
+    """The final classifiers of many models at once (a pack's members): each model's latents are
     sampled on a stream seeded by its evaluator's seed, as alone; then each classifier that
     several models need (same name and recipe) is fit for all of them together, one fused fit
     (fit_classifiers): their starting weights and shared minibatch order continue the stream,
@@ -151,8 +177,7 @@ def compare_many(requests: list[tuple[Evaluator, nn.Module, dict[str, Classifier
                 num_classes = len(requests[members[0]][0].classes)
                 for i, classifier in zip(members, _fit_together([latents[i] for i in members], num_classes, recipe)):
                     fitted[i][name] = classifier
-            return [{name: ev.score(model, fitted[i][name]) for name in recipes}
-                    for i, (ev, model, recipes) in enumerate(requests)]
+            return fitted
     finally:
         for (_, model, _), mode in zip(requests, modes):
             model.train(mode)
@@ -166,7 +191,7 @@ def _fit_together(latents: list[tuple[torch.Tensor, torch.Tensor]], num_classes:
     start = [_initial_classifier(z.shape[1], num_classes, z.device) for z, _ in latents]
     w, b = fit_classifiers(torch.stack([pad(z) for z, _ in latents]), latents[0][1], recipe,
                            torch.stack([pad(w0).t() for w0, _ in start]), torch.stack([b0 for _, b0 in start])[:, None])
-    return [_linear(w[k, :z.shape[1]], b[k, 0]) for k, (z, _) in enumerate(latents)]
+    return [LatentClassifier(w[k, :z.shape[1]], b[k, 0]) for k, (z, _) in enumerate(latents)]
 
 
 def fit_classifier(z: torch.Tensor, y: torch.Tensor, num_classes: int, config: ClassifierConfig) -> nn.Linear:
@@ -212,11 +237,6 @@ def _initial_classifier(latent: int, num_classes: int, device) -> tuple[torch.Te
     """nn.Linear's initial (weight, bias), drawn on the CPU stream as nn.Linear draws them."""
     init = nn.Linear(latent, num_classes)
     return init.weight.detach().to(device), init.bias.detach().to(device)
-
-
-def _linear(w: torch.Tensor, b: torch.Tensor):
-    """A fitted classifier: (w (latent, classes), b (classes,)) as a function of mu^t."""
-    return lambda mu: torch.addmm(b, mu, w)
 
 
 def _encode_t(encoder, x: torch.Tensor, batch: int):

@@ -5,6 +5,7 @@ A study's folder (`results/<study>/` or any pyarrow filesystem URI, e.g. s3://bu
     trials.parquet/part-<trial_id>.parquet   one row per finished trial
     epochs.parquet/part-<trial_id>.parquet   one row per (trial, epoch)
     final.parquet/part-<seed>.parquet        the refit of the best configuration, scored on test
+    models/seed<seed>.pt                     the refit's models (gzsl.modelfile; python -m gzsl.predict)
     study.parquet/part-run-<ms>.parquet      the study's settings, one row per start or resume
 
 Each part is written once, when its trial ends, and never rewritten: a crash loses
@@ -18,6 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from gzsl.errors import ResultsError
+
 TRIALS = pa.schema([
     ("trial_id", pa.string()),  # Tune's trial id, unique within a study
     ("trial_number", pa.int64()),  # order in which the searcher proposed it
@@ -27,7 +30,7 @@ TRIALS = pa.schema([
     ("lam", pa.float64()),
     ("latent_size", pa.int64()),
     ("lr", pa.float64()),
-    ("sampling", pa.string()),  # reparameterization noise, textbook | cada; null in rows of older versions
+    ("sampling", pa.string()),  # reparameterization noise, textbook | cada
     ("best_val_H", pa.float64()),  # best validation H over the epochs run (%)
     ("best_val_U", pa.float64()),  # U and S of that epoch
     ("best_val_S", pa.float64()),
@@ -60,7 +63,8 @@ EPOCHS = pa.schema([
     ("val_U", pa.float64()),
     ("val_S", pa.float64()),
     ("val_H", pa.float64()),
-    ("seconds", pa.float64()),  # this epoch, evaluation included
+    ("seconds", pa.float64()),  # this epoch, evaluation included (a packed trial: its pack's epoch)
+    ("eval_seconds", pa.float64()),  # of which evaluation (validation H); 0 on epochs without one
 ])
 
 FINAL = pa.schema([
@@ -75,15 +79,15 @@ FINAL = pa.schema([
     ("epochs", pa.int64()),  # the schedule (warm-ups) the model trained under
     ("scored_epoch", pa.int64()),  # the epoch scored: the chosen trial's best validation epoch
     # CADA-VAE's classifier recipe (evaluation.cada_recipe: the dataset's epochs, the last one
-    # scored): the numbers published rows report. Parts written before fast_* existed hold the fast
-    # classifier's scores here.
-    ("classifier_epochs", pa.int64()),  # the recipe's epochs on this dataset; null in older parts (23)
+    # scored): the numbers published rows report.
+    ("classifier_epochs", pa.int64()),  # the recipe's epochs on this dataset
     ("test_U", pa.float64()),
     ("test_S", pa.float64()),
     ("test_H", pa.float64()),
     ("fast_test_U", pa.float64()),  # the fast classifier (evaluation.FAST_CLASSIFIER), same latents
     ("fast_test_S", pa.float64()),
     ("fast_test_H", pa.float64()),
+    ("model", pa.string()),  # the saved model (gzsl.modelfile), relative to the results folder; null if diverged
     ("seconds", pa.float64()),
     ("status", pa.string()),
 ])
@@ -98,7 +102,7 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("early_stopping", pa.bool_()),
     ("num_samples", pa.int64()),
     ("resources", pa.string()),  # JSON, per trial (per worker when pack > 1)
-    ("pack", pa.int64()),  # configurations trained as one model per worker; null in older parts (1)
+    ("pack", pa.int64()),  # configurations trained as one model per worker
     ("space", pa.string()),  # JSON: name -> {low, high, log} or {choices}
     ("beta", pa.float64()),  # fixed by the study, or TrainConfig's default
     ("kl_weight", pa.float64()),
@@ -107,9 +111,13 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("seed", pa.int64()),
     ("resumed", pa.bool_()),
     ("started_at", pa.timestamp("ms", tz="UTC")),
+    ("schema_version", pa.int64()),  # SCHEMA_VERSION of the gzsl that wrote this folder
 ])
 
 TABLES = {"trials": TRIALS, "epochs": EPOCHS, "final": FINAL, "study": STUDY}
+# The schema above. A folder written under another one is refused with one line (check_version),
+# never read half-filled with nulls.
+SCHEMA_VERSION = 2
 
 
 class ResultStore:
@@ -143,6 +151,16 @@ class ResultStore:
         if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:
             return TABLES[table].empty_table().to_pandas()
         return pq.read_table(self._dir(table), filesystem=self.fs, schema=TABLES[table]).to_pandas()
+
+    def check_version(self) -> None:
+        """ResultsError (one line) when this folder was written under another SCHEMA_VERSION."""
+        if self.fs.get_file_info(self._dir("study")).type != pafs.FileType.Directory:
+            return
+        found = set(self.read("study").schema_version.dropna().astype(int)) or {1}
+        if found != {SCHEMA_VERSION}:
+            raise ResultsError(f"{self.uri}: results written by another version of gzsl (schema {max(found)}, this "
+                               f"one reads {SCHEMA_VERSION}); run the study again into a new --results folder, or "
+                               "read these with the gzsl that wrote them")
 
     def part_ids(self, table: str) -> set[str]:
         if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:

@@ -63,8 +63,8 @@ PRESETS = {
     # (trainval 7080, test_seen 1770, test_unseen 2950), 50 validation classes. The heavier
     # per-image gain puts the MinMax-scaled mean near 0.05, as on ResNet features: with the
     # lighter one of synth-small, 2048 dimensions carried enough class signal that KL weight
-    # 1 did not collapse (H 48 vs 48) and S reached 93. A per-image jitter of 1.3 (1.0 before)
-    # brings seen classes' accuracy under 90 (S 91.6 at 1.0): a linear probe on the raw
+    # 1 did not collapse (H 48 vs 48) and S reached 93. A per-image jitter of 1.3 (against 1.0)
+    # keeps seen classes' accuracy under 90 (S 91.6 at 1.0): a linear probe on the raw
     # features scores 88% on test_seen (95% at 1.0), and CUB's images vary as much within a class.
     "synth-cub": SyntheticSpec("synth-cub", n_seen=150, n_unseen=50, n_val=50, feature_dim=2048,
                                semantic_dim=312, images_per_class=59, test_seen_fraction=0.2,

@@ -2,6 +2,7 @@
 
     python -m gzsl.train --dataset synth-small --split test
     python -m gzsl.train --dataset CUB --data-root ~/xlsa17 --split val --alpha 2 --gamma 1 --lam 2.37
+    python -m gzsl.train --dataset synth-small --split test --save model.pt   # then: python -m gzsl.predict --model model.pt
 
 One progress line per epoch on stderr, then one JSON line on stdout:
 {"U": .., "S": .., "H": .., "epochs": .., "seconds": .., "status": ..} (percentages).
@@ -71,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-disentangle", action="store_true", help="CADA-VAE ablation: no z^p, no L_SC")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     run.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--save", metavar="PATH", help="write the trained model (weights, configuration, final "
+                     "classifier, data fingerprint) to PATH, for python -m gzsl.predict")
     return p
 
 
@@ -106,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         result = None
         for result in train(data, config):
             print(progress_line(result, config.epochs), file=sys.stderr, flush=True)
+        if args.save and result.trained is not None:
+            from gzsl import modelfile
+
+            modelfile.save(args.save, result.trained, config, data, result.scores, result.epoch)
+            print(f"model saved to {args.save} (python -m gzsl.predict --model {args.save})", file=sys.stderr)
+        elif args.save:
+            print(f"model not saved to {args.save}: the run {result.status}", file=sys.stderr)
     except GzslError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

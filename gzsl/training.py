@@ -26,7 +26,7 @@ import torch
 from gzsl import losses, synthetic
 from gzsl.data import GZSLData
 from gzsl.errors import GzslError
-from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, Scores, cada_recipe, compare_many
+from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, LatentClassifier, Scores, cada_recipe, fit_many
 from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig, noise
 from gzsl.optim import MemberAdam
 
@@ -80,15 +80,27 @@ def classifier_config(config: TrainConfig, dataset: str) -> ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class Trained:
+    """A member that completed: its model (K = 1, on its device) and its final classifier
+    (config.classifier) as scored, whose outputs are the classes `classes` (class ids)."""
+
+    model: DisentangledVAE
+    classifier: LatentClassifier
+    classes: torch.Tensor
+
+
+@dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based
     losses: dict[str, float]  # per-image means over the epoch: total, vae, sc, cr, dd
     scores: Scores | None  # U, S, H on the split's eval sets, when evaluated this epoch
-    seconds: float  # wall time of this epoch, evaluation included
+    seconds: float  # wall time of this epoch, evaluation included (a pack's: all its members')
     status: str  # "running", "completed" or "diverged"
     # Last result only, when train() was given `recipes`: scores per classifier recipe, MAIN
     # (config.classifier, the same as `scores`) first, all fit on the same sampled latents.
     recipe_scores: dict[str, Scores] | None = None
+    trained: Trained | None = None  # last result of a completed member only (gzsl.modelfile saves it)
+    eval_seconds: float = 0.0  # of `seconds`, the evaluation's (the pack's, for all members due)
 
 
 def default_hidden(dataset: str) -> tuple[int, int, int, int]:
@@ -313,26 +325,34 @@ class Pack:
         member's last epoch."""
         start = time.perf_counter()
         epoch_losses = self.train_epoch()
+        trained_at = time.perf_counter()
         due = {m.key: classifiers_due(m.config, m.epoch, epoch_losses[m.key], m.evaluator.config, recipes)
                for m in self.members}
-        scores = self.evaluate({key: classifiers for key, classifiers in due.items() if classifiers})
-        seconds = time.perf_counter() - start
+        scores, trained = self.evaluate({key: classifiers for key, classifiers in due.items() if classifiers})
+        end = time.perf_counter()
         results = {}
         for m in list(self.members):
-            results[m.key] = r = epoch_result(m.config, m.epoch, epoch_losses[m.key], seconds,
-                                              scores.get(m.key, {}), recipes)
+            r = epoch_result(m.config, m.epoch, epoch_losses[m.key], end - start, scores.get(m.key, {}), recipes)
+            r = replace(r, eval_seconds=end - trained_at)
+            results[m.key] = replace(r, trained=trained.get(m.key)) if r.status == "completed" else r
             if r.status != "running":
                 self.leave(m.key)
         return results
 
-    def evaluate(self, due: dict[str, dict[str, ClassifierConfig]]) -> dict[str, dict[str, Scores]]:
+    def evaluate(self, due: dict[str, dict[str, ClassifierConfig]]) -> tuple[dict, dict[str, Trained]]:
         """Each member's scores (key -> {name: recipe} -> {name: Scores}), each member's classifiers
         fit on its own latents, each classifier fit for all the members that need it at once
-        (gzsl.evaluation.compare_many)."""
+        (gzsl.evaluation.fit_many); and each scored member as Trained (its MAIN classifier)."""
         if not due:
-            return {}
+            return {}, {}
         evaluators = {m.key: m.evaluator for m in self.members}
-        return dict(zip(due, compare_many([(evaluators[k], self.member(k), recipes) for k, recipes in due.items()])))
+        requests = [(evaluators[k], self.member(k), recipes) for k, recipes in due.items()]
+        scores, trained = {}, {}
+        for key, (ev, model, recipes), fitted in zip(due, requests, fit_many(requests)):
+            scores[key] = {name: ev.score(model, fitted[name]) for name in recipes}
+            if MAIN in fitted:
+                trained[key] = Trained(model, fitted[MAIN], ev.classes)
+        return scores, trained
 
 
 def train(data: GZSLData, config: TrainConfig,

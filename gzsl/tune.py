@@ -136,12 +136,15 @@ def _run(args, start: float) -> int:
         test_data = load(spec.dataset, "test", spec.data_root, seed=spec.seed)  # first use of test images
         final = study.final_refit(spec, best, test_data, store)
         for prefix, label in (("test_", "CADA-VAE classifier recipe"), ("fast_test_", "fast classifier")):
-            if final[f"{prefix}H"].notna().any():  # fast_* is absent from parts of older versions
-                if len(final) == 1:
-                    print(f"test (1 seed), {label}: " + "  ".join(f"{k} {final[prefix + k].iloc[0]:.2f}" for k in "USH"))
-                else:
-                    print(f"test (mean ± std over {len(final)} seeds), {label}: " + "  ".join(
-                        f"{k} {final[prefix + k].mean():.2f} ± {final[prefix + k].std():.2f}" for k in "USH"))
+            if len(final) == 1:
+                print(f"test (1 seed), {label}: " + "  ".join(f"{k} {final[prefix + k].iloc[0]:.2f}" for k in "USH"))
+            else:
+                print(f"test (mean ± std over {len(final)} seeds), {label}: " + "  ".join(
+                    f"{k} {final[prefix + k].mean():.2f} ± {final[prefix + k].std():.2f}" for k in "USH"))
+        saved = final.dropna(subset=["model"]).sort_values("seed")
+        if len(saved):
+            first = f"{results.rstrip('/')}/{saved.model.iloc[0]}"
+            print(f"models: {len(saved)} in {results.rstrip('/')}/models/ (python -m gzsl.predict --model {first})")
     if not args.no_report:
         _report(spec.name, results)
     print(f"done in {time.time() - start:.0f}s; results in {results}")

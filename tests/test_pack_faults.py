@@ -6,7 +6,6 @@ GZSL_INJECT_FAULT names); every wait is bounded and no assertion depends on whic
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -80,7 +79,7 @@ def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
     """An Executor driven by step() in this process; an epoch raises a CUDA out-of-memory whenever
     fails(keys of the members in it)."""
     from gzsl.training import Pack
-    from gzsl.study.pack import Executor
+    from gzsl.study.executor import Executor
 
     run_epoch = Pack.run_epoch
 
@@ -103,7 +102,7 @@ def run_out(executor, limit=30):
 
 def taken(executor, key):
     """What member `key`'s trial is handed: its epochs, then its error's text (None if it did not fail)."""
-    from gzsl.study.pack import LEFT, MemberError
+    from gzsl.study.executor import LEFT, MemberError
 
     rows = []
     while True:
@@ -119,8 +118,6 @@ def taken(executor, key):
 def test_members_that_join_together_are_told_apart_when_their_epoch_fails(tmp_path, monkeypatch, data):
     """Three members join at one boundary and the epoch raises: they rejoin one at a time, so the bad
     one fails alone; the good ones train epochs 1, 2, 3 and complete."""
-    from gzsl.study.pack import MemberError
-
     executor = plain_executor(tmp_path, monkeypatch, data, fails=lambda keys: "bad@a" in keys)
     for key in ("good1@a", "bad@a", "good2@a"):
         assert executor.try_join(key, PARAMS)
@@ -135,7 +132,7 @@ def test_members_that_join_together_are_told_apart_when_their_epoch_fails(tmp_pa
 
 def test_a_pack_that_fails_with_no_new_member_starts_again_and_one_that_keeps_failing_stops(tmp_path, monkeypatch,
                                                                                           data):
-    from gzsl.study.pack import MAX_STRIKES, MemberError
+    from gzsl.study.executor import MAX_STRIKES, MemberError
 
     fault = {"on": False}
     executor = plain_executor(tmp_path, monkeypatch, data, fails=lambda keys: fault["on"], epochs=5)
@@ -188,7 +185,8 @@ def started_pool(spec, data, experiment):
 def rows_until_end(executor, key, limit=120.0):
     """The epochs the executor hands member `key` until its trial would end, as the trial takes them
     (gzsl.study.pack.next_row: MemberError when the member failed)."""
-    from gzsl.study.pack import LEFT, next_row
+    from gzsl.study.executor import LEFT
+    from gzsl.study.pack import next_row
 
     rows, deadline = [], time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -273,7 +271,7 @@ def test_a_member_error_fails_that_member_and_the_others_train_to_the_end(local_
     """Two good members and a bad one (its epochs raise a CUDA out-of-memory) join together: the bad
     member's trial gets the error, in one line; the good ones train every epoch, from 1, to the end."""
     ray = local_ray
-    from gzsl.study.pack import MemberError
+    from gzsl.study.executor import MemberError
 
     spec = packed_spec(tmp_path, pack=3, epochs=3)
     pool = started_pool(spec, data, "faults-member")
@@ -296,7 +294,8 @@ def test_an_executor_that_cannot_go_on_is_replaced(local_ray, data, tmp_path):
     """Epoch after epoch fails (MAX_STRIKES in a row): the executor fails its members, takes no
     more trials, and Ray starts it again under its name; a new trial then trains there to the end."""
     ray = local_ray
-    from gzsl.study.pack import MAX_STRIKES, MemberError, StartedExecutors, join_executor
+    from gzsl.study.executor import MAX_STRIKES, MemberError
+    from gzsl.study.pack import StartedExecutors, join_executor
 
     spec = packed_spec(tmp_path, pack=2, epochs=2)
     pool = started_pool(spec, data, "faults-broken")

@@ -272,63 +272,16 @@ def test_importance_falls_back_to_the_first_asha_rung_when_few_trials_complete()
     assert none.params == [] and "needs at least 3 completed trials, this study has 2" in none.note
 
 
-def _final_rows(n: int, seed0: int, h: float, fast: bool) -> list[dict]:
-    rows = [{"seed": seed0 + i, "test_U": h + 2 * i, "test_S": h + 10, "test_H": h + i, "status": "completed"}
-            for i in range(n)]
-    if fast:
-        for row in rows:
-            row.update(fast_test_U=row["test_U"] - 1, fast_test_S=row["test_S"], fast_test_H=row["test_H"] - 1,
-                       sampling="cada", kl_weight=0.25)
-    return rows
-
-
-def test_final_results_of_an_older_version_show_only_their_one_row(tmp_path):
-    """final.parquet parts written before fast_* existed (their test_* came from the fast classifier)
-    read with nulls there: one row, labelled as such, still beside the published numbers."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from gzsl.report import _final_html
-    from gzsl.results import FINAL
-
-    older = pa.schema([f for f in FINAL if not f.name.startswith("fast_") and f.name not in ("sampling", "kl_weight")])
-    folder = tmp_path / "final.parquet"
-    folder.mkdir()
-    for row in _final_rows(3, 1000, 40.0, fast=False):
-        pq.write_table(pa.Table.from_pylist([row], schema=older), folder / f"part-seed{row['seed']}.parquet")
-    final = ResultStore(str(tmp_path)).read("final")
-    r = rec.StudyResults("old", {"dataset": "CUB"}, pd.DataFrame(), pd.DataFrame(), final)
-    f = rec.final_result(r)
-    assert f.n_seeds == 3 and f.recipe() is None and f.settings == {}
-    (row,) = f.rows
-    assert row.label == "test U/S/H, fast classifier (results of an older version, without CADA-VAE's recipe)"
-    assert row.mean == {"U": 42.0, "S": 50.0, "H": 41.0} and row.std == {"U": 2.0, "S": 0.0, "H": 1.0}
-    html = _final_html(r)
-    assert html.count('class="ours"') == 1 and escape(row.label) in html and "42.0 ± 2.0" in html
-    assert "CADA-VAE's classifier recipe (23 epochs" not in html and "both fit on the same sampled latents" not in html
-    assert "<td class=\"l\" data-v=\"HSVA\">HSVA</td>" in html  # the published rows, as before
-    # The comparison page sets only a recipe's H beside CADA-VAE's published H.
-    trials = pd.DataFrame({"trial_id": ["t0"], "trial_number": [0], "status": ["completed"], "alpha": [1.0],
-                           "gamma": [1.0], "lam": [2.0], "latent_size": [32], "lr": [1e-3], "last_val_H": [40.0],
-                           "best_val_H": [40.0], "epochs_run": [10], "started_at": [pd.Timestamp.now(tz="UTC")],
-                           "ended_at": [pd.Timestamp.now(tz="UTC")]})
-    html = build_comparison([r._replace(trials=trials, meta={"dataset": "CUB", "epochs": 10})])
-    assert "41.0 ± 1.0 (fast classifier)" in html
-
-
-def test_final_results_mixing_versions_keep_each_seed_with_its_own_label():
-    final = pd.DataFrame(_final_rows(2, 1000, 50.0, fast=True) + _final_rows(1, 1002, 30.0, fast=False))
-    f = rec.final_result(rec.StudyResults("mixed", {"dataset": "synth-small"}, pd.DataFrame(), pd.DataFrame(), final))
-    assert [(row.n_seeds, row.published_recipe) for row in f.rows] == [(2, True), (2, False), (1, False)]
-    assert [row.mean["H"] for row in f.rows] == [50.5, 49.5, 30.0]
-    assert f.rows[2].label.startswith("test U/S/H, fast classifier (results of an older version")
-    assert f.settings == {"sampling": "cada", "kl_weight": 0.25}
+def _final_rows(n: int, seed0: int, h: float) -> list[dict]:
+    return [{"seed": seed0 + i, "test_U": h + 2 * i, "test_S": h + 10, "test_H": h + i, "status": "completed",
+             "fast_test_U": h + 2 * i - 1, "fast_test_S": h + 10, "fast_test_H": h + i - 1, "sampling": "cada",
+             "kl_weight": 0.25, "classifier_epochs": 23, "epochs": 30, "scored_epoch": 12} for i in range(n)]
 
 
 def test_a_refit_seed_that_diverged_is_shown_not_silently_averaged():
     from gzsl.report import _final_html
 
-    rows = _final_rows(3, 1000, 50.0, fast=True)
+    rows = _final_rows(3, 1000, 50.0)
     rows[1].update(status="diverged", test_U=0.0, test_S=0.0, test_H=0.0, fast_test_H=0.0)
     r = rec.StudyResults("d", {"dataset": "synth-small"}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(rows))
     f = rec.final_result(r)

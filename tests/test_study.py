@@ -1,6 +1,9 @@
 """Studies run for real: a local Ray of 2 CPUs, a SQLite Optuna storage, Parquet files.
 Each study here is small (synth-small, tiny hidden layers, a few epochs)."""
 
+import contextlib
+import io
+import json
 import os
 import re
 import signal
@@ -138,6 +141,19 @@ def test_a_short_study_end_to_end(short_study):
         assert f"H {final.test_H[i]:.2f} (CADA-VAE classifier recipe, 23 epochs)" in out
         assert f"H {final.fast_test_H[i]:.2f} (fast classifier)" in out
     assert "report: reports/mini.html" in out and (results.parent / "reports" / "mini.html").is_file()
+    # Each seed's model is saved, listed in final.parquet, and scores again what was recorded.
+    from gzsl import predict
+
+    assert sorted(final.model) == [f"models/seed{seed}.pt" for seed in sorted(final.seed)]
+    assert sorted(p.name for p in (results / "models").iterdir()) == [f"seed{seed}.pt" for seed in sorted(final.seed)]
+    assert f"models: 2 in {results}/models/ (python -m gzsl.predict --model {results}/models/seed{final.seed.min()}.pt)" in out
+    row = final.sort_values("seed").iloc[0]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+        assert predict.main(["--model", str(results / row.model)]) == 0
+    again = json.loads(printed.getvalue())
+    assert (again["U"], again["S"], again["H"], again["epoch"]) == \
+        (round(row.test_U, 2), round(row.test_S, 2), round(row.test_H, 2), row.scored_epoch)
     # Running it again into the same folder asks for --resume, before starting Ray, and loses nothing.
     again = run_tune(study, results)
     assert again.returncode == 2 and "add --resume" in again.stderr and "Traceback" not in again.stderr
@@ -454,9 +470,7 @@ def test_search_space_and_study_row_describe_sampling(tmp_path):
     assert (row["beta"], row["kl_weight"], row["sampling"]) == (8.13, 1.0, "cada")
 
 
-def test_best_params_carry_sampling_and_read_older_trials_without_it(tmp_path):
-    import pyarrow as pa
-
+def test_best_params_carry_sampling(tmp_path):
     from gzsl.study import best_params
 
     store = ResultStore(str(tmp_path / "new"))
@@ -467,14 +481,26 @@ def test_best_params_carry_sampling_and_read_older_trials_without_it(tmp_path):
         store.write_part("trials", row["trial_id"], [row])
     best = best_params(store)
     assert (best["trial_id"], best["sampling"], best["val_H"], best["epoch"]) == ("t1", "cada", 45.5, 7)
-    # A part written before trials recorded sampling: the column reads as null, the refit takes the study's.
-    old = tmp_path / "old" / "trials.parquet"
-    old.mkdir(parents=True)
-    older = [f for f in TRIALS if f.name != "sampling"]
-    pq.write_table(pa.Table.from_pylist([{k: v for k, v in rows[1].items() if k != "sampling"}],
-                                        schema=pa.schema(older)), old / "part-t1.parquet")
-    best = best_params(ResultStore(str(tmp_path / "old")))
-    assert best["trial_id"] == "t1" and "sampling" not in best
+
+
+def test_results_of_another_schema_are_refused_in_one_line(tmp_path, capsys):
+    """A folder whose study.parquet records no schema_version (written by an earlier gzsl) is not
+    read half-filled with nulls: the report (and --resume, through the same check) says so in one
+    line naming the folder and the way out, exit 2."""
+    from gzsl.report.__main__ import main as report
+
+    results = tmp_path / "old"
+    store = ResultStore(str(results))
+    store.write_part("trials", "t0", [{"trial_id": "t0", "trial_number": 0, "status": "completed", "alpha": 1.0,
+                                       "gamma": 1.0, "lam": 2.0, "latent_size": 32, "lr": 1e-3, "sampling": "cada",
+                                       "best_val_H": 40.0, "best_epoch": 2, "epochs_run": 2}])
+    store.write_part("study", "run-1", [{"study": "old", "dataset": "synth-small", "resumed": False}])
+    capsys.readouterr()
+    assert report(["--results", str(results), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{results}: results written by another version of gzsl (schema 1, this one reads 2)" \
+        in err[0] and "into a new --results folder" in err[0]
+    assert not (tmp_path / "r.html").exists()
 
 
 def _cuda() -> bool:

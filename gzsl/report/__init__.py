@@ -13,7 +13,6 @@ from html import escape
 from pathlib import Path
 
 import optuna
-import pandas as pd
 
 from gzsl.report import figures as fig
 from gzsl.report import page
@@ -59,7 +58,7 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     if s.best is None:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
-    rows = [[p, b[p]] for p in rec.PARAMS if not pd.isna(b.get(p))]  # sampling: null in older trials
+    rows = [[p, b[p]] for p in rec.PARAMS]
     rows.append(["best epoch (the refit scores it)", b["best_epoch"]])
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Best configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
@@ -131,7 +130,7 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
         best = s.best
         best_h = chosen_val_H(best) if best else None
         cada = (f.references.get("CADA-VAE") if f else None) or rec.REFERENCES.get(str(s.dataset).upper(), {}).get("CADA-VAE")
-        ours = (f.recipe() or f.rows[0]) if f else None  # results of older versions: the fast classifier's H
+        ours = f.recipe() if f else None
         test_h = "" if ours is None else f"{ours.mean['H']:.1f} ± {ours.std['H']:.1f}" + (
             "" if ours.published_recipe else " (fast classifier)")
         rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h, test_h,

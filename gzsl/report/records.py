@@ -38,6 +38,7 @@ class StudyResults(NamedTuple):
 
 def read_results(uri: str, name: str | None = None) -> StudyResults:
     store = ResultStore(uri)
+    store.check_version()
     trials = store.read("trials")
     if trials.empty:
         raise NoResultsYet(f"{uri}: no trials.parquet results there; run a study first "
@@ -75,8 +76,6 @@ def summary(r: StudyResults) -> Summary:
 RECIPE_LABEL = ("test U/S/H, CADA-VAE's classifier recipe ({epochs} epochs, batch 32, the classifier's last epoch scored), "
                 "comparable to published rows")
 FAST_LABEL = "fast classifier (3 epochs at batch 2048), same latents"
-# final.parquet parts written before fast_* existed: their test_* came from the fast classifier.
-OLDER_LABEL = "test U/S/H, fast classifier (results of an older version, without CADA-VAE's recipe)"
 
 
 class ScoreRow(NamedTuple):
@@ -89,38 +88,28 @@ class ScoreRow(NamedTuple):
 
 class FinalResult(NamedTuple):
     n_seeds: int
-    rows: list[ScoreRow]  # CADA-VAE's recipe first, then the fast classifier; results of older versions: one row
+    rows: list[ScoreRow]  # CADA-VAE's recipe, then the fast classifier
     references: dict  # method -> (U, S, H), for real datasets
     settings: dict  # sampling, kl_weight of the refit, where recorded
     seeds: pd.DataFrame  # one row per seed: seed, status, scored epoch, test U/S/H of each classifier
     failed: list[int]  # seeds that did not complete (diverged): in the means as H 0
 
-    def recipe(self) -> ScoreRow | None:
-        """The row to set beside published numbers; None for results of older versions."""
-        return next((row for row in self.rows if row.published_recipe), None)
+    def recipe(self) -> ScoreRow:
+        """The row to set beside published numbers."""
+        return self.rows[0]
 
 
 def final_result(r: StudyResults) -> FinalResult | None:
     f = r.final
     if f.empty:
         return None
-    recorded = f.fast_test_H.notna() if "fast_test_H" in f else pd.Series(False, index=f.index)
-    new, older = f[recorded], f[~recorded]
-    rows = []
-    if len(new):
-        # Parts written before classifier_epochs was recorded used CUB's 23 epochs on every dataset.
-        epochs = new.classifier_epochs.dropna() if "classifier_epochs" in new else pd.Series([], dtype=float)
-        label = RECIPE_LABEL.format(epochs="/".join(str(int(e)) for e in sorted(set(epochs))) if len(epochs) else 23)
-        rows += [_score_row(label, new, "test_", True), _score_row(FAST_LABEL, new, "fast_test_", False)]
-    if len(older):
-        rows.append(_score_row(OLDER_LABEL, older, "test_", False))
-    settings = {k: cast(f[k].dropna().iloc[0]) for k, cast in (("sampling", str), ("kl_weight", float))
-                if k in f and f[k].notna().any()}
-    if "scored_epoch" in f and f.scored_epoch.notna().any():  # validation-chosen stopping
-        settings["scored at epoch"] = f"{int(f.scored_epoch.dropna().iloc[0])} of {int(f.epochs.iloc[0])}"
-    cols = [c for c in ("seed", "status", "scored_epoch", "test_U", "test_S", "test_H", "fast_test_H") if c in f]
-    seeds = f[cols].sort_values("seed").reset_index(drop=True)
-    failed = [int(x) for x in seeds.seed[seeds.status != "completed"]] if "status" in seeds else []
+    label = RECIPE_LABEL.format(epochs="/".join(str(int(e)) for e in sorted(set(f.classifier_epochs))))
+    rows = [_score_row(label, f, "test_", True), _score_row(FAST_LABEL, f, "fast_test_", False)]
+    settings = {"sampling": str(f.sampling.iloc[0]), "kl_weight": float(f.kl_weight.iloc[0]),
+                "scored at epoch": f"{int(f.scored_epoch.iloc[0])} of {int(f.epochs.iloc[0])}"}
+    seeds = f[["seed", "status", "scored_epoch", "test_U", "test_S", "test_H", "fast_test_H"]]
+    seeds = seeds.sort_values("seed").reset_index(drop=True)
+    failed = [int(x) for x in seeds.seed[seeds.status != "completed"]]
     return FinalResult(len(f), rows, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}), settings, seeds, failed)
 
 
@@ -193,8 +182,6 @@ def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None =
     study = optuna.create_study(direction="maximize", study_name=r.name)
     dists = distributions(r)
     for _, row in r.trials[r.trials.status.isin(statuses)].iterrows():
-        if any(pd.isna(row[p]) for p in dists):  # e.g. sampling in trials of older versions
-            continue
         params = {p: (int(row[p]) if p == "latent_size" else str(row[p]) if p == "sampling" else float(row[p]))
                   for p in dists}
         if values is not None and row.trial_id not in values:

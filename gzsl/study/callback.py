@@ -93,6 +93,7 @@ class ParquetCallback(tune.Callback):
         if status == "diverged":
             row["best_val_H"] = row["last_val_H"] = 0.0
         epoch_rows = [{"trial_id": tid, "epoch": e["epoch"], "seconds": e.get("epoch_seconds"),
+                       "eval_seconds": e.get("eval_seconds"),
                        **{k: e.get(k) for k in ("loss_total", "loss_vae", "loss_sc", "loss_cr", "loss_dd")},
                        **({"val_U": e["val_U"], "val_S": e["val_S"], "val_H": e["val_H"]} if e.get("evaluated")
                           else {})} for e in epochs]

@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.errors import ConfigError
-from gzsl.results import ResultStore
+from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
 from gzsl.study.scheduler import RungCheckedASHA
@@ -140,6 +140,7 @@ def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
         raise ConfigError(f"{experiment} already holds a run of study {spec.name}; add --resume to continue "
                           "it, or pass another --results folder")
     if resume:
+        ResultStore(results_uri).check_version()
         check_unchanged(spec, ResultStore(results_uri), results_uri)
     return experiment
 
@@ -174,10 +175,6 @@ def _differences(column: str, key: str, was, is_):
         was, is_ = json.loads(was or "{}"), json.loads(is_)
         return [(f"{key}.{k}", json.dumps(was.get(k)), json.dumps(is_.get(k))) for k in sorted({*was, *is_})
                 if was.get(k) != is_.get(k)]
-    if was is None or was != was:  # null: a part written before this column was recorded
-        if column != "pack":
-            return []
-        was = 1  # every run was unpacked then
     return [(key, was, is_)] if was != is_ else []
 
 
@@ -218,7 +215,7 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
             "resources": json.dumps(spec.resources), "pack": spec.pack, "space": json.dumps(space), "beta": used.beta,
             "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
             "seed": spec.seed, "resumed": resumed,
-            "started_at": datetime.now(timezone.utc)}
+            "started_at": datetime.now(timezone.utc), "schema_version": SCHEMA_VERSION}
 
 
 def tune_storage(results_uri: str) -> str:

@@ -3,12 +3,14 @@ tasks, and scored once on the test split."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 
 import pandas as pd
 import torch
 
+from gzsl import modelfile
 from gzsl.evaluation import FAST_CLASSIFIER, cada_recipe
 from gzsl.results import ResultStore, best_trial, chosen_val_H
 from gzsl.study.callback import say
@@ -24,10 +26,8 @@ def best_params(store: ResultStore) -> dict | None:
     if best is None:
         return None
     h = chosen_val_H(best)
-    # Rows written before trials recorded `sampling` have none: the refit then takes the study's.
-    sampling = {"sampling": best["sampling"]} if isinstance(best.get("sampling"), str) else {}
     return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
-            "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), **sampling,
+            "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), "sampling": best["sampling"],
             "trial_id": best["trial_id"], "val_H": float(h), "epoch": _epoch(best.get("best_epoch"))}
 
 
@@ -36,10 +36,16 @@ def _epoch(best_epoch) -> int:
     return 0 if best_epoch is None or pd.isna(best_epoch) else int(best_epoch)
 
 
-def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
+def model_path(seed: int) -> str:
+    """Where the refit saves a seed's model, relative to the results folder (final.parquet's `model`)."""
+    return f"models/seed{seed}.pt"
+
+
+def _refit_one(spec: StudySpec, params: dict, data, seed: int, results: str) -> dict:
     """One seed of the refit, scored on test twice on the same latents of the final model: with
     CADA-VAE's classifier recipe (test_*, the numbers published rows report) and with the fast
-    classifier (fast_test_*), whichever of them drove validation H."""
+    classifier (fast_test_*), whichever of them drove validation H. The model, with its recipe's
+    classifier, is saved under `results` (gzsl.modelfile), unless it diverged."""
     import ray
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
@@ -52,11 +58,15 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     for last in train(data, cfg, recipes={"fast": FAST_CLASSIFIER}):
         pass
     cada, fast = last.recipe_scores[MAIN], last.recipe_scores["fast"]
+    saved = None
+    if last.trained is not None:
+        saved = model_path(seed)
+        modelfile.save(f"{results.rstrip('/')}/{saved}", last.trained, cfg, data, cada, last.epoch)
     return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
             "scored_epoch": last.epoch,
             "classifier_epochs": cada_recipe(data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
-            "seconds": time.perf_counter() - start, "status": last.status}
+            "model": saved, "seconds": time.perf_counter() - start, "status": last.status}
 
 
 def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=say):
@@ -71,7 +81,8 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
     res = spec.resources
     task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_refit_one)
     data_ref = ray.put(test_data)
-    pending = [task.remote(spec, params, data_ref, s) for s in todo]
+    results = store.uri if "://" in store.uri else os.path.abspath(store.uri)  # a task's cwd is not ours
+    pending = [task.remote(spec, params, data_ref, s, results) for s in todo]
     while pending:
         done, pending = ray.wait(pending)
         row = ray.get(done[0])
@@ -79,5 +90,6 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
         log(f"final refit seed {row['seed']}: test U {row['test_U']:.2f} S {row['test_S']:.2f} "
             f"H {row['test_H']:.2f} (CADA-VAE classifier recipe, {row['classifier_epochs']} epochs); U {row['fast_test_U']:.2f} "
             f"S {row['fast_test_S']:.2f} H {row['fast_test_H']:.2f} (fast classifier) "
-            f"(epoch {row['scored_epoch']} of {row['epochs']}, {row['seconds']:.0f}s, {row['status']})")
+            f"(epoch {row['scored_epoch']} of {row['epochs']}, {row['seconds']:.0f}s, {row['status']})"
+            + (f"; model {store.uri.rstrip('/')}/{row['model']}" if row["model"] else ""))
     return store.read("final")

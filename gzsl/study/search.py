@@ -54,10 +54,6 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self.room: int | None = None
         self._beat_at = 0.0
 
-    def __setstate__(self, state):  # a searcher saved before `room` existed
-        state.setdefault("room", None)
-        self.__dict__.update(state)
-
     def suggest(self, trial_id: str):
         if self.room is not None and trial_id not in self._ot_trials and \
                 sum(t not in self._completed_trials for t in self._ot_trials) >= self.room:

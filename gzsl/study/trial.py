@@ -59,7 +59,30 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
     cfg = train_config(spec, config, seed=spec.seed, device=device)
     for r in train(data, cfg):
         gpu_mem = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-        tune.report(epoch_metrics(r, where, gpu_mem))
+        report(epoch_metrics(r, where, gpu_mem), spec)
+
+
+_GAUGES = {}
+
+
+def report(row: dict, spec: StudySpec) -> None:
+    """tune.report, and the trial's epoch and validation H as Ray metrics (gauges gzsl_trial_epoch
+    and gzsl_trial_val_h, tagged study and trial) for a Prometheus/Grafana that scrapes Ray."""
+    tune.report(row)
+    try:
+        from ray.util.metrics import Gauge
+
+        if not _GAUGES:
+            tags = ("study", "trial")
+            _GAUGES["epoch"] = Gauge("gzsl_trial_epoch", "epochs a gzsl trial has trained", tag_keys=tags)
+            _GAUGES["val_H"] = Gauge("gzsl_trial_val_h", "validation H (%) of a gzsl trial's last evaluated epoch",
+                                     tag_keys=tags)
+        tags = {"study": spec.name, "trial": tune.get_context().get_trial_id()}
+        _GAUGES["epoch"].set(row["epoch"], tags=tags)
+        if METRIC in row:
+            _GAUGES["val_H"].set(row[METRIC], tags=tags)
+    except Exception:  # metrics are for watching: never a reason for a trial to fail
+        pass
 
 
 def placement(gpu_ids: list) -> dict:
@@ -75,7 +98,8 @@ def epoch_metrics(r: EpochResult, where: dict, gpu_mem_mb: float | None = None) 
     (eval_every): a repeated older H would be compared by ASHA's rungs and recorded by Optuna
     as if it were this epoch's."""
     scores = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H} if r.scores is not None else {}
-    metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "evaluated": r.scores is not None,
+    metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "eval_seconds": r.eval_seconds,
+               "evaluated": r.scores is not None,
                **{f"loss_{k}": v for k, v in r.losses.items()}, **scores, **where}
     if gpu_mem_mb is not None:
         metrics["gpu_mem_mb"] = gpu_mem_mb

@@ -1,0 +1,144 @@
+"""A trained model as one file: what a study's refit and `gzsl.train --save` hand their user, and
+what `gzsl.predict` reads back.
+
+The file (torch.save of plain types and tensors, read with weights_only) holds the model's
+weights (its state_dict, one member), its TrainConfig, its final classifier as scored and the
+classes it predicts, the scores it was saved with, and what the data must be for those numbers
+to hold: the dataset's name, the split protocol and its seed, the fingerprint of the benchmark's
+arrays and the scaler fit on the training images (which new image features go through).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.fs as pafs
+import torch
+
+from gzsl.data import GZSLData
+from gzsl.errors import DataError, GzslError
+from gzsl.evaluation import ClassifierConfig, LatentClassifier, Scores
+from gzsl.model import DisentangledVAE, ModelConfig
+from gzsl.training import Trained, TrainConfig
+
+FORMAT = "gzsl-model"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    model: DisentangledVAE  # one member, on the CPU, in eval mode
+    classifier: LatentClassifier
+    classes: torch.Tensor  # class id of each classifier output
+    config: TrainConfig
+    dataset: str
+    split: str  # the protocol it was trained under: "test" (trainval) or "val"
+    split_seed: int  # the seed of that protocol (the validation classes of "val")
+    fingerprint: str  # RawBenchmark.fingerprint of the data it was trained on
+    class_names: tuple[str, ...]  # one per class id
+    feature_min: np.ndarray
+    feature_span: np.ndarray
+    scores: Scores  # U, S, H of its split's evaluation sets when it was saved
+    epoch: int  # the epoch it was scored at
+
+    def check(self, data: GZSLData, path: str) -> None:
+        """DataError (one line) unless `data` is what the model was trained and scored on."""
+        if data.name != self.dataset:
+            raise DataError(f"{path}: the model was trained on {self.dataset}, not {data.name}; "
+                            f"score it on {self.dataset} (leave out --dataset)")
+        if data.split != self.split:
+            raise DataError(f"{path}: the model was trained under split {self.split!r}; scoring it on "
+                            f"{data.split!r} would score images it trained on or none it was meant for: "
+                            f"use --split {self.split}")
+        if data.fingerprint != self.fingerprint:
+            raise DataError(f"{path}: the {data.name} data given differ from those the model was trained on "
+                            f"(fingerprint {data.fingerprint}, the model's {self.fingerprint}); pass the "
+                            "--data-root it was trained with")
+
+    def predict(self, features: np.ndarray, path: str) -> list[str]:
+        """The class names of raw image features (N, D1), scaled as the training images were."""
+        if features.ndim != 2 or features.shape[1] != len(self.feature_min):
+            raise DataError(f"{path}: features of shape {features.shape}; the model takes (images, "
+                            f"{len(self.feature_min)}) {self.dataset} features")
+        if not np.isfinite(features).all():
+            raise DataError(f"{path}: {int((~np.isfinite(features)).any(axis=1).sum())} images have non-finite features")
+        x = torch.from_numpy(((features - self.feature_min) / self.feature_span).astype(np.float32))
+        from gzsl.evaluation import predict
+
+        with torch.no_grad():
+            local = predict(self.model, self.classifier, x)
+        return [self.class_names[int(c)] for c in self.classes[local]]
+
+
+def save(path: str, trained: Trained, config: TrainConfig, data: GZSLData, scores: Scores, epoch: int) -> None:
+    """Write a completed member's model file (any pyarrow filesystem path or URI), atomically: a
+    reader sees the whole file or none."""
+    payload = {
+        "format": FORMAT, "version": VERSION,
+        "state_dict": {k: v.cpu() for k, v in trained.model.state_dict().items()},
+        "model_config": dataclasses.asdict(trained.model.config),
+        "train_config": dataclasses.asdict(config),
+        "classifier": {"weight": trained.classifier.weight.cpu(), "bias": trained.classifier.bias.cpu(),
+                       "classes": trained.classes.cpu()},
+        "data": {"dataset": data.name, "split": data.split, "split_seed": int(data.provenance.get("seed", 0)),
+                 "fingerprint": data.fingerprint, "class_names": list(data.class_names),
+                 "feature_min": torch.from_numpy(np.asarray(data.feature_min)),
+                 "feature_span": torch.from_numpy(np.asarray(data.feature_span))},
+        "scores": {"U": scores.U, "S": scores.S, "H": scores.H, "epoch": int(epoch)},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    fs, where = _filesystem(path)
+    parent = where.rsplit("/", 1)[0] if "/" in where else "."
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.tmp-{where.rsplit('/', 1)[-1]}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(buffer.getvalue())
+    fs.move(tmp, where)
+
+
+def load(path: str) -> SavedModel:
+    """A model file written by `save`; GzslError (one line, naming the file) for anything else."""
+    fs, where = _filesystem(path)
+    try:
+        with fs.open_input_stream(where) as f:
+            raw = f.read()
+    except (FileNotFoundError, OSError) as exc:
+        raise GzslError(f"{path}: cannot read the model file ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+                        "a study's refit writes them under results/<study>/models/") from None
+    try:
+        p = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a file it cannot read
+        raise GzslError(f"{path}: not a gzsl model file ({type(exc).__name__})") from None
+    if not isinstance(p, dict) or p.get("format") != FORMAT:
+        raise GzslError(f"{path}: not a gzsl model file")
+    if p.get("version") != VERSION:
+        raise GzslError(f"{path}: a gzsl model file of version {p.get('version')}; this gzsl reads version "
+                        f"{VERSION}: use the gzsl that wrote it")
+    train = dict(p["train_config"])
+    if isinstance(train.get("classifier"), dict):
+        train["classifier"] = ClassifierConfig(**train["classifier"])
+    for key in ("kl_warmup", "cross_warmup", "distance_warmup", "hidden"):
+        train[key] = tuple(train[key])
+    config = TrainConfig(**train)
+    with torch.device("meta"):
+        model = DisentangledVAE(ModelConfig(**p["model_config"]))
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(p["state_dict"])
+    d, s, c = p["data"], p["scores"], p["classifier"]
+    return SavedModel(
+        model=model.eval(), classifier=LatentClassifier(c["weight"], c["bias"]), classes=c["classes"],
+        config=config, dataset=d["dataset"], split=d["split"], split_seed=d["split_seed"],
+        fingerprint=d["fingerprint"], class_names=tuple(d["class_names"]),
+        feature_min=d["feature_min"].numpy(), feature_span=d["feature_span"].numpy(),
+        scores=Scores(s["U"], s["S"], s["H"]), epoch=s["epoch"])
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
