@@ -353,3 +353,29 @@ def test_a_recovered_trial_is_recorded_from_its_new_attempt_numbered_by_first_st
     epochs = store.read("epochs")
     assert (row.trial_id, row.trial_number, row.epochs_run) == ("a", 0, 2)
     assert list(epochs.epoch) == [1, 2] and (epochs.loss_total == 1.0).all()
+
+
+def test_a_member_joins_when_the_pack_evaluates_so_their_classifiers_fit_at_once(tmp_path, data):
+    """eval_every = 2: a trial that asks to join while the pack's member is between evaluations
+    waits for the next evaluated epoch; from then on both are scored in the same pack epochs (one
+    fit for both: the same epoch and evaluation seconds)."""
+    from gzsl.studies import load_study
+    from gzsl.study.executor import Executor
+
+    study = write_study(tmp_path, name="aligned", epochs=6, grace=6, eval_every=2, latent="[16]", training_extra=TINY)
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 3\n"))
+    executor = Executor(load_study(str(study)), data, "cpu", {"pack_id": "p0"}, run=False)
+    assert executor.try_join("a@1", PARAMS)
+    executor.step()  # a: epoch 1
+    assert executor.try_join("b@1", PARAMS) and executor.load() == 2
+    executor.step()  # b waits: a is between evaluations; a: epoch 2, evaluated
+    assert executor.members() == ["a@1"]
+    executor.step()  # b joins
+    assert executor.members() == ["a@1", "b@1"]
+    run_out(executor)
+    (a, _), (b, _) = taken(executor, "a@1"), taken(executor, "b@1")
+    assert [r["epoch"] for r in a] == list(range(1, 7)) and [r["epoch"] for r in b] == list(range(1, 7))
+    assert [r["epoch"] for r in a if "val_H" in r] == [2, 4, 6] == [r["epoch"] for r in b if "val_H" in r]
+    together = lambda rows, epochs: [(r["epoch_seconds"], r["eval_seconds"]) for r in rows if r["epoch"] in epochs]  # noqa: E731
+    assert together(a, (4, 6)) == together(b, (2, 4))  # evaluated in the same pack epochs
+    assert all(r["eval_seconds"] > 0 for r in a + b if "val_H" in r)

@@ -275,19 +275,21 @@ def test_importance_falls_back_to_the_first_asha_rung_when_few_trials_complete()
 def _final_rows(n: int, seed0: int, h: float) -> list[dict]:
     return [{"seed": seed0 + i, "test_U": h + 2 * i, "test_S": h + 10, "test_H": h + i, "status": "completed",
              "fast_test_U": h + 2 * i - 1, "fast_test_S": h + 10, "fast_test_H": h + i - 1, "sampling": "cada",
-             "kl_weight": 0.25, "classifier_epochs": 23, "epochs": 30, "scored_epoch": 12} for i in range(n)]
+             "kl_weight": 0.25, "classifier_epochs": 23, "epochs": 30, "scored_epoch": 12,
+             "model": f"models/seed{seed0 + i}.pt"} for i in range(n)]
 
 
 def test_a_refit_seed_that_diverged_is_shown_not_silently_averaged():
     from gzsl.report import _final_html
 
     rows = _final_rows(3, 1000, 50.0)
-    rows[1].update(status="diverged", test_U=0.0, test_S=0.0, test_H=0.0, fast_test_H=0.0)
+    rows[1].update(status="diverged", test_U=0.0, test_S=0.0, test_H=0.0, fast_test_H=0.0, model=None)
     r = rec.StudyResults("d", {"dataset": "synth-small"}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(rows))
     f = rec.final_result(r)
     assert f.failed == [1001] and f.rows[0].mean["H"] == pytest.approx((50 + 0 + 52) / 3)
     html = _final_html(r)
     assert "Seed(s) 1001 did not complete" in html and html.count('>diverged<') == 1
+    assert "models/seed1002.pt" in html and "python -m gzsl.predict --model" in html
 
 
 def test_the_timeline_puts_a_packs_members_in_the_packs_own_slots():

@@ -88,8 +88,9 @@ def _final_html(r: rec.StudyResults) -> str:
     return (f'<p class="note">{escape(note)}</p>'
             + page.table_html(["method", "U", "S", "H"], rows, left={"method"},
                               row_classes=["ours"] * len(f.rows) + [""] * len(f.references), sortable=False)
-            + "<p>Each seed of the refit:</p>" + page.table_html(list(f.seeds.columns), f.seeds.values.tolist(),
-                                                               left={"status"}, sortable=False))
+            + "<p>Each seed of the refit (<code>model</code>: its saved model in the results folder, for "
+              "<code>python -m gzsl.predict --model</code>):</p>"
+            + page.table_html(list(f.seeds.columns), f.seeds.values.tolist(), left={"status", "model"}, sortable=False))
 
 
 def _params_html(r: rec.StudyResults, params: list[str]) -> str:

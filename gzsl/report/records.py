@@ -107,7 +107,7 @@ def final_result(r: StudyResults) -> FinalResult | None:
     rows = [_score_row(label, f, "test_", True), _score_row(FAST_LABEL, f, "fast_test_", False)]
     settings = {"sampling": str(f.sampling.iloc[0]), "kl_weight": float(f.kl_weight.iloc[0]),
                 "scored at epoch": f"{int(f.scored_epoch.iloc[0])} of {int(f.epochs.iloc[0])}"}
-    seeds = f[["seed", "status", "scored_epoch", "test_U", "test_S", "test_H", "fast_test_H"]]
+    seeds = f[["seed", "status", "scored_epoch", "test_U", "test_S", "test_H", "fast_test_H", "model"]]
     seeds = seeds.sort_values("seed").reset_index(drop=True)
     failed = [int(x) for x in seeds.seed[seeds.status != "completed"]]
     return FinalResult(len(f), rows, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}), settings, seeds, failed)

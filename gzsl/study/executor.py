@@ -184,14 +184,15 @@ class Executor:
         return True
 
     def _boundary(self) -> None:
-        """Leaves, then joins: everyone waiting; after a failed epoch, the survivors first alone,
-        then one member at a time (held ones first), so that a failure names its member."""
+        """Leaves, then joins: everyone waiting, once the members reach an evaluated epoch
+        (_evaluated); after a failed epoch, the survivors first alone, then one member at a time
+        (held ones first), so that a failure names its member."""
         for key in self.leaving & set(self.configs):
             self.pack.leave(key)
             self._forget(key)
         self.leaving.clear()
         if not self.strikes and not self.held:
-            admitted, self.joining = self.joining, {}
+            admitted, self.joining = (self.joining, {}) if self._evaluated() else ({}, self.joining)
         elif self.strikes and self.configs:
             admitted = {}
         else:
@@ -205,6 +206,14 @@ class Executor:
                 continue
             self.configs[key] = config
             self.new.add(key)
+
+    def _evaluated(self) -> bool:
+        """Whether the members just reached an evaluated epoch (eval_every), or there are none.
+        Joins wait for one: every member's evaluations then fall on the same pack epochs, and
+        their final classifiers fit as one (gzsl.evaluation.fit_many) instead of one group per
+        joining time, at the cost of a slot left empty up to eval_every - 1 epochs."""
+        every = self.first.eval_every
+        return every <= 1 or not self.pack.members or any(m.epoch % every == 0 for m in self.pack.members)
 
     def _epoch_failed(self, keys: list[str], epochs: dict[str, int], why: str) -> None:
         self.strikes += 1
