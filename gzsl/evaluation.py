@@ -8,6 +8,7 @@ accuracies averaged over classes, H their harmonic mean.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -215,7 +216,29 @@ def fit_classifiers(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, 
 
     The cross-entropy gradient is written out (softmax minus one-hot) instead of going
     through autograd: the same steps, about a fifth less time, and this runs every epoch."""
-    w, b = w.contiguous().clone(), b.contiguous().clone()
+    with _one_cpu_thread(z.device):
+        return _fit(z, y, config, w.contiguous().clone(), b.contiguous().clone())
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device):
+    """On a CPU, the classifier's steps are too small to share between threads: each operator's
+    thread barrier costs more than it saves, and when another process holds a core the barrier
+    waits for it (benchmarks/pack_throughput.py, the classifier table beside a busy core: 25x
+    slower on 2 threads than on 1). torch's thread count is the process's; this is restored after."""
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Tensor, b: torch.Tensor):
+    """fit_classifiers' steps, on w and b (copies) in place."""
     fused = z.device.type in ("cpu", "cuda")
     opt = torch.optim.Adam([w, b], lr=config.lr, betas=(config.beta1, 0.999), fused=fused)
     n, bs = len(y), config.batch_size
