@@ -43,6 +43,8 @@ def test_the_dashboard_of_a_running_study_shows_its_job_by_name_once_given_the_t
                 page.get_by_placeholder("Enter your authentication token").fill(token_file.read_text().strip())
                 page.get_by_role("button", name="Submit").click()
             page.get_by_text("gzsl.tune dash").first.wait_for(timeout=120_000)  # the job, by its name
+            if os.environ.get("GZSL_SCREENSHOTS"):  # a folder: keep what the test saw, to look at
+                page.screenshot(path=str(Path(os.environ["GZSL_SCREENSHOTS"]) / "dashboard-jobs.png"))
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the study saves its state and stops
