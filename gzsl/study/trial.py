@@ -67,17 +67,18 @@ _GAUGES = {}
 
 def report(row: dict, spec: StudySpec) -> None:
     """tune.report, and the trial's epoch and validation H as Ray metrics (gauges gzsl_trial_epoch
-    and gzsl_trial_val_h, tagged study and trial) for a Prometheus/Grafana that scrapes Ray."""
+    and gzsl_trial_val_h, tagged study, trial and pack: the executor that trains it, "" alone) for
+    a Prometheus/Grafana that scrapes Ray."""
     tune.report(row)
     try:
         from ray.util.metrics import Gauge
 
         if not _GAUGES:
-            tags = ("study", "trial")
+            tags = ("study", "trial", "pack")
             _GAUGES["epoch"] = Gauge("gzsl_trial_epoch", "epochs a gzsl trial has trained", tag_keys=tags)
             _GAUGES["val_H"] = Gauge("gzsl_trial_val_h", "validation H (%) of a gzsl trial's last evaluated epoch",
                                      tag_keys=tags)
-        tags = {"study": spec.name, "trial": tune.get_context().get_trial_id()}
+        tags = {"study": spec.name, "trial": tune.get_context().get_trial_id(), "pack": row.get("pack_id", "")}
         _GAUGES["epoch"].set(row["epoch"], tags=tags)
         if METRIC in row:
             _GAUGES["val_H"].set(row[METRIC], tags=tags)
