@@ -7,6 +7,9 @@
 #   3. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
 #      operators and GPU memory per member; the final classifier of K members fit at once;
 #      four fractional trials side by side);
+#   5. a study end to end, evaluation included (benchmarks/study_throughput.py --device cuda): a
+#      synth_cub slice (8 configurations, 10 epochs) as 4 fractional trials (gpu = 0.25) and packed (pack = 8), when
+#      GPU_CHECK_STUDY=1 (default); its size is GPU_CHECK_STUDY_ARGS;
 #   4. the science benchmarks of synth-cub on the GPU (when GPU_CHECK_SCIENCE=1; measured once,
 #      see docs/benchmarks.md), in the background from before 2, one process per worker:
 #      preset_science.py (default and ablation x 3 seeds, KL 1, lam 0, CADA-VAE sampling; 100
@@ -81,6 +84,12 @@ echo "## 3. packed trials on the GPU"
 timeout 150 $PY benchmarks/pack_throughput.py --device cuda --ks 1 2 4 8 16 32 64 --latents 32 64 128 \
   --classifier-ks 1 4 16 --fractional 4 --fractional-seconds 20 \
   2>&1 | grep -v USDT | tee "$OUT/pack_throughput.txt"
+
+if [ "${GPU_CHECK_STUDY:-1}" = 1 ]; then
+echo "## 5. a study end to end on the GPU, evaluation included"
+timeout 240 $PY benchmarks/study_throughput.py --device cuda --cpus "$(nproc)" \
+  ${GPU_CHECK_STUDY_ARGS:---study synth_cub --num-samples 8 --epochs 10 --packs 8} 2>&1 | tee "$OUT/study_throughput.txt" | tail -12
+fi
 
 wait
 [ "${GPU_CHECK_SCIENCE:-0}" = 1 ] || exit 0

@@ -52,8 +52,12 @@ def variant(study: str, folder: Path, pack: int, device: str, cpus: int, solo_gp
         concurrent = max_concurrent
     text = re.sub(r"^\[resources\][^\[]*", res + "\n", text, count=1, flags=re.M)
     text = re.sub(r"^max_concurrent = \d+", f"max_concurrent = {concurrent}", text, count=1, flags=re.M)
-    if epochs:
+    if epochs:  # ASHA's grace scaled with the run, on an evaluated epoch where it can be
+        grace = max(1, round(spec.grace_period * epochs / spec.epochs))
+        every = max(1, spec.eval_every)
+        grace = max(every, grace // every * every) if every < epochs else grace
         text = re.sub(r"^epochs = \d+", f"epochs = {epochs}", text, count=1, flags=re.M)
+        text = re.sub(r"^grace_period = \d+", f"grace_period = {grace}", text, count=1, flags=re.M)
     path = folder / f"{spec.name}_pack{pack}.toml"
     path.write_text(text)
     return path
