@@ -43,16 +43,17 @@ class MemberLinear(nn.Module):
     def add_grads(self, x: torch.Tensor, dy: torch.Tensor) -> None:
         """The weight's and bias's gradients of one use of the layer (input x, output gradient dy):
         written into the kept buffers where `.grad` is None, added to `.grad` otherwise."""
-        for name, p, write, add in (("weight", self.weight, lambda out: torch.bmm(x.transpose(1, 2), dy, out=out),
-                               lambda g: g.baddbmm_(x.transpose(1, 2), dy)),
-                              ("bias", self.bias, lambda out: torch.sum(dy, 1, keepdim=True, out=out),
-                               lambda g: g.add_(dy.sum(1, keepdim=True)))):
-            if not p.requires_grad:
-                continue
-            if p.grad is None:
-                p.grad = write(self._grad_buffer(name, p))
+        w, b, x_t = self.weight, self.bias, x.transpose(1, 2)
+        if w.requires_grad:
+            if w.grad is None:
+                w.grad = torch.bmm(x_t, dy, out=self._grad_buffer("weight", w))
             else:
-                add(p.grad)
+                w.grad.baddbmm_(x_t, dy)
+        if b.requires_grad:
+            if b.grad is None:
+                b.grad = torch.sum(dy, 1, keepdim=True, out=self._grad_buffer("bias", b))
+            else:
+                b.grad.add_(dy.sum(1, keepdim=True))
 
     def _grad_buffer(self, name: str, p: nn.Parameter) -> torch.Tensor:
         kept = self._grad_buffers.get(name)

@@ -21,7 +21,7 @@ import torch
 
 from gzsl.data import GZSLData
 from gzsl.errors import DataError, GzslError
-from gzsl.evaluation import ClassifierConfig, LatentClassifier, Scores
+from gzsl.evaluation import ClassifierConfig, LatentClassifier, Scores, predict
 from gzsl.model import DisentangledVAE, ModelConfig
 from gzsl.training import Trained, TrainConfig
 
@@ -67,10 +67,7 @@ class SavedModel:
         if not np.isfinite(features).all():
             raise DataError(f"{path}: {int((~np.isfinite(features)).any(axis=1).sum())} images have non-finite features")
         x = torch.from_numpy(((features - self.feature_min) / self.feature_span).astype(np.float32))
-        from gzsl.evaluation import predict
-
-        with torch.no_grad():
-            local = predict(self.model, self.classifier, x)
+        local = predict(self.model, self.classifier, x)
         return [self.class_names[int(c)] for c in self.classes[local]]
 
 

@@ -181,8 +181,7 @@ def best_trial(trials) -> dict | None:
     (ties: the earlier trial); pruned trials only when none completed."""
     done = trials[trials.status == "completed"]
     pool = done if not done.empty else trials[trials.status == "pruned"]
-    key = "best_val_H"
-    pool = pool.dropna(subset=[key])
+    pool = pool.dropna(subset=["best_val_H"])
     if pool.empty:
         return None
-    return pool.sort_values([key, "trial_number"], ascending=[False, True]).iloc[0].to_dict()
+    return pool.sort_values(["best_val_H", "trial_number"], ascending=[False, True]).iloc[0].to_dict()

@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 
 from gzsl import modelfile
-from gzsl.evaluation import FAST_CLASSIFIER, cada_recipe
+from gzsl.evaluation import FAST_CLASSIFIER
 from gzsl.results import ResultStore, best_trial, chosen_val_H
 from gzsl.study.callback import say
 from gzsl.study.trial import train_config, trial_device
 from gzsl.studies import SEARCHED, StudySpec
-from gzsl.training import MAIN, train
+from gzsl.training import MAIN, classifier_config, train
 
 
 def best_params(store: ResultStore) -> dict | None:
@@ -64,7 +64,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int, results: str) -> 
         modelfile.save(f"{results.rstrip('/')}/{saved}", last.trained, cfg, data, cada, last.epoch)
     return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
             "scored_epoch": last.epoch,
-            "classifier_epochs": cada_recipe(data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
+            "classifier_epochs": classifier_config(cfg, data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
             "model": saved, "seconds": time.perf_counter() - start, "status": last.status}
 
