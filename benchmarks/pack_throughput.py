@@ -11,7 +11,10 @@ Members differ as a study's trials do (learning rate, alpha, gamma, lam, latent 
 a pack pads every latent to its widest. Times are of whole training steps (forward, four losses,
 backward, Adam) after warm-up steps, each K measured packed and solo side by side in one run.
 Operators are the aten operators the torch profiler records for one step, over K: what a GPU
-pays for in launches, and what a CPU run can count.
+pays for in launches, and what a CPU run can count. Adam: the milliseconds of the optimizer's
+update alone, member by member (torch's fused Adam per member) and in one compiled call
+(gzsl.optim), and its share of the step in the mode the step used (--adam; default: the
+device's, one call on CUDA, per member on a CPU).
 
 With --baseline PATH, each K's packed rate is also measured by PATH's own copy of this script
 (another checkout: its gzsl, its pack) in a subprocess right after, and printed beside.
@@ -80,10 +83,12 @@ def count_ops(fn) -> tuple[int, int]:
     return len(names), sum(1 for n in names if n not in SCALAR_READS)
 
 
-def packed_step(data, configs, device: str):
+def packed_step(data, configs, device: str, adam: str = "auto"):
     """A pack of `configs` and a function that runs one training step of all its members, on
     endless minibatches and an epoch's noise drawn once (the members' warm-ups at epoch 0)."""
     pack = Pack(data, configs[0], max(c.latent_size for c in configs))
+    if adam != "auto":
+        pack.optimizer.one_call = adam == "one-call"
     for i, c in enumerate(configs):
         pack.join(str(i), c)
     w, feed = pack.loss_weights(), batches(pack.data, configs[0].batch_size, device)
@@ -95,8 +100,10 @@ def packed_step(data, configs, device: str):
     return pack, step
 
 
-def measure_packed(data, configs, steps: int, warmup: int, device: str):
-    _, step = packed_step(data, configs, device)
+def measure_packed(data, configs, steps: int, warmup: int, device: str, adam: str = "auto"):
+    """Seconds per step, operators, peak GPU MB, and Adam's seconds per update {mode: s} with
+    the mode the steps used under "step"."""
+    pack, step = packed_step(data, configs, device, adam)
     for _ in range(warmup):
         step()
     ops = count_ops(step)
@@ -109,7 +116,28 @@ def measure_packed(data, configs, steps: int, warmup: int, device: str):
     sync(device)
     seconds = (time.perf_counter() - t) / steps
     mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    return seconds, ops, mem
+    return seconds, ops, mem, time_adam(pack.optimizer, steps, device)
+
+
+def time_adam(optimizer, steps: int, device: str) -> dict[str, float]:
+    """The optimizer's update alone (on the last step's gradients), per member and in one call,
+    after warm-up updates (the one call compiles on its first)."""
+    used, times = optimizer.one_call, {}
+    for name, one_call in (("per-member", False), ("one-call", True)):
+        optimizer.one_call = one_call
+        for _ in range(3):
+            optimizer.step()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            optimizer.step()
+        sync(device)
+        times[name] = (time.perf_counter() - t) / steps
+        if optimizer.one_call != one_call:  # it could not compile
+            times[name] = float("nan")
+    times["step"] = times["one-call" if used else "per-member"]
+    optimizer.one_call = used
+    return times
 
 
 def profile_step(data, configs, device: str, steps: int = 5, top: int = 12) -> None:
@@ -205,6 +233,11 @@ def baseline_rate(tree: str, k: int, args) -> float:
     return float(row.group(1))
 
 
+def adam_mode(args) -> bool:
+    """Whether the packed steps updated in one call."""
+    return args.adam == "one-call" or (args.adam == "auto" and args.device.startswith("cuda"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="synth-cub")
@@ -221,6 +254,8 @@ def main() -> None:
     p.add_argument("--classifier-ks", type=int, nargs="*", default=None,
                    help="K of the final-classifier table (default: --ks); none skips it")
     p.add_argument("--classifier-epochs", type=int, default=1, help="epochs of the recipe's fit in that table")
+    p.add_argument("--adam", choices=["auto", "per-member", "one-call"], default="auto",
+                   help="how the packed steps update (gzsl.optim.MemberAdam; auto: one call on CUDA)")
     p.add_argument("--tf32", action="store_true", help="let CUDA matrix products use TF32 (torch's default: full fp32)")
     p.add_argument("--profile-k", type=int, default=0, metavar="K",
                    help="also print where a step of a K-member pack spends its device time (top kernels)")
@@ -237,13 +272,14 @@ def main() -> None:
     print(f"{args.dataset} ({len(data.train.y)} training images, {steps_per_epoch} steps per epoch), device "
           f"{args.device}, {torch.get_num_threads()} thread(s), latents {args.latents}, torch {torch.__version__}")
     print(f"{'K':>3} {'packed cfg-ep/s':>15} {'solo cfg-ep/s':>13} {'packed/solo':>11} "
-          f"{'ops/cfg-step packed':>19} {'solo':>5} {'ratio':>6} {'ratio w/o scalar reads':>22}"
+          f"{'ops/cfg-step packed':>19} {'solo':>5} {'ratio':>6} {'ratio w/o scalar reads':>22} "
+          f"{'Adam ms per-member':>18} {'one-call':>8} {'Adam % of step':>14}"
           + ("  GPU MB/member" if args.device != "cpu" else "")
           + (f"  {'baseline packed':>15} {'packed/baseline':>15}" if args.baseline else ""))
     base = None
     for k in args.ks:
         configs = members(k, args.latents, hidden, args.device)
-        t_pack, ops_pack, mem = measure_packed(data, configs, args.steps, args.warmup, args.device)
+        t_pack, ops_pack, mem, adam = measure_packed(data, configs, args.steps, args.warmup, args.device, args.adam)
         pack_rate = k / (t_pack * steps_per_epoch)
         if args.no_solo:
             solo_rate, ops_solo = float("nan"), None
@@ -253,10 +289,12 @@ def main() -> None:
         base = base or (ops_solo if ops_solo else ops_pack)
         before = baseline_rate(args.baseline, k, args) if args.baseline else None
         print(f"{k:3d} {pack_rate:15.3f} {solo_rate:13.3f} {pack_rate / solo_rate:11.2f} {ops_pack[0] / k:19.1f} "
-              f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f}"
+              f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f} "
+              f"{adam['per-member'] * 1e3:18.2f} {adam['one-call'] * 1e3:8.2f} {100 * adam['step'] / t_pack:14.0f}"
               + (f"  {mem / k:14.0f}" if mem else "")
               + (f"  {before:15.3f} {pack_rate / before:15.2f}" if before else ""), flush=True)
-    print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo)")
+    print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo); "
+          f"the packed steps updated {'in one call' if adam_mode(args) else 'member by member'}")
     if args.baseline:
         print(f"baseline: {Path(args.baseline).resolve()}'s pack, measured by its own benchmarks/pack_throughput.py")
     if args.profile_k:
