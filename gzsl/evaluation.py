@@ -8,6 +8,7 @@ accuracies averaged over classes, H their harmonic mean.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -238,22 +239,111 @@ def _one_cpu_thread(device: torch.device):
 
 
 def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Tensor, b: torch.Tensor):
-    """fit_classifiers' steps, on w and b (copies) in place."""
-    fused = z.device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam([w, b], lr=config.lr, betas=(config.beta1, 0.999), fused=fused)
-    n, bs = len(y), config.batch_size
+    """fit_classifiers' steps, on w and b (copies) in place: each epoch a new random order of the
+    rows (torch's stream on z's device), then its minibatches; on CUDA each epoch's steps replay
+    as one captured CUDA graph (_EpochGraph)."""
+    n, device = len(y), z.device
+    adam = _Adam([w, b], config)
+
+    def epoch(perm: torch.Tensor) -> None:
+        """One pass over the rows `perm` in that order: no host sync, so a graph can capture it."""
+        for i in range(0, len(perm), config.batch_size):
+            idx = perm[i:i + config.batch_size]
+            z_b, y_b = z[:, idx], y[idx]
+            grad = torch.softmax(torch.baddbmm(b, z_b, w), dim=2)  # d(mean CE)/d(logits) * batch
+            grad[:, torch.arange(len(y_b), device=device), y_b] -= 1.0
+            grad /= len(y_b)
+            adam.step([torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)])
+
+    graph = _EpochGraph.capture(epoch, n, config.batch_size, adam.tensors()) \
+        if device.type == "cuda" and CUDA_GRAPHS else None
     with torch.no_grad():
         for _ in range(config.epochs):
-            perm = torch.randperm(n, device=z.device)
-            for i in range(0, n, bs):
-                idx = perm[i:i + bs]
-                z_b, y_b = z[:, idx], y[idx]
-                grad = torch.softmax(torch.baddbmm(b, z_b, w), dim=2)  # d(mean CE)/d(logits) * batch
-                grad[:, torch.arange(len(y_b), device=z.device), y_b] -= 1.0
-                grad /= len(y_b)
-                w.grad, b.grad = torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)
-                opt.step()
+            perm = torch.randperm(n, device=device)
+            if graph is not None:
+                graph.replay(perm)
+            else:
+                epoch(perm)
     return w, b
+
+
+class _Adam:
+    """torch.optim.Adam (fused kernel, no amsgrad) on the classifier's tensors, its state made up
+    front: the same kernel and steps as `torch.optim.Adam([w, b], fused=True)`, whose lazy first
+    step a CUDA graph could not capture."""
+
+    def __init__(self, params: list[torch.Tensor], config: ClassifierConfig):
+        self.params, self.config = params, config
+        self.exp_avgs = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
+        self.steps = [torch.zeros((), device=p.device) for p in params]  # as fused Adam keeps them
+        self.fused = params[0].device.type in ("cpu", "cuda")
+        self.fallback = None if self.fused else torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Everything a step changes."""
+        return [*self.params, *self.exp_avgs, *self.exp_avg_sqs, *self.steps]
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        if self.fallback is not None:  # a device without torch's fused Adam
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            self.fallback.step()
+            return
+        torch._foreach_add_(self.steps, 1)
+        torch._fused_adam_(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps, amsgrad=False,
+                           lr=self.config.lr, beta1=self.config.beta1, beta2=0.999, weight_decay=0.0, eps=1e-8,
+                           maximize=False)
+
+
+# Whether a classifier epoch on CUDA replays as a captured graph (one launch for its ~1500 small
+# steps of ~10 kernels each); set to False to run every step from Python.
+CUDA_GRAPHS = True
+_graph_failed = False
+
+
+class _EpochGraph:
+    """A classifier epoch captured as a CUDA graph: the order of its rows is the input."""
+
+    def __init__(self, graph, perm: torch.Tensor):
+        self.graph, self.perm = graph, perm
+
+    @classmethod
+    def capture(cls, epoch, n: int, batch_size: int, state: list[torch.Tensor]) -> "_EpochGraph | None":
+        """Capture `epoch` of n rows; None (and eager epochs from then on, said once) where it
+        cannot be. A step of each batch shape runs first on a side stream, as CUDA graphs need,
+        and `state` (every tensor an epoch changes) is put back after: the fit starts where it
+        would have."""
+        global _graph_failed
+        if _graph_failed:
+            return None
+        saved = [t.clone() for t in state]
+        perm = torch.arange(n, device=state[0].device)  # the static input: any order while capturing
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                epoch(perm[:batch_size])  # warm-up: cuBLAS handles, workspaces, each shape's kernels
+                epoch(perm[:n % batch_size])
+            torch.cuda.current_stream().wait_stream(side)
+            for t, before in zip(state, saved):
+                t.copy_(before)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
+                epoch(perm)
+        except Exception as e:  # noqa: BLE001 - any capture failure leaves the eager path, which is the reference
+            torch.cuda.synchronize()
+            for t, before in zip(state, saved):
+                t.copy_(before)
+            _graph_failed = True
+            warnings.warn(f"the final classifier's epochs could not be captured as a CUDA graph "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); running them eagerly")
+            return None
+        return cls(graph, perm)
+
+    def replay(self, perm: torch.Tensor) -> None:
+        self.perm.copy_(perm)
+        self.graph.replay()
 
 
 def _initial_classifier(latent: int, num_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:

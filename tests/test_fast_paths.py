@@ -1,0 +1,129 @@
+"""The fast paths compute what the plain ones do: the final classifier's fit is torch's Adam step
+for step, its epochs and a training step never wait for the device (so CUDA can run them ahead
+and a graph can capture them), and on a GPU a captured epoch and the one-call Adam give the eager
+numbers (those two run only where CUDA is)."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import gzsl.evaluation as evaluation
+from gzsl.datasets import load
+from gzsl.evaluation import ClassifierConfig, Evaluator, fit_classifiers
+from gzsl.training import Pack, TrainConfig, default_hidden
+
+SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, latent_size=16, eval_every=1, epochs=2)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def reference_fit(z, y, config, w, b):
+    """The classifier's fit as it was written before its CUDA graphs: torch.optim.Adam, fused."""
+    w, b = w.clone(), b.clone()
+    opt = torch.optim.Adam([w, b], lr=config.lr, betas=(config.beta1, 0.999), fused=True)
+    n, bs = len(y), config.batch_size
+    with torch.no_grad():
+        for _ in range(config.epochs):
+            perm = torch.randperm(n, device=z.device)
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                z_b, y_b = z[:, idx], y[idx]
+                grad = torch.softmax(torch.baddbmm(b, z_b, w), dim=2)
+                grad[:, torch.arange(len(y_b), device=z.device), y_b] -= 1.0
+                grad /= len(y_b)
+                w.grad, b.grad = torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)
+                opt.step()
+    return w, b
+
+
+def classifier_problem(device="cpu", k=3, n=250, latent=6, classes=5):
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(k, n, latent, generator=g), torch.randint(0, classes, (n,), generator=g)
+    w, b = 0.1 * torch.randn(k, latent, classes, generator=g), torch.zeros(k, 1, classes)
+    return z.to(device), y.to(device), w.to(device), b.to(device)
+
+
+def test_the_classifier_fit_is_torch_adams_fit_bit_for_bit():
+    z, y, w0, b0 = classifier_problem()
+    config = ClassifierConfig(epochs=3, batch_size=32, lr=5e-2)  # 250 rows: a last batch of 26
+    torch.manual_seed(7)
+    w, b = fit_classifiers(z, y, config, w0, b0)
+    torch.manual_seed(7)
+    w_ref, b_ref = reference_fit(z, y, config, w0, b0)
+    assert (w - w0).abs().max() > 0.05  # it did move
+    assert torch.equal(w, w_ref) and torch.equal(b, b_ref)
+
+
+# Operators that make the host wait for the device: reading a value (item, bool, tolist all end in
+# _local_scalar_dense), or an output whose size depends on the values.
+HOST_SYNCS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "masked_select", "_unique2",
+              "unique_dim", "unique_consecutive", "allclose"}
+
+
+class Recorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_classifier_epochs_and_training_steps_never_wait_for_the_device():
+    z, y, w0, b0 = classifier_problem()
+    with Recorder() as fit:
+        fit_classifiers(z, y, ClassifierConfig(epochs=2, batch_size=32), w0, b0)
+    data = load("synth-small", "val")
+    pack = Pack(data, SMALL)
+    pack.join("a", SMALL)
+    pack.join("b", TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "sampling": "textbook", "seed": 1}))
+    w, bs = pack.loss_weights(), SMALL.batch_size
+    eps = pack.epoch_noise(1)
+    with Recorder() as step:
+        pack.step(pack.x[:bs], pack.c[:bs], pack.y[:bs], eps[:, 0], w)
+    assert fit.ops.count("_fused_adam_") == 2 * 8 and step.ops.count("_fused_adam_") == 2  # what ran was seen
+    assert step.ops.count("bmm") >= 10  # the backward's too
+    assert HOST_SYNCS.isdisjoint(fit.ops), sorted(HOST_SYNCS.intersection(fit.ops))
+    assert HOST_SYNCS.isdisjoint(step.ops), sorted(HOST_SYNCS.intersection(step.ops))
+
+
+@needs_cuda
+def test_captured_classifier_epochs_fit_and_score_as_eager_ones(monkeypatch):
+    z, y, w0, b0 = classifier_problem("cuda", k=4, n=1000)
+    config = ClassifierConfig(epochs=4, batch_size=32, lr=1e-2)
+    results = {}
+    for graphs in (True, False):
+        monkeypatch.setattr(evaluation, "CUDA_GRAPHS", graphs)
+        torch.manual_seed(3)
+        results[graphs] = fit_classifiers(z, y, config, w0, b0)
+    assert not evaluation._graph_failed, "the capture failed (see the warning); the fit ran eagerly"
+    torch.testing.assert_close(results[True], results[False], rtol=1e-5, atol=1e-6)
+
+    data = load("synth-small", "val").to("cuda")
+    model = Pack(data, SMALL)
+    model.join("a", SMALL)
+    for _ in range(2):
+        model.train_epoch()
+    scores = {}
+    for graphs in (True, False):
+        monkeypatch.setattr(evaluation, "CUDA_GRAPHS", graphs)
+        scores[graphs] = Evaluator(data, evaluation.CADA_RECIPE, seed=5)(model.member("a"))
+    assert scores[True] == pytest.approx(scores[False], abs=1e-3)
+
+
+@needs_cuda
+def test_one_call_adam_trains_a_pack_as_member_by_member_on_cuda():
+    data = load("synth-small", "val").to("cuda")
+    configs = [TrainConfig(**{**SMALL.__dict__, "device": "cuda", "lr": lr, "seed": i, "latent_size": size})
+               for i, (lr, size) in enumerate(((1e-3, 16), (3e-4, 8), (2e-3, 16)))]
+    losses = {}
+    for one_call in (True, False):
+        pack = Pack(data, configs[0])
+        pack.optimizer.one_call = one_call
+        for i, c in enumerate(configs):
+            pack.join(str(i), c)
+        for _ in range(2):
+            epoch_losses = pack.train_epoch()
+        assert pack.optimizer.one_call == one_call, "the one-call update did not compile (see the warning)"
+        losses[one_call] = [epoch_losses[str(i)]["total"] for i in range(len(configs))]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
