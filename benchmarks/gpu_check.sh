@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The prepared run for a lent GPU machine: one call of at most 10 minutes on one H100 or H200.
-#   1. one synth-cub trial alone on the GPU: seconds per epoch, a recipe evaluation, peak memory
-#      (skipped with GPU_CHECK_SOLO=0);
-#   2. the suite's GPU tests (a --device cuda training; studies whose trials and refit train on
+#   1. one synth-cub trial alone on the GPU: steps per second with Adam in one compiled call and
+#      member by member, an evaluation with each classifier with and without CUDA graphs, peak
+#      memory (skipped with GPU_CHECK_SOLO=0);
+#   2. the suite's GPU tests (captured classifier epochs and one-call Adam = eager; a --device cuda training; studies whose trials and refit train on
 #      the GPU Ray assigned them, fractional and packed), beside 4 when it runs;
 #   3. packed trials on the GPU: pack_throughput.py --device cuda (K = 1..64, packed vs solo,
-#      operators and GPU memory per member; the final classifier of K members fit at once;
-#      four fractional trials side by side);
+#      operators and GPU memory per member, Adam's milliseconds in one call and per member and
+#      its share of a step, the physical limit; the final classifier of K members fit at once,
+#      with and without CUDA graphs; four fractional trials side by side);
 #   5. a study end to end, evaluation included (benchmarks/study_throughput.py --device cuda): a
 #      synth_cub slice (8 configurations, 10 epochs) as 4 fractional trials (gpu = 0.25) and packed (pack = 8), when
 #      GPU_CHECK_STUDY=1 (default); its size is GPU_CHECK_STUDY_ARGS;
@@ -41,27 +43,38 @@ $PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.ver
 $PY -c "import ray, optuna; print('ray', ray.__version__, 'optuna', optuna.__version__)" || echo "no ray/optuna: the study test will fail"
 
 if [ "${GPU_CHECK_SOLO:-1}" = 1 ]; then
-echo "## 1. one synth-cub trial alone on the GPU (10 epochs, then one evaluation with each classifier)"
-$PY - <<'PY' 2>&1 | tee "$OUT/solo.txt"
+echo "## 1. one synth-cub trial alone on the GPU (Adam in one compiled call, and member by member as before; then one evaluation with each classifier, its epochs captured as CUDA graphs and not)"
+$PY - <<'PY' 2>&1 | grep -v USDT | tee "$OUT/solo.txt"
 import json, time, torch
+import gzsl.evaluation as evaluation
 from gzsl.datasets import load
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
 from gzsl.training import Pack, TrainConfig, default_hidden
 d = load("synth-cub", "test").to("cuda")
 cfg = TrainConfig(device="cuda", epochs=10, hidden=default_hidden("synth-cub"))
-pack = Pack(d, cfg)
-pack.join("run", cfg)  # train()'s own trainer, a pack of one
-torch.cuda.synchronize(); t = time.perf_counter()
-for e in range(1, 11):
-    pack.train_epoch()
-    if e == 2:  # the first two epochs warm up the allocator and kernels
-        torch.cuda.synchronize(); t2 = time.perf_counter()
-torch.cuda.synchronize(); per_epoch = (time.perf_counter() - t2) / 8
-res = {"seconds_per_epoch": round(per_epoch, 3), "steps_per_second": round(len(d.train.y) / cfg.batch_size / per_epoch)}
+res = {}
+for one_call in (False, True):
+    pack = Pack(d, cfg)  # train()'s own trainer, a pack of one
+    pack.optimizer.one_call = one_call
+    pack.join("run", cfg)
+    for e in range(3):  # warm-up: the allocator, kernels, the compiled update
+        pack.train_epoch()
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for e in range(5):
+        pack.train_epoch()
+    torch.cuda.synchronize(); per_epoch = (time.perf_counter() - t) / 5
+    name = "one_call" if pack.optimizer.one_call else ("per_member" if not one_call else "one_call_FAILED")
+    res[f"{name}_seconds_per_epoch"] = round(per_epoch, 3)
+    res[f"{name}_steps_per_second"] = round(len(d.train.y) / cfg.batch_size / per_epoch)
 model = pack.member("run")
 for name, c in (("fast", FAST_CLASSIFIER), ("cada", CADA_RECIPE)):
-    t = time.perf_counter(); s = Evaluator(d, c)(model); torch.cuda.synchronize()
-    res[f"{name}_eval_seconds"], res[f"{name}_H_after_10_epochs"] = round(time.perf_counter() - t, 2), round(s.H, 1)
+    for graphs in (True, False):
+        evaluation.CUDA_GRAPHS = graphs
+        t = time.perf_counter(); s = Evaluator(d, c)(model); torch.cuda.synchronize()
+        key = f"{name}{'' if graphs else '_no_graph'}"
+        res[f"{key}_eval_seconds"], res[f"{key}_H_after_8_epochs"] = round(time.perf_counter() - t, 2), round(s.H, 2)
+evaluation.CUDA_GRAPHS = True
+res["graph_capture_failed"] = evaluation._graph_failed
 res["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
 print(json.dumps(res))
 PY
@@ -76,7 +89,7 @@ timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --stu
 fi
 
 echo "## 2. GPU tests (first: a packed study on the GPU was never yet seen to finish)"
-timeout 300 $PY -m pytest -q --timeout 240 --durations=4 -p no:cacheprovider tests/test_device.py \
+timeout 300 $PY -m pytest -q --timeout 240 --durations=4 -p no:cacheprovider tests/test_fast_paths.py tests/test_device.py \
   tests/test_train_cli.py::test_device_cuda_trains_on_the_gpu \
   tests/test_study.py::test_trials_and_the_refit_train_on_the_gpus_tune_assigned 2>&1 | tee "$OUT/tests.txt" | tail -25
 

@@ -24,7 +24,8 @@ trials of `gpu = 1/N` run today: their summed configuration-epochs per second.
 
 Then the final classifier (CADA-VAE's recipe, --classifier-epochs of its 23 epochs): the K
 members' classifiers fit at once (gzsl.evaluation.compare_many, as a pack evaluates) against
-one member after another (as solo trials do), latents sampling and scoring included.
+one member after another (as solo trials do), latents sampling and scoring included; on CUDA
+also at once without the captured CUDA graph of each epoch (every step launched from Python).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
+from gzsl import evaluation  # noqa: E402
 from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402
 from gzsl.training import Pack, TrainConfig, default_hidden, training_tensors  # noqa: E402
@@ -174,21 +178,30 @@ def measure_solo(data, configs, steps: int, warmup: int, device: str):
     return (time.perf_counter() - t) / steps, ops
 
 
-def measure_classifier(data, configs, epochs: int, device: str) -> tuple[float, float]:
+def measure_classifier(data, configs, epochs: int, device: str) -> tuple[float, float, float | None]:
     """Seconds per member to score K members with the recipe (fit for `epochs` epochs): all
-    K classifiers fit at once, and one member after another."""
+    K classifiers fit at once, one member after another, and (on CUDA) all at once with every
+    step launched from Python instead of each epoch replayed as a captured graph."""
     pack, _ = packed_step(data, configs, device)
     recipe = {"cada": dataclasses.replace(CADA_RECIPE, epochs=epochs)}
     requests = [(mb.evaluator, pack.member(mb.key), recipe) for mb in pack.members]
     compare_many(requests[:1])  # warm-up: the first fit pays for allocations and kernel choice
+
+    def eager():
+        evaluation.CUDA_GRAPHS = False
+        try:
+            compare_many(requests)
+        finally:
+            evaluation.CUDA_GRAPHS = True
+    runs = [lambda: compare_many(requests), lambda: [compare_many([r]) for r in requests]]
     times = []
-    for run in (lambda: compare_many(requests), lambda: [compare_many([r]) for r in requests]):
+    for run in runs + ([eager] if device.startswith("cuda") else []):
         sync(device)
         t = time.perf_counter()
         run()
         sync(device)
         times.append((time.perf_counter() - t) / len(configs))
-    return times[0], times[1]
+    return times[0], times[1], (times[2] if len(times) > 2 else None)
 
 
 def _solo_process(args) -> float:
@@ -276,7 +289,8 @@ def main() -> None:
           f"{'Adam ms per-member':>18} {'one-call':>8} {'Adam % of step':>14}"
           + ("  GPU MB/member" if args.device != "cpu" else "")
           + (f"  {'baseline packed':>15} {'packed/baseline':>15}" if args.baseline else ""))
-    base = None
+    cost, peaks = config_epoch_cost(data, members(1, args.latents, hidden, "cpu")[0]), device_peaks(args.device)
+    base, best = None, 0.0
     for k in args.ks:
         configs = members(k, args.latents, hidden, args.device)
         t_pack, ops_pack, mem, adam = measure_packed(data, configs, args.steps, args.warmup, args.device, args.adam)
@@ -288,6 +302,7 @@ def main() -> None:
             solo_rate = k / (t_solo * steps_per_epoch)
         base = base or (ops_solo if ops_solo else ops_pack)
         before = baseline_rate(args.baseline, k, args) if args.baseline else None
+        best = max(best, pack_rate)
         print(f"{k:3d} {pack_rate:15.3f} {solo_rate:13.3f} {pack_rate / solo_rate:11.2f} {ops_pack[0] / k:19.1f} "
               f"{base[0]:5d} {ops_pack[0] / k / base[0]:6.3f} {ops_pack[1] / k / base[1]:22.3f} "
               f"{adam['per-member'] * 1e3:18.2f} {adam['one-call'] * 1e3:8.2f} {100 * adam['step'] / t_pack:14.0f}"
@@ -295,6 +310,8 @@ def main() -> None:
               + (f"  {before:15.3f} {pack_rate / before:15.2f}" if before else ""), flush=True)
     print("ratio: operators per configuration-step, packed, over one solo step's (K = 1's without --no-solo); "
           f"the packed steps updated {'in one call' if adam_mode(args) else 'member by member'}")
+    print(f"{limit(cost, peaks)} (latent size {args.latents[0]})"
+          + (f"; the best pack above: {best:.2f} cfg-epochs/s, {share(best, cost, peaks)}" if peaks else ""))
     if args.baseline:
         print(f"baseline: {Path(args.baseline).resolve()}'s pack, measured by its own benchmarks/pack_throughput.py")
     if args.profile_k:
@@ -308,11 +325,14 @@ def main() -> None:
     if ks:
         print(f"\nfinal classifier, CADA-VAE's recipe fit for {args.classifier_epochs} of its {CADA_RECIPE.epochs} "
               f"epochs ({args.dataset}, val split): seconds per member")
-        print(f"{'K':>3} {'all at once':>11} {'one by one':>10} {'speed-up':>8}")
+        cuda = args.device.startswith("cuda")
+        print(f"{'K':>3} {'all at once':>11} {'one by one':>10} {'speed-up':>8}"
+              + (f" {'at once, no CUDA graph':>22} {'graph speed-up':>14}" if cuda else ""))
         for k in ks:
-            fused, alone = measure_classifier(data, members(k, args.latents, hidden, args.device),
-                                              args.classifier_epochs, args.device)
-            print(f"{k:3d} {fused:11.3f} {alone:10.3f} {alone / fused:8.2f}", flush=True)
+            fused, alone, eager = measure_classifier(data, members(k, args.latents, hidden, args.device),
+                                                     args.classifier_epochs, args.device)
+            print(f"{k:3d} {fused:11.3f} {alone:10.3f} {alone / fused:8.2f}"
+                  + (f" {eager:22.3f} {eager / fused:14.2f}" if eager else ""), flush=True)
 
 
 if __name__ == "__main__":

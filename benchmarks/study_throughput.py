@@ -16,7 +16,11 @@ off): (a) solo trials, [resources] as the study has them (on CUDA: --solo-gpu of
 - train / eval / other: shares of the workers' time (wall x workers) spent in training steps,
   in evaluation (validation H with the study's classifier), and in neither: Tune and Ray (trial
   start, reporting, scheduling), the searcher, and workers left idle;
-- peak memory per member (GPU only: the trials' peak CUDA memory over their pack's members).
+- peak memory per member (GPU only: the trials' peak CUDA memory over their pack's members);
+- on a known GPU, each rate as a share of the training's physical limit (benchmarks/_limits.py:
+  a configuration-epoch's FLOPs and parameter traffic against the device's peaks; evaluation
+  is not in that limit, so the share says how far the whole study is from training alone at
+  the limit).
 
 A packed trial's epoch row carries its pack's epoch time (all members): rows of one pack epoch
 are counted once (same pack, same seconds).
@@ -35,8 +39,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
+from gzsl.datasets import load  # noqa: E402
 from gzsl.studies import load_study  # noqa: E402
+from gzsl.study.trial import train_config  # noqa: E402
 
 
 def variant(study: str, folder: Path, pack: int, device: str, cpus: int, solo_gpu: float, epochs: int | None,
@@ -119,6 +127,12 @@ def main() -> None:
               f"{r['rate']:8.2f} {r['rate'] / rows[1]['rate']:7.2f} {r['train']:6.0%} {r['eval']:6.0%} "
               f"{r['other']:6.0%} {r['mem_per_member']:9.0f} {r['process']:9.0f}")
     print("train / eval / other: shares of wall x workers (other: Tune and Ray, the searcher, idle workers)")
+    spec = load_study(args.study)
+    cost = config_epoch_cost(load(spec.dataset, spec.split, spec.data_root), train_config(spec, {"latent_size": 64}, 0))
+    peaks = device_peaks(args.device)
+    print(f"{limit(cost, peaks)} (latent size 64)")
+    for pack, r in rows.items() if peaks else ():
+        print(f"pack {pack}: {r['rate']:.2f} cfg-epochs/s, evaluation included, is {share(r['rate'], cost, peaks)}")
 
 
 if __name__ == "__main__":
