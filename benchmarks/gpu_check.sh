@@ -47,6 +47,7 @@ echo "## 1. one synth-cub trial alone on the GPU (Adam in one compiled call, and
 $PY - <<'PY' 2>&1 | grep -v USDT | tee "$OUT/solo.txt"
 import json, time, torch
 import gzsl.evaluation as evaluation
+from gzsl import graphs
 from gzsl.datasets import load
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
 from gzsl.training import Pack, TrainConfig, default_hidden
@@ -68,13 +69,13 @@ for one_call in (False, True):
     res[f"{name}_steps_per_second"] = round(len(d.train.y) / cfg.batch_size / per_epoch)
 model = pack.member("run")
 for name, c in (("fast", FAST_CLASSIFIER), ("cada", CADA_RECIPE)):
-    for graphs in (True, False):
-        evaluation.CUDA_GRAPHS = graphs
+    for captured in (True, False):
+        graphs.ENABLED = captured
         t = time.perf_counter(); s = Evaluator(d, c)(model); torch.cuda.synchronize()
-        key = f"{name}{'' if graphs else '_no_graph'}"
+        key = f"{name}{'' if captured else '_no_graph'}"
         res[f"{key}_eval_seconds"], res[f"{key}_H_after_8_epochs"] = round(time.perf_counter() - t, 2), round(s.H, 2)
-evaluation.CUDA_GRAPHS = True
-res["graph_capture_failed"] = evaluation._graph_failed
+graphs.ENABLED = True
+res["graph_capture_failed"] = graphs.failed(evaluation.CLASSIFIER_EPOCH)
 res["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
 print(json.dumps(res))
 PY

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
-from gzsl import evaluation  # noqa: E402
+from gzsl import graphs  # noqa: E402
 from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402
 from gzsl.training import Pack, TrainConfig, default_hidden, training_tensors  # noqa: E402
@@ -188,11 +188,11 @@ def measure_classifier(data, configs, epochs: int, device: str) -> tuple[float, 
     compare_many(requests[:1])  # warm-up: the first fit pays for allocations and kernel choice
 
     def eager():
-        evaluation.CUDA_GRAPHS = False
+        graphs.ENABLED = False
         try:
             compare_many(requests)
         finally:
-            evaluation.CUDA_GRAPHS = True
+            graphs.ENABLED = True
     runs = [lambda: compare_many(requests), lambda: [compare_many([r]) for r in requests]]
     times = []
     for run in runs + ([eager] if device.startswith("cuda") else []):

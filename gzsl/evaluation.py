@@ -8,7 +8,6 @@ accuracies averaged over classes, H their harmonic mean.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gzsl import graphs
 from gzsl.data import GZSLData
 from gzsl.model import sample
 
@@ -240,11 +240,12 @@ def _one_cpu_thread(device: torch.device):
 
 def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Tensor, b: torch.Tensor):
     """fit_classifiers' steps, on w and b (copies) in place: each epoch a new random order of the
-    rows (torch's stream on z's device), then its minibatches; on CUDA each epoch's steps replay
-    as one captured CUDA graph (_EpochGraph)."""
+    rows (torch's stream on z's device), then its minibatches; on CUDA each epoch replays as one
+    captured graph (gzsl.graphs)."""
     n, device = len(y), z.device
     adam = _Adam([w, b], config)
 
+    @torch.no_grad()
     def epoch(perm: torch.Tensor) -> None:
         """One pass over the rows `perm` in that order: no host sync, so a graph can capture it."""
         for i in range(0, len(perm), config.batch_size):
@@ -255,16 +256,27 @@ def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Te
             grad /= len(y_b)
             adam.step([torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)])
 
-    graph = _EpochGraph.capture(epoch, n, config.batch_size, adam.tensors()) \
-        if device.type == "cuda" and CUDA_GRAPHS else None
-    with torch.no_grad():
-        for _ in range(config.epochs):
-            perm = torch.randperm(n, device=device)
-            if graph is not None:
-                graph.replay(perm)
-            else:
-                epoch(perm)
+    run = _captured_epoch(epoch, n, config.batch_size, adam.tensors()) if graphs.wanted(device, CLASSIFIER_EPOCH) \
+        else None
+    for _ in range(config.epochs):
+        perm = torch.randperm(n, device=device)
+        (run or epoch)(perm)
     return w, b
+
+
+CLASSIFIER_EPOCH = "the final classifier's epoch"
+
+
+def _captured_epoch(epoch, n: int, batch_size: int, state: list[torch.Tensor]) -> "graphs.Graph | None":
+    """`epoch` captured as a CUDA graph (None where it cannot be). A step of each batch shape runs
+    first, on a side stream, as a warm-up, and `state` (every tensor an epoch changes) is put back
+    after it: the fit starts where it would have."""
+    saved = [t.clone() for t in state]
+    perm = torch.arange(n, device=state[0].device)
+    graphs.on_side_stream(lambda: (epoch(perm[:batch_size]), epoch(perm[:n % batch_size])))
+    for t, before in zip(state, saved):
+        t.copy_(before)
+    return graphs.Graph.capture(CLASSIFIER_EPOCH, epoch, [perm])
 
 
 class _Adam:
@@ -294,56 +306,6 @@ class _Adam:
         torch._fused_adam_(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps, amsgrad=False,
                            lr=self.config.lr, beta1=self.config.beta1, beta2=0.999, weight_decay=0.0, eps=1e-8,
                            maximize=False)
-
-
-# Whether a classifier epoch on CUDA replays as a captured graph (one launch for its ~1500 small
-# steps of ~10 kernels each); set to False to run every step from Python.
-CUDA_GRAPHS = True
-_graph_failed = False
-
-
-class _EpochGraph:
-    """A classifier epoch captured as a CUDA graph: the order of its rows is the input."""
-
-    def __init__(self, graph, perm: torch.Tensor):
-        self.graph, self.perm = graph, perm
-
-    @classmethod
-    def capture(cls, epoch, n: int, batch_size: int, state: list[torch.Tensor]) -> "_EpochGraph | None":
-        """Capture `epoch` of n rows; None (and eager epochs from then on, said once) where it
-        cannot be. A step of each batch shape runs first on a side stream, as CUDA graphs need,
-        and `state` (every tensor an epoch changes) is put back after: the fit starts where it
-        would have."""
-        global _graph_failed
-        if _graph_failed:
-            return None
-        saved = [t.clone() for t in state]
-        perm = torch.arange(n, device=state[0].device)  # the static input: any order while capturing
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), torch.no_grad():
-                epoch(perm[:batch_size])  # warm-up: cuBLAS handles, workspaces, each shape's kernels
-                epoch(perm[:n % batch_size])
-            torch.cuda.current_stream().wait_stream(side)
-            for t, before in zip(state, saved):
-                t.copy_(before)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
-                epoch(perm)
-        except Exception as e:  # noqa: BLE001 - any capture failure leaves the eager path, which is the reference
-            torch.cuda.synchronize()
-            for t, before in zip(state, saved):
-                t.copy_(before)
-            _graph_failed = True
-            warnings.warn(f"the final classifier's epochs could not be captured as a CUDA graph "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); running them eagerly")
-            return None
-        return cls(graph, perm)
-
-    def replay(self, perm: torch.Tensor) -> None:
-        self.perm.copy_(perm)
-        self.graph.replay()
 
 
 def _initial_classifier(latent: int, num_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gzsl.evaluation as evaluation
+from gzsl import graphs
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, Evaluator, fit_classifiers
 from gzsl.training import Pack, TrainConfig, default_hidden
@@ -92,11 +93,11 @@ def test_captured_classifier_epochs_fit_and_score_as_eager_ones(monkeypatch):
     z, y, w0, b0 = classifier_problem("cuda", k=4, n=1000)
     config = ClassifierConfig(epochs=4, batch_size=32, lr=1e-2)
     results = {}
-    for graphs in (True, False):
-        monkeypatch.setattr(evaluation, "CUDA_GRAPHS", graphs)
+    for captured in (True, False):
+        monkeypatch.setattr(graphs, "ENABLED", captured)
         torch.manual_seed(3)
-        results[graphs] = fit_classifiers(z, y, config, w0, b0)
-    assert not evaluation._graph_failed, "the capture failed (see the warning); the fit ran eagerly"
+        results[captured] = fit_classifiers(z, y, config, w0, b0)
+    assert not graphs.failed(evaluation.CLASSIFIER_EPOCH), "the capture failed (see the warning); the fit ran eagerly"
     torch.testing.assert_close(results[True], results[False], rtol=1e-5, atol=1e-6)
 
     data = load("synth-small", "val").to("cuda")
@@ -105,9 +106,9 @@ def test_captured_classifier_epochs_fit_and_score_as_eager_ones(monkeypatch):
     for _ in range(2):
         model.train_epoch()
     scores = {}
-    for graphs in (True, False):
-        monkeypatch.setattr(evaluation, "CUDA_GRAPHS", graphs)
-        scores[graphs] = Evaluator(data, evaluation.CADA_RECIPE, seed=5)(model.member("a"))
+    for captured in (True, False):
+        monkeypatch.setattr(graphs, "ENABLED", captured)
+        scores[captured] = Evaluator(data, evaluation.CADA_RECIPE, seed=5)(model.member("a"))
     assert scores[True] == pytest.approx(scores[False], abs=1e-3)
 
 

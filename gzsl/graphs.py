@@ -1,0 +1,75 @@
+"""CUDA graphs: work of fixed shapes captured once and replayed, one launch for its many kernels.
+
+A training epoch (a step is some 400 small kernels) and a classifier epoch (1,500 steps of about
+ten) are launch-bound on a GPU: the device waits for Python. A captured graph replays the same
+kernels on the same memory, so it computes exactly what the eager code does; its inputs are
+static tensors that each replay refills. Capture only records: nothing runs until the first
+replay. Work to be captured must never wait for the device (no .item(), no value-dependent
+shapes; tests/test_fast_paths.py checks that) and must have run once before (warm-up), so that
+no lazy initialisation happens while capturing.
+
+`GZSL_CUDA_GRAPHS=0` in the environment turns capture off (every step then launches from Python).
+Where a capture fails, the caller runs eagerly: said once per kind of work, not tried again.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable
+
+import torch
+
+ENABLED = os.environ.get("GZSL_CUDA_GRAPHS", "1") != "0"
+_failed: set[str] = set()
+
+
+def wanted(device: torch.device | str, what: str) -> bool:
+    """Whether work `what` on `device` is to be captured: CUDA, enabled, and never failed."""
+    return torch.device(device).type == "cuda" and ENABLED and what not in _failed
+
+
+def failed(what: str) -> bool:
+    return what in _failed
+
+
+def on_side_stream(fn: Callable, *args):
+    """fn(*args) on a fresh side stream, ordered after and before the current stream's work:
+    how a graph's warm-up runs (torch.cuda.graphs' recipe)."""
+    side, current = torch.cuda.Stream(), torch.cuda.current_stream()
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        out = fn(*args)
+    current.wait_stream(side)
+    return out
+
+
+class Graph:
+    """fn(*inputs) captured: calling it with new inputs of the same shapes copies them into its
+    static inputs, replays, and returns its (static) outputs."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, inputs: list[torch.Tensor], outputs):
+        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+
+    @classmethod
+    def capture(cls, what: str, fn: Callable, inputs: list[torch.Tensor]) -> "Graph | None":
+        """Capture fn on static copies of `inputs`; None where it cannot be (warned once)."""
+        static = [t.clone() for t in inputs]
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                outputs = fn(*static)
+        except Exception as e:  # noqa: BLE001 - any failure leaves the eager path, the reference
+            _failed.add(what)
+            torch.cuda.synchronize()
+            first = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"{what}: could not be captured as a CUDA graph ({type(e).__name__}: {first}); "
+                          f"running it step by step", stacklevel=2)
+            return None
+        return cls(graph, static, outputs)
+
+    def __call__(self, *inputs: torch.Tensor):
+        for static, t in zip(self.inputs, inputs):
+            static.copy_(t)
+        self.graph.replay()
+        return self.outputs
