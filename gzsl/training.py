@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gzsl import losses, synthetic
+from gzsl import graphs, losses, synthetic
 from gzsl.data import GZSLData
 from gzsl.errors import GzslError
 from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, LatentClassifier, Scores, cada_recipe, fit_many
@@ -149,6 +149,7 @@ def model_config(data: GZSLData, config: TrainConfig) -> ModelConfig:
     )
 
 
+TRAINING_EPOCH = "a training epoch"  # gzsl.graphs' name for a captured epoch of steps
 INIT, ORDER, NOISE = 0, 1, 2  # a run's random streams: initial weights, minibatch order, sampling noise
 
 
@@ -233,6 +234,7 @@ class Pack:
         self.model = empty.to_empty(device=self.device)
         self.optimizer = MemberAdam(self.model.parameters(), lr=[])
         self.order = stream(config.seed, ORDER, self.device)
+        self._warm, self._graph = None, None  # the membership that ran eagerly, its captured epoch
 
     # ---------------------------------------------------------------- joining and leaving
 
@@ -290,29 +292,63 @@ class Pack:
 
     def train_epoch(self) -> dict[str, dict[str, float]]:
         """One pass over the training images for every member; returns each member's per-image
-        mean losses (total, vae, sc, cr, dd)."""
+        mean losses (total, vae, sc, cr, dd). The epoch's randomness is drawn first (the
+        minibatch order, then each step's shuffle of z^p, from the pack's stream; each member's
+        noise from its own), so the steps themselves are a fixed computation on fixed shapes,
+        which on CUDA is captured once per membership and replayed (gzsl.graphs)."""
         if not self.members:
             return {}
-        w, n, bs = self.loss_weights(), len(self.y), self.config.batch_size
+        n, bs = len(self.y), self.config.batch_size
         eps = self.epoch_noise(-(-n // bs))
         order = torch.randperm(n, generator=self.order, device=self.device)
-        sums: dict[str, torch.Tensor] = {}
-        for step, i in enumerate(range(0, n, bs)):
-            idx = order[i:i + bs]
-            terms = self.step(self.x[idx], self.c[idx], self.y[idx], eps[:, step, :, :len(idx)], w)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach()
+        shuffles = torch.cat([torch.randperm(min(bs, n - i), generator=self.order, device=self.device)
+                              for i in range(0, n, bs)])
+        sums = self._run_steps(order, shuffles, eps, *self.loss_weights())
         per_member = {k: (v / n).tolist() for k, v in sums.items()}  # one device sync per epoch
         for m in self.members:
             m.epoch += 1
         return {m.key: {k: v[i] for k, v in per_member.items()} for i, m in enumerate(self.members)}
 
+    def _steps(self, order: torch.Tensor, shuffles: torch.Tensor, eps: torch.Tensor,
+               *weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """An epoch's steps: minibatch `order[i:i + bs]`, its z^p shuffle `shuffles[i:i + bs]`;
+        the sums of each loss term, (K,) each."""
+        n, bs, w = len(self.y), self.config.batch_size, losses.Weights(*weights)
+        sums: dict[str, torch.Tensor] = {}
+        for step, i in enumerate(range(0, n, bs)):
+            idx = order[i:i + bs]
+            terms = self.step(self.x[idx], self.c[idx], self.y[idx], eps[:, step, :, :len(idx)], w, shuffles[i:i + bs])
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+        return sums
+
+    def _run_steps(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """_steps, on CUDA as a captured graph: the first epoch of a membership runs eagerly (on
+        a side stream: the graph's warm-up), the second is captured, then replayed while the
+        members, their parameters and the epoch's shapes stay the same."""
+        if not graphs.wanted(self.device, TRAINING_EPOCH):
+            return self._steps(*inputs)
+        key = (tuple(p.data_ptr() for p in self.model.parameters()), tuple(t.shape for t in inputs))
+        if self._graph is not None and self._graph[0] == key:
+            return {k: v.clone() for k, v in self._graph[1](*inputs).items()}
+        self._graph = None  # another membership: its memory goes back
+        if self._warm != key:
+            self._warm = key
+            return graphs.on_side_stream(self._steps, *inputs)
+        graph = graphs.Graph.capture(TRAINING_EPOCH, self._steps, list(inputs))
+        if graph is None:
+            return self._steps(*inputs)
+        self._graph = (key, graph)
+        return {k: v.clone() for k, v in graph(*inputs).items()}
+
     def step(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
-             w: losses.Weights) -> dict[str, torch.Tensor]:
+             w: losses.Weights, shuffle: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One minibatch for every member: forward, the four losses, backward, Adam. Returns the
-        loss terms, (K,) batch sums. The permutation that shuffles z^p is the members' alike."""
-        perm = torch.randperm(len(y), generator=self.order, device=self.device)
-        terms = losses.total(self.model, self.model(x, c, eps), x, c, y, perm, w)
+        loss terms, (K,) batch sums. `shuffle` permutes z^p within the batch, the members' alike
+        (default: drawn from the pack's stream)."""
+        if shuffle is None:
+            shuffle = torch.randperm(len(y), generator=self.order, device=self.device)
+        terms = losses.total(self.model, self.model(x, c, eps), x, c, y, shuffle, w)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].sum().backward()  # no weight is shared: each member gets its own loss's gradient
         self.optimizer.step()

@@ -128,3 +128,136 @@ def test_one_call_adam_trains_a_pack_as_member_by_member_on_cuda():
         assert pack.optimizer.one_call == one_call, "the one-call update did not compile (see the warning)"
         losses[one_call] = [epoch_losses[str(i)]["total"] for i in range(len(configs))]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_an_epoch_drawn_first_then_stepped_trains_as_step_by_step_drawing_did():
+    """train_epoch draws the epoch's order and every step's z^p shuffle before its steps (so a
+    CUDA graph can capture them); a pack stepped as before, each shuffle drawn by its step,
+    ends bit for bit the same."""
+    data = load("synth-small", "val")
+    configs = {"a": SMALL, "b": TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "sampling": "textbook", "seed": 1,
+                                                 "latent_size": 8})}
+    packs = []
+    for _ in range(2):
+        pack = Pack(data, SMALL)
+        for key, c in configs.items():
+            pack.join(key, c)
+        packs.append(pack)
+    new, old = packs
+    for _ in range(2):
+        new_losses = new.train_epoch()
+        n, bs = len(old.y), SMALL.batch_size  # the epoch as it was written, one step after another
+        w, eps = old.loss_weights(), old.epoch_noise(-(-n // bs))
+        order = torch.randperm(n, generator=old.order)
+        sums = {}
+        for step, i in enumerate(range(0, n, bs)):
+            idx = order[i:i + bs]
+            for k, v in old.step(old.x[idx], old.c[idx], old.y[idx], eps[:, step, :, :len(idx)], w).items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+        for m in old.members:
+            m.epoch += 1
+        assert [new_losses[key]["total"] for key in configs] == (sums["total"] / n).tolist()
+    for p, q in zip(new.model.parameters(), old.model.parameters()):
+        assert torch.equal(p, q)
+
+
+@needs_cuda
+def test_captured_training_epochs_train_as_eager_ones(monkeypatch):
+    """Epoch 1 of a membership runs eagerly, epoch 2 is captured, epoch 3 replays; a member that
+    leaves makes a new membership (eager, captured, replayed again). All as the eager pack."""
+    from gzsl import training
+    data = load("synth-small", "val").to("cuda")
+    configs = {key: TrainConfig(**{**SMALL.__dict__, "device": "cuda", "lr": lr, "seed": i, "sampling": sampling})
+               for i, (key, lr, sampling) in enumerate((("a", 1e-3, "cada"), ("b", 3e-4, "textbook"), ("c", 2e-3, "cada")))}
+    runs = {}
+    for captured in (True, False):
+        monkeypatch.setattr(graphs, "ENABLED", captured)
+        pack = Pack(data, configs["a"])
+        for key, c in configs.items():
+            pack.join(key, c)
+        history = []
+        for epoch in range(7):
+            if epoch == 3:
+                pack.leave("b")
+            history.append(pack.train_epoch())
+            if captured and epoch in (2, 5):
+                assert pack._graph is not None, "no captured epoch replayed"
+        runs[captured] = (history, [p.detach().clone() for p in pack.model.parameters()])
+    assert not graphs.failed(training.TRAINING_EPOCH), "the capture failed (see the warning); epochs ran eagerly"
+    for got, want in zip(runs[True][0], runs[False][0]):
+        assert got.keys() == want.keys()
+        for key in got:
+            assert got[key] == pytest.approx(want[key], rel=1e-5)
+    for p, q in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+class StandInGraph:
+    """What gzsl.graphs.Graph does, on a CPU: static copies of the inputs that each call refills,
+    the work rerun on them, its results written into the same output tensors."""
+    captures = 0
+
+    def __init__(self, fn, inputs):
+        self.fn, self.inputs, self.outputs = fn, [t.clone() for t in inputs], None
+        StandInGraph.captures += 1
+
+    @classmethod
+    def capture(cls, what, fn, inputs):
+        return cls(fn, inputs)
+
+    def __call__(self, *inputs):
+        for static, t in zip(self.inputs, inputs):
+            static.copy_(t)
+        out = self.fn(*self.inputs)
+        if self.outputs is None:
+            self.outputs = out
+        else:
+            for k, v in out.items():
+                self.outputs[k].copy_(v)
+        return self.outputs
+
+
+def test_a_membership_runs_eagerly_then_is_captured_then_replayed(monkeypatch):
+    """The pack's use of a captured epoch, with a stand-in for the CUDA graph (no GPU here):
+    which epochs run eagerly, which capture, which replay, and that the numbers are the eager ones."""
+    from gzsl import training
+    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == training.TRAINING_EPOCH)
+    side = []
+    monkeypatch.setattr(graphs, "on_side_stream", lambda fn, *args: (side.append(1), fn(*args))[1])
+    monkeypatch.setattr(graphs, "Graph", StandInGraph)
+    data = load("synth-small", "val")
+    configs = {"a": SMALL, "b": TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "seed": 1, "latent_size": 8})}
+    runs = {}
+    for captured in (True, False):
+        if not captured:
+            monkeypatch.setattr(graphs, "wanted", lambda device, what: False)
+        pack = Pack(data, SMALL)
+        for key, c in configs.items():
+            pack.join(key, c)
+        history, events = [], []
+        for epoch in range(6):
+            if epoch == 3:
+                pack.leave("a")
+            before = (len(side), StandInGraph.captures)
+            history.append(pack.train_epoch())
+            events.append({(1, 0): "eager", (0, 1): "captured", (0, 0): "replayed"}[
+                (len(side) - before[0], StandInGraph.captures - before[1])])
+        runs[captured] = history, [p.detach().clone() for p in pack.model.parameters()], events
+    assert runs[True][2] == ["eager", "captured", "replayed", "eager", "captured", "replayed"]
+    assert runs[False][2] == ["replayed"] * 6  # i.e. neither side stream nor capture: plain steps
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(p, q) for p, q in zip(runs[True][1], runs[False][1]))
+
+
+def test_work_that_cannot_be_captured_is_said_once_and_not_tried_again(monkeypatch):
+    monkeypatch.setattr(graphs, "_failed", set())
+    monkeypatch.setattr(graphs, "ENABLED", True)
+
+    def work(t):  # fails on a GPU too (here, on a CPU, there is nothing to capture on)
+        raise RuntimeError("cannot")
+    with pytest.warns(UserWarning, match=r"^some work: could not be captured as a CUDA graph \(\w+: .*\); "
+                                         r"running it step by step$"):
+        assert graphs.Graph.capture("some work", work, [torch.zeros(2)]) is None
+    assert graphs.failed("some work") and not graphs.failed("other work")
+    assert not graphs.wanted("cuda", "some work")
+    assert graphs.wanted("cuda", "other work") and not graphs.wanted("cpu", "other work")
