@@ -234,6 +234,7 @@ class Pack:
         self.model = empty.to_empty(device=self.device)
         self.optimizer = MemberAdam(self.model.parameters(), lr=[])
         self.order = stream(config.seed, ORDER, self.device)
+        self._membership = 0  # counts joins and leaves: a captured epoch holds the tensors of one
         self._warm, self._graph = None, None  # the membership that ran eagerly, its captured epoch
 
     # ---------------------------------------------------------------- joining and leaving
@@ -247,6 +248,7 @@ class Pack:
         self.optimizer.add_members([config.lr])
         evaluator = Evaluator(self.data, classifier_config(config, self.data.name), seed=config.seed)
         self.members.append(Member(key, config, evaluator, stream(config.seed, NOISE, self.device)))
+        self._membership += 1
 
     def _check_fits(self, key: str, config: TrainConfig) -> None:
         shape = lambda c: (model_config(self.data, replace(c, latent_size=0, sampling="")),  # noqa: E731
@@ -261,6 +263,7 @@ class Pack:
         self.model.select(keep)
         self.optimizer.select(keep)
         del self.members[i]
+        self._membership += 1
 
     def _index(self, key: str) -> int:
         for i, m in enumerate(self.members):
@@ -328,7 +331,7 @@ class Pack:
         members, their parameters and the epoch's shapes stay the same."""
         if not graphs.wanted(self.device, TRAINING_EPOCH):
             return self._steps(*inputs)
-        key = (tuple(p.data_ptr() for p in self.model.parameters()), tuple(t.shape for t in inputs))
+        key = (self._membership, tuple(t.shape for t in inputs))
         if self._graph is not None and self._graph[0] == key:
             return {k: v.clone() for k, v in self._graph[1](*inputs).items()}
         self._graph = None  # another membership: its memory goes back
