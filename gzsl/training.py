@@ -244,11 +244,11 @@ class Pack:
         if any(m.key == key for m in self.members):
             raise ValueError(f"member {key} already in the pack")
         self._check_fits(key, config)
+        self._membership += 1  # first: a join that fails halfway has changed tensors too
         self.model.extend(build_model(self.data, config).widen(self.width).to(self.device))
         self.optimizer.add_members([config.lr])
         evaluator = Evaluator(self.data, classifier_config(config, self.data.name), seed=config.seed)
         self.members.append(Member(key, config, evaluator, stream(config.seed, NOISE, self.device)))
-        self._membership += 1
 
     def _check_fits(self, key: str, config: TrainConfig) -> None:
         shape = lambda c: (model_config(self.data, replace(c, latent_size=0, sampling="")),  # noqa: E731
@@ -260,10 +260,10 @@ class Pack:
     def leave(self, key: str) -> None:
         i = self._index(key)
         keep = [j for j in range(len(self.members)) if j != i]
+        self._membership += 1
         self.model.select(keep)
         self.optimizer.select(keep)
         del self.members[i]
-        self._membership += 1
 
     def _index(self, key: str) -> int:
         for i, m in enumerate(self.members):
