@@ -55,13 +55,15 @@ class Graph:
     def capture(cls, what: str, fn: Callable, inputs: list[torch.Tensor]) -> "Graph | None":
         """Capture fn on static copies of `inputs`; None where it cannot be (warned once)."""
         static = [t.clone() for t in inputs]
+        stream = torch.cuda.current_stream() if torch.cuda.is_available() else None
         try:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs = fn(*static)
         except Exception as e:  # noqa: BLE001 - any failure leaves the eager path, the reference
             _failed.add(what)
-            if torch.cuda.is_available():
+            if stream is not None:  # a capture that fails to end leaves its own stream current
+                torch.cuda.set_stream(stream)
                 torch.cuda.synchronize()
             first = str(e).splitlines()[0] if str(e) else ""
             warnings.warn(f"{what}: could not be captured as a CUDA graph ({type(e).__name__}: {first}); "
