@@ -244,6 +244,7 @@ def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Te
     captured graph (gzsl.graphs)."""
     n, device = len(y), z.device
     adam = _Adam([w, b], config)
+    minus_one = torch.full((len(z), config.batch_size, 1), -1.0, device=device)
 
     @torch.no_grad()
     def epoch(perm: torch.Tensor) -> None:
@@ -251,9 +252,11 @@ def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Te
         for i in range(0, len(perm), config.batch_size):
             idx = perm[i:i + config.batch_size]
             z_b, y_b = z[:, idx], y[idx]
+            rows = len(y_b)
             grad = torch.softmax(torch.baddbmm(b, z_b, w), dim=2)  # d(mean CE)/d(logits) * batch
-            grad[:, torch.arange(len(y_b), device=device), y_b] -= 1.0
-            grad /= len(y_b)
+            # minus one at each row's label: one operator, the same float as grad[k, r, y] -= 1
+            grad.scatter_add_(2, y_b.view(1, rows, 1).expand(len(z), rows, 1), minus_one[:, :rows])
+            grad /= rows
             adam.step([torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)])
 
     run = _captured_epoch(epoch, n, config.batch_size, adam.tensors()) if graphs.wanted(device, CLASSIFIER_EPOCH) \
