@@ -292,8 +292,8 @@ class _Adam:
         self.exp_avgs = [torch.zeros_like(p) for p in params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
         self.steps = [torch.zeros((), device=p.device) for p in params]  # as fused Adam keeps them
-        self.fused = params[0].device.type in ("cpu", "cuda")
-        self.fallback = None if self.fused else torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999))
+        fused = params[0].device.type in ("cpu", "cuda")  # where torch has the fused kernel
+        self.fallback = None if fused else torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999))
 
     def tensors(self) -> list[torch.Tensor]:
         """Everything a step changes."""

@@ -332,17 +332,16 @@ class Pack:
         if not graphs.wanted(self.device, TRAINING_EPOCH):
             return self._steps(*inputs)
         key = (self._membership, tuple(t.shape for t in inputs))
-        if self._graph is not None and self._graph[0] == key:
-            return {k: v.clone() for k, v in self._graph[1](*inputs).items()}
-        self._graph = None  # another membership: its memory goes back
-        if self._warm != key:
-            self._warm = key
-            return graphs.on_side_stream(self._steps, *inputs)
-        graph = graphs.Graph.capture(TRAINING_EPOCH, self._steps, list(inputs))
-        if graph is None:
-            return self._steps(*inputs)
-        self._graph = (key, graph)
-        return {k: v.clone() for k, v in graph(*inputs).items()}
+        if self._graph is None or self._graph[0] != key:
+            self._graph = None  # another membership: its memory goes back
+            if self._warm != key:
+                self._warm = key
+                return graphs.on_side_stream(self._steps, *inputs)
+            graph = graphs.Graph.capture(TRAINING_EPOCH, self._steps, list(inputs))
+            if graph is None:
+                return self._steps(*inputs)
+            self._graph = (key, graph)
+        return {k: v.clone() for k, v in self._graph[1](*inputs).items()}  # the next replay overwrites them
 
     def step(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
              w: losses.Weights, shuffle: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
