@@ -50,6 +50,7 @@ TRIALS = pa.schema([
     ("seed", pa.int64()),
     ("error", pa.string()),  # the exception, for status error
     ("startup_seconds", pa.float64()),  # trial start to first reported epoch, less that epoch's time
+    ("start", pa.string()),  # "defaults", "start 1", ... for the study's starting points; "" when TPE proposed it
 ])
 
 EPOCHS = pa.schema([
@@ -99,11 +100,14 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("epochs", pa.int64()),  # per trial, ASHA's max_t
     ("grace_period", pa.int64()),
     ("reduction_factor", pa.int64()),
+    ("h_floor", pa.float64()),  # a rung whose best H is below it stops nobody (gzsl.study.scheduler)
+    ("h_noise", pa.float64()),  # a trial stops only below its rung's cutoff by more than this
     ("early_stopping", pa.bool_()),
     ("num_samples", pa.int64()),
     ("resources", pa.string()),  # JSON, per trial (per worker when pack > 1)
     ("pack", pa.int64()),  # configurations trained as one model per worker
     ("space", pa.string()),  # JSON: name -> {low, high, log} or {choices}
+    ("start", pa.string()),  # JSON: [[label, params], ...], the trials evaluated first (defaults first)
     ("beta", pa.float64()),  # fixed by the study, or TrainConfig's default
     ("kl_weight", pa.float64()),
     ("sampling", pa.string()),  # textbook | cada, or "searched"
@@ -117,7 +121,7 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
 TABLES = {"trials": TRIALS, "epochs": EPOCHS, "final": FINAL, "study": STUDY}
 # The schema above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ResultStore:

@@ -25,6 +25,8 @@ import torch
 
 from gzsl import graphs, losses, synthetic
 from gzsl.data import GZSLData
+from gzsl.defaults import CROSS_WARMUP, DISTANCE_WARMUP, KL_WARMUP
+from gzsl.defaults import SEARCHED_DEFAULTS as DEFAULTS
 from gzsl.errors import GzslError
 from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, LatentClassifier, Scores, cada_recipe, fit_many
 from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig, noise
@@ -34,23 +36,23 @@ from gzsl.optim import MemberAdam
 @dataclass(frozen=True)
 class TrainConfig:
     # The five searched hyperparameters.
-    alpha: float = 1.0  # weight of KL(z^p): larger pulls z^p to the prior
-    gamma: float = 1.0  # weight of the shuffling classification loss L_SC
-    lam: float = 2.37  # weight of modality alignment L_MA (CADA-VAE's cross-reconstruction end value)
-    latent_size: int = 64
-    lr: float = 1.5e-4  # Adam (amsgrad), CADA-VAE
+    alpha: float = DEFAULTS["alpha"]  # weight of KL(z^p): larger pulls z^p to the prior
+    gamma: float = DEFAULTS["gamma"]  # weight of the shuffling classification loss L_SC
+    lam: float = DEFAULTS["lam"]  # weight of modality alignment L_MA (CADA-VAE's cross-reconstruction end value)
+    latent_size: int = DEFAULTS["latent_size"]
+    lr: float = DEFAULTS["lr"]  # Adam (amsgrad), CADA-VAE
     # Fixed by the method.
     beta: float = 3.43  # distance weight inside L_MA: CADA-VAE's 8.13 / 2.37
     # End value of the KL warm-up, multiplying KL(z^t) + alpha * KL(z^p). CADA-VAE's 0.25:
     # at 1 the posteriors collapse to the prior on CUB-like data (H 2.6 instead of ~33).
     kl_weight: float = 0.25
     # Reparameterization noise (model.reparameterize): CADA-VAE's "cada" (method.md's default) or "textbook".
-    sampling: str = "cada"
+    sampling: str = DEFAULTS["sampling"]
     epochs: int = 100
     batch_size: int = 50
-    kl_warmup: tuple[float, float] = (0.0, 0.93)  # warm-ups as fractions of the run
-    cross_warmup: tuple[float, float] = (0.21, 0.75)
-    distance_warmup: tuple[float, float] = (0.06, 0.22)
+    kl_warmup: tuple[float, float] = KL_WARMUP  # warm-ups as fractions of the run (gzsl.defaults)
+    cross_warmup: tuple[float, float] = CROSS_WARMUP
+    distance_warmup: tuple[float, float] = DISTANCE_WARMUP
     disentangle: bool = True  # False: the CADA-VAE ablation
     # Hidden widths: visual encoder, visual decoder, semantic encoder, semantic decoder.
     hidden: tuple[int, int, int, int] = CADA_HIDDEN
@@ -104,9 +106,9 @@ class EpochResult:
 
 
 def default_hidden(dataset: str) -> tuple[int, int, int, int]:
-    """Hidden widths for a dataset: CADA-VAE's on real data, the preset's on synthetic ones."""
-    spec = synthetic.PRESETS.get(dataset)
-    return spec.hidden if spec is not None else CADA_HIDDEN
+    """Hidden widths for a dataset: CADA-VAE's on real data, the preset's on synthetic and attribute
+    presets (cub-sim: CUB's)."""
+    return synthetic.hidden(dataset) or CADA_HIDDEN
 
 
 def resolve_device(name: str) -> str:

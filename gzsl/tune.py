@@ -72,11 +72,15 @@ def _run(args, start: float) -> int:
     check_no_secret(results)
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
-    if spec.grace_period < 0.2 * spec.epochs:
-        # Measured (docs/benchmarks.md, "Early stopping"): before ~20% of the run the warm-ups have not acted and
-        # H does not predict the final score, so a rung there prunes on noise.
-        print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is before 20% of the "
-              f"{spec.epochs} epochs; H there does not predict the final H (use >= {-(-spec.epochs // 4)})")
+    from gzsl.defaults import SEARCHED_DEFAULTS, alignment_on, first_rung
+
+    if spec.grace_period < alignment_on(spec.epochs):
+        # Before the alignment warm-ups end, H measures how far they have got, not the configuration
+        # (gzsl.study.scheduler; docs/benchmarks.md, "Early stopping"): only h_floor and h_noise keep such
+        # a rung from stopping trials on noise.
+        print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} comes before the alignment warm-ups "
+              f"end (epoch {alignment_on(spec.epochs)} of {spec.epochs}); H there ranks the warm-up, not the "
+              f"configuration (leave grace_period out for {first_rung(spec.epochs, spec.eval_every)})")
     if spec.eval_every > 1 and spec.grace_period % spec.eval_every:
         print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is not a multiple of "
               f"training.eval_every {spec.eval_every}: the first rung judges on the next evaluated epoch")
@@ -110,10 +114,16 @@ def _run(args, start: float) -> int:
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(pending))
     print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
-          f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor}, "
+          f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor} "
+          f"(a rung stops nobody below H {spec.h_floor:g}, nor within {spec.h_noise:g} H of its cutoff), "
           f"up to {spec.epochs} epochs, " + (f"resources/worker {spec.resources}, {spec.pack} configurations per worker"
                                               if spec.pack > 1 else f"resources/trial {spec.resources}"))
     print(f"results: {results}", flush=True)
+    for label, point in spec.start:
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+        moved = [k for k, v in point.items() if label == "defaults" and v != SEARCHED_DEFAULTS[k]]
+        print(f"first trials: {label}: {shown}" + (f" (method.md's; {', '.join(moved)} moved inside the space)"
+                                                   if moved else ""))
     if dashboard:
         print(f"Ray dashboard: http://{dashboard}{dashboard_sign_in()}", flush=True)
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,

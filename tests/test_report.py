@@ -51,6 +51,10 @@ def test_records_match_the_parquet(study_results):
     assert s.n_trials == 7 and s.counts["error"] == 1
     assert s.trial_epochs == trials.epochs_run.sum() and s.full_epochs == 7 * 16
     assert s.best["status"] == "completed"
+    # The study's first trial evaluated method.md's defaults (inside this space: lr 1.5e-4 -> 1e-3).
+    assert s.defaults["trial_number"] == 0 and s.defaults["start"] == "defaults"
+    assert (s.defaults["alpha"], s.defaults["gamma"], s.defaults["lr"]) == (1.0, 1.0, 1e-3)
+    assert list(trials.start[trials.trial_number > 0].unique()) in ([""], [])
     assert rec.asha_rungs(r.meta) == [2, 6]
     curves = rec.learning_curves(r)
     assert len(curves) == 6  # the errored trial has no epochs
@@ -73,6 +77,7 @@ def test_records_match_the_parquet(study_results):
                           "scored at epoch": f"{final.scored_epoch[0]} of 16"}
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
+    assert h.defaults_H == pytest.approx(s.defaults["best_val_H"]) and h.start.count("defaults") == 1
     # One rule for "best" on the page: the summary's best val H is the history's best so far and the
     # chosen trial's best val H in the table.
     assert h.best_so_far[-1] == h.best_so_far_by_time[-1] == pytest.approx(s.best["best_val_H"])
@@ -89,7 +94,9 @@ def test_figures_have_one_trace_per_thing_they_show(study_results):
     assert len(fig.learning_curves(curves, [2, 6]).data) == len(curves)
     h = rec.history(r)
     history = fig.optimization_history(h)
-    assert len(history.data) == 2 * len(set(h.status)) + 2  # each status by number and by time, two best-so-far lines
+    # each status by number and by time, two best-so-far lines, the starting points; the defaults' H a line
+    assert len(history.data) == 2 * len(set(h.status)) + 3
+    assert [round(shape.y0, 6) for shape in history.layout.shapes] == [round(h.defaults_H, 6)] * 2
     by_time = [trace for trace in history.data if trace.xaxis == "x2" and trace.mode == "markers"]
     assert sum(len(trace.x) for trace in by_time) == len(h.value)  # every trial in the wall-clock panel
     assert len(fig.timeline(rec.timeline(r)).data) == 7
@@ -125,6 +132,11 @@ def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
     assert "<script>alert('x')</script>" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in html
     assert 'id="trial-evil0001"' in html
+    s = rec.summary(rec.read_results(str(study_results)))
+    verdict = (f"defaults: H {s.defaults['best_val_H']:.2f}; chosen: H {s.best['best_val_H']:.2f} "
+               f"({s.best['best_val_H'] - s.defaults['best_val_H']:+.2f} on validation)"
+               if s.best["trial_id"] != s.defaults["trial_id"] else "chosen: the defaults themselves")
+    assert verdict in html
     final = html[html.index('<section id="final">'):html.index('<section id="history">')]
     f = rec.final_result(rec.read_results(str(study_results)))
     labels = [escape(row.label) for row in f.rows]
@@ -157,7 +169,10 @@ def test_the_page_draws_in_headless_chromium(page_html, study_results, tmp_path)
     n = expected_figures(study_results)
     first = []
 
+    seen = []
+
     def sort_by_best_h(page):  # a person clicks a column header: the table sorts
+        seen.append(page.locator(".verdict").inner_text())
         page.locator("#trials th", has_text="best val H").click()
         first.append(page.locator("#trials tbody tr").first.get_attribute("id"))
 
@@ -167,6 +182,7 @@ def test_the_page_draws_in_headless_chromium(page_html, study_results, tmp_path)
     assert r.plots == n and r.drawn >= n
     assert r.table_rows == 7
     assert first == ["trial-evil0001"]  # ascending sort puts the trial without an H first
+    assert seen[0].startswith("defaults: H ") and "chosen: " in seen[0]  # what a person reads first
     assert shot.stat().st_size > 50_000
 
 

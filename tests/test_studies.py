@@ -28,7 +28,9 @@ def test_defaults_fill_what_a_study_leaves_out(tmp_path):
     path = tmp_path / "mini.toml"
     path.write_text(GOOD)
     spec = load_study(str(path))
-    assert (spec.epochs, spec.num_samples, spec.grace_period, spec.reduction_factor) == (100, 20, 10, 3)
+    # The first rung after the alignment warm-ups (75% of the run), its noise guards at their defaults.
+    assert (spec.epochs, spec.num_samples, spec.grace_period, spec.reduction_factor) == (100, 20, 75, 3)
+    assert (spec.h_floor, spec.h_noise) == (5.0, 2.0)
     assert spec.resources == {"cpu": 1.0}
     alpha = spec.space[0]
     assert (alpha.low, alpha.high, alpha.log) == (0.1, 10.0, True)
@@ -46,6 +48,14 @@ def test_defaults_fill_what_a_study_leaves_out(tmp_path):
     ("[training]\nhidden = [1, 2]", r"training.hidden: expected 4 positive integers"),
     ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
     ("[resources]\ncpu = 1\npack = 2.5", r"resources.pack: expected int, got float 2.5"),
+    ("[asha]\nh_noise = -1.0", r"asha.h_noise: must be an H in \[0, 100\], got -1.0"),
+    ("[asha]\nh_floor = nan", r"asha.h_floor: must be an H in \[0, 100\], got nan"),
+    ("[search]\nstart = [{ alpha = 20.0 }]", r"search.start\[1\].alpha: 20.0 is outside space.alpha \[0.1, 10\]"),
+    ("[search]\nstart = [{ lr = 1e-3 }]", r"search.start\[1\].lr: not searched by this study; \[space\] has alpha, "
+                                         "latent_size"),
+    ("[search]\nstart = [{ latent_size = 64 }]", r"search.start\[1\].latent_size: 64 is not one of "
+                                                r"space.latent_size.choices \[16, 32\]"),
+    ("[search]\nstart = [1.0]", r"search.start\[1\]: expected a table of searched parameters"),
 ])
 def test_bad_study_names_file_and_key(tmp_path, extra, message):
     path = tmp_path / "bad.toml"
@@ -147,3 +157,22 @@ def test_bad_study_table_values_are_one_line(tmp_path, line, message):
     with pytest.raises(ConfigError) as err:
         load_study(str(path))
     assert str(err.value) == f"{path}: {message}"
+
+
+def test_every_study_starts_from_the_defaults_then_its_own_points(tmp_path):
+    """The first trial is method.md's defaults, brought inside the space (latent 64 is not among
+    [16, 32]: the nearest choice); [search] start adds points, each filled in from the defaults."""
+    from gzsl.defaults import SEARCHED_DEFAULTS
+    from gzsl.studies import start_label
+    from gzsl.training import TrainConfig
+
+    spec = load_text(tmp_path, GOOD + '[search]\nstart = [{ alpha = 0.5 }, { alpha = 2.0, latent_size = 16 }]\n')
+    assert spec.start == (("defaults", {"alpha": 1.0, "latent_size": 32}),
+                          ("start 1", {"alpha": 0.5, "latent_size": 32}),
+                          ("start 2", {"alpha": 2.0, "latent_size": 16}))
+    assert start_label(spec, {"alpha": 0.5, "latent_size": 32, "lr": 1.5e-4}) == "start 1"
+    assert start_label(spec, {"alpha": 0.51, "latent_size": 32}) == ""  # what TPE proposed
+    # The defaults are TrainConfig's, and a shipped study's lie inside its space unchanged.
+    assert {k: getattr(TrainConfig(), k) for k in SEARCHED_DEFAULTS} == SEARCHED_DEFAULTS
+    cub = load_study("cub_full")
+    assert cub.start[0] == ("defaults", {k: SEARCHED_DEFAULTS[k] for k in ("alpha", "gamma", "lam", "latent_size", "lr")})

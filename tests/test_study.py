@@ -132,7 +132,7 @@ def test_a_short_study_end_to_end(short_study):
     recipe, fast = final[["test_U", "test_S"]].to_numpy(), final[["fast_test_U", "fast_test_S"]].to_numpy()
     assert (recipe != fast).any()  # two classifiers, two sets of numbers
     assert out.count("best H") == 6 and "best configuration:" in out and f"sampling={best['sampling']}" in out
-    assert "asha.grace_period 2 is before 20% of the 16 epochs" in out  # a rung in the warm-ups' blind zone
+    assert "asha.grace_period 2 comes before the alignment warm-ups end (epoch 12 of 16)" in out
     h = final.test_H
     assert f"test (mean ± std over 2 seeds), CADA-VAE classifier recipe: U {final.test_U.mean():.2f}" in out
     assert f"H {h.mean():.2f} ± {h.std():.2f}" in out and "nan" not in out
@@ -324,60 +324,77 @@ def test_resume_after_a_pack_change_is_one_line_exit_2(tmp_path):
     assert "resources.pack = 2" in p.stderr and "started with 1" in p.stderr
 
 
-def test_asha_stops_an_early_trial_once_its_rung_fills_with_better_ones():
-    # Four trials reach rung 5 one after the other with H 10, 20, 30, 40. The first passed with
-    # no rival; once the rung holds all four it is in the bottom two thirds: Ray's ASHA lets it
-    # run to the end, ours stops it at its next result. The best (H 40) goes on in both.
+def _asha(**kw):
+    from gzsl.study import NoiseAwareASHA
+
+    settings = dict(max_t=30, grace_period=10, reduction_factor=3, h_floor=5.0, h_noise=2.0) | kw
+    return NoiseAwareASHA(**settings)
+
+
+def _report(s, trial_id, epoch, h):
     from types import SimpleNamespace
 
+    return s.on_trial_result(None, SimpleNamespace(trial_id=trial_id), {"training_iteration": epoch, "val_H": h})
+
+
+def test_a_rung_of_noise_stops_nobody():
+    # The issue's rung: a realistic CUB-format set at epoch 10 of 30, every H between 0 and 4.14.
+    # Ray's ASHA stops the trials below the top third; here the rung's best is under the floor.
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-    from gzsl.study import RungCheckedASHA
-
-    def decisions(scheduler_cls):
-        s = scheduler_cls(time_attr="training_iteration", metric="val_H", mode="max", max_t=30,
-                          grace_period=5, reduction_factor=3)
-        trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(4)]
-        for t in trials:
-            s.on_trial_add(None, t)
-        for t, h in zip(trials, (10.0, 20.0, 30.0, 40.0)):
-            assert s.on_trial_result(None, t, {"training_iteration": 5, "val_H": h}) == TrialScheduler.CONTINUE
-        return [s.on_trial_result(None, t, {"training_iteration": 6, "val_H": h})
-                for t, h in zip(trials, (11.0, 21.0, 31.0, 41.0))]
-
-    stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
-    assert decisions(ASHAScheduler) == [go, go, go, go]
-    assert decisions(RungCheckedASHA) == [stop, stop, go, go]
-
-
-def test_asha_never_stops_a_trial_on_a_lower_rung_once_it_leads_a_higher_one():
-    # The shared study's log before the fix: rungs at epochs 2 and 6 of 16; the first trial passed
-    # rung 2 with a middling H and rung 6 with the study's best, then was stopped at epoch 10 because
-    # later trials filled rung 2 with better early values. It is judged on rung 6 alone, where it
-    # leads; a trial whose highest rung is rung 2 is still re-checked there.
+    values = [4.14, 1.03, 1.36, 0.21, 3.0, 0.0, 2.2, 0.5, 1.9]
+    ray_asha = ASHAScheduler(time_attr="training_iteration", metric="val_H", mode="max", max_t=30,
+                             grace_period=10, reduction_factor=3)
     from types import SimpleNamespace
 
+    for i in range(len(values)):
+        ray_asha.on_trial_add(None, SimpleNamespace(trial_id=f"t{i}"))
+    assert [_report(ray_asha, f"t{i}", 10, h) for i, h in enumerate(values)].count(TrialScheduler.STOP) >= 5
+    s = _asha()
+    assert {_report(s, f"t{i}", 10, h) for i, h in enumerate(values)} == {TrialScheduler.CONTINUE}
+    # Above the floor, a rung whose spread is within the noise (2 H) stops nobody either.
+    s = _asha()
+    assert {_report(s, f"t{i}", 10, h) for i, h in enumerate([31.0, 30.2, 29.5, 30.9, 29.1, 30.0])} == {"CONTINUE"}
+    assert s.rungs.stopped == 0 and len(s.rungs.recorded[10]) == 6
+
+
+def test_a_rung_with_a_clear_leader_still_stops_the_weak():
     from ray.tune.schedulers import TrialScheduler
 
-    from gzsl.study import RungCheckedASHA
-
-    s = RungCheckedASHA(time_attr="training_iteration", metric="val_H", mode="max", max_t=16,
-                        grace_period=2, reduction_factor=3)
-    late, *early = trials = [SimpleNamespace(trial_id=t) for t in ("late", "b", "c", "d")]
-    for t in trials:
-        s.on_trial_add(None, t)
     go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
-    report = lambda t, epoch, h: s.on_trial_result(None, t, {"training_iteration": epoch, "val_H": h})  # noqa: E731
-    assert report(late, 2, 20.0) == go  # rung 2, alone
-    assert report(late, 6, 41.9) == go  # rung 6, alone
-    assert [report(t, 2, h) for t, h in zip(early, (30.0, 35.0, 40.0))] == [go, go, go]
-    # Rung 2 now holds 20, 30, 35, 40: "late" is in its bottom two thirds there, and leads rung 6.
-    assert report(late, 8, 41.9) == go and report(late, 10, 42.5) == go
-    assert report(early[0], 4, 31.0) == stop  # highest rung 2, in its bottom two thirds: stopped
-    assert report(early[2], 4, 41.0) == go  # leads rung 2
-    # Rung 6 fills with better trials: "late" falls below its cutoff there and is stopped.
-    assert [report(t, 6, h) for t, h in zip(early[1:], (50.0, 60.0))] == [go, go]
-    assert report(late, 12, 43.0) == stop
+    s = _asha()
+    assert _report(s, "lead", 10, 40.0) == go  # alone, and the leader: never stopped
+    assert _report(s, "weak", 10, 12.0) == stop  # cutoff of (40, 12): 30.7, far more than 2 H above
+    assert _report(s, "close", 10, 39.0) == go  # within the noise of the cutoff (39.7 - 2)
+    assert _report(s, "weaker", 10, 20.0) == stop
+    assert _report(s, "lead", 11, 41.0) == go  # no rung at 11: nothing to judge
+    assert s.rungs.stopped == 2
+    # Epochs without H (eval_every > 1) pass untouched.
+    from types import SimpleNamespace
+    assert s.on_trial_result(None, SimpleNamespace(trial_id="weak2"), {"training_iteration": 10}) == go
+
+
+def test_a_promoted_trial_is_never_stopped_on_its_stale_rung_value():
+    # The issue's second run: a trial passed rung 10 with H 4.14 (the rung's leader then), reached the
+    # study's best H 8.58 at epoch 15, and the old rung re-check stopped it at epoch 16 because later
+    # trials had filled rung 10 with better epoch-10 values. ASHA never takes back a promotion.
+    s = _asha(h_floor=0.0, h_noise=0.0)
+    assert _report(s, "f742f9f6", 10, 4.14) == "CONTINUE"
+    assert [_report(s, t, 10, h) for t, h in (("a", 5.0), ("b", 6.0), ("c", 7.0))] == ["CONTINUE"] * 3
+    assert [_report(s, "f742f9f6", e, h) for e, h in ((15, 8.58), (16, 8.6), (29, 9.0))] == ["CONTINUE"] * 3
+    assert _report(s, "late", 10, 1.0) == "STOP"  # the rung itself still judges newcomers
+
+
+def test_the_first_rung_comes_after_the_alignment_warm_ups():
+    from gzsl.defaults import CROSS_WARMUP, alignment_on, first_rung
+    from gzsl.training import TrainConfig, weights
+
+    for epochs, eval_every in ((100, 5), (30, 2), (16, 1), (100, 1)):
+        rung = first_rung(epochs, eval_every)
+        w = weights(TrainConfig(epochs=epochs), rung)  # the loss weights of the epoch after the rung
+        assert w.cross == 1.0 and w.distance == 1.0 and rung % eval_every == 0
+        assert weights(TrainConfig(epochs=epochs), alignment_on(epochs) - 2).cross < 1.0
+    assert first_rung(100, 5) == 75 == round(CROSS_WARMUP[1] * 100) and first_rung(30, 2) == 24
 
 
 def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():
@@ -390,29 +407,20 @@ def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():
 
 
 def test_asha_rungs_rebuilt_after_a_resume_still_stop_a_weak_rerun_trial():
-    """Tune restores ASHA with empty rungs: a trial rerun after --resume would pass its rung with no
-    rival. Rebuilt from epochs.parquet, the rung holds the trials that ended before the interruption."""
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import TrialScheduler
-
-    from gzsl.study import RungCheckedASHA
-
+    """Tune restores the scheduler with empty rungs: a trial rerun after --resume would pass its rung
+    with no rival. Rebuilt from epochs.parquet, the rung holds the trials that ended before the interruption."""
     def rerun_decision(rebuild: bool):
-        s = RungCheckedASHA(time_attr="training_iteration", metric="val_H", mode="max", max_t=30,
-                            grace_period=5, reduction_factor=3)
+        s = _asha(grace_period=5)
         epochs = pd.DataFrame({"trial_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["rerun"] * 2,
                                "epoch": [4, 5, 6] * 3 + [4, 5],
                                "val_H": [1, 20, 21, 2, 30, 31, 3, None, 41, 9, 9]})  # c: no H at 5, so 6 counts
         if rebuild:
             assert s.restore_rungs(epochs, ended={"a", "b", "c"}) == 3
-            assert dict(s._brackets[0]._rungs[-1][1]) == {"a": 20.0, "b": 30.0, "c": 41.0}
-        trial = SimpleNamespace(trial_id="rerun")
-        s.on_trial_add(None, trial)
-        return s.on_trial_result(None, trial, {"training_iteration": 5, "val_H": 10.0})
+            assert s.rungs.recorded[5] == {"a": 20.0, "b": 30.0, "c": 41.0}
+        return _report(s, "rerun", 5, 10.0)
 
-    assert rerun_decision(rebuild=False) == TrialScheduler.CONTINUE
-    assert rerun_decision(rebuild=True) == TrialScheduler.STOP
+    assert rerun_decision(rebuild=False) == "CONTINUE"
+    assert rerun_decision(rebuild=True) == "STOP"
 
 
 def test_pending_trials_let_an_autoscaling_cluster_grow_by_several_nodes():

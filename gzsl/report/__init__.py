@@ -51,10 +51,15 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
              ("wall time", f"{s.wall_seconds / 60:.1f} min"),
              ("trial-epochs trained", f"{s.trial_epochs} of {s.full_epochs}"),
              ("saved by ASHA", f"{saved:.0%}")]
+    if s.defaults is not None:
+        d = s.defaults
+        shown = f"{d['best_val_H']:.2f}" if d["best_val_H"] is not None and d["best_val_H"] == d["best_val_H"] else "none"
+        cards.append(("defaults: val H", f'<a href="#trial-{escape(d["trial_id"])}">{shown}</a> '
+                                         f'<small>({escape(d["status"])})</small>'))
     if s.best is not None:
-        cards.append(("best val H", f"{chosen_val_H(s.best):.2f}"))
+        cards.append(("chosen: val H", f"{chosen_val_H(s.best):.2f}"))
     html = '<div class="cards">' + "".join(f"<div class=\"card\"><b>{v}</b><span>{escape(k)}</span></div>"
-                                          for k, v in cards) + "</div>"
+                                          for k, v in cards) + "</div>" + _verdict_html(s)
     if s.best is None:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
@@ -63,6 +68,19 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Best configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
             + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
+
+
+def _verdict_html(s: rec.Summary) -> str:
+    """One line: did tuning beat method.md's defaults on validation H?"""
+    d, b = s.defaults, s.best
+    if d is None or b is None or d["best_val_H"] is None or d["best_val_H"] != d["best_val_H"]:
+        return ""
+    dh, bh = float(d["best_val_H"]), float(chosen_val_H(b))
+    if b["trial_id"] == d["trial_id"]:
+        text = f"defaults: H {dh:.2f}; chosen: the defaults themselves (no other trial beat them on validation)"
+    else:
+        text = f"defaults: H {dh:.2f}; chosen: H {bh:.2f} ({bh - dh:+.2f} on validation)"
+    return f'<p class="verdict"><b>{escape(text)}</b></p>'
 
 
 def _final_html(r: rec.StudyResults) -> str:
@@ -107,16 +125,16 @@ def _params_html(r: rec.StudyResults, params: list[str]) -> str:
 
 def _trials_html(r: rec.StudyResults, params: list[str]) -> str:
     t = r.trials
-    cols = ["#", "trial", "status", *params, "best val H", "best epoch", "last val H", "epochs", "seconds",
+    cols = ["#", "trial", "start", "status", *params, "best val H", "best epoch", "last val H", "epochs", "seconds",
             "worker", "error"]
     rows = []
     for _, x in t.iterrows():
         worker = (x.node_ip or "") + (f" gpu {x.gpu_id}" if isinstance(x.gpu_id, str) and x.gpu_id else "")
         if isinstance(x.get("pack_id"), str) and x.pack_id:
             worker += f" pack {x.pack_id.rsplit('-', 1)[-1]}"
-        rows.append([int(x.trial_number), x.trial_id, x.status, *[x[p] for p in params], x.best_val_H,
+        rows.append([int(x.trial_number), x.trial_id, x.start or "", x.status, *[x[p] for p in params], x.best_val_H,
                      x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, worker, x.error])
-    return page.table_html(cols, rows, left={"trial", "status", "worker", "error"},
+    return page.table_html(cols, rows, left={"trial", "start", "status", "worker", "error"},
                            row_ids=[f"trial-{tid}" for tid in t.trial_id],
                            row_classes=[f"status-{s}" for s in t.status])
 

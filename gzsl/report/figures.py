@@ -40,10 +40,21 @@ def optimization_history(h: rec.History) -> go.Figure:
     fig.add_trace(go.Scatter(x=h.ended_minutes, y=h.best_so_far_by_time, mode="lines+markers",
                              name="best so far (time)", line=dict(color="#ff7f0e", shape="hv", dash="dot"),
                              marker=dict(size=4)), 1, 2)
+    starts = [i for i, label in enumerate(h.start) if label]
+    fig.add_trace(go.Scatter(x=[h.trial_number[i] for i in starts], y=[h.value[i] for i in starts], mode="markers+text",
+                             name="starting points", marker=dict(symbol="star-open", size=16, color="#2ca02c"),
+                             text=[escape(h.start[i]) for i in starts], textposition="top center",
+                             hoverinfo="skip"), 1, 1)
+    if h.defaults_H is not None:
+        for col in (1, 2):
+            fig.add_hline(y=h.defaults_H, line=dict(color="#2ca02c", dash="dash", width=1), row=1, col=col,
+                          annotation_text=f"defaults: H {h.defaults_H:.2f}" if col == 1 else None,
+                          annotation_position="bottom right")
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text="minutes since the first trial started", row=1, col=2)
     fig.update_yaxes(title_text="validation H at the best epoch (%)", row=1, col=1)
-    return _layout(fig, "Optimization history (the best so far counts completed trials: a study chooses among them)")
+    return _layout(fig, "Optimization history (the best so far counts completed trials: a study chooses among them; "
+                        "dashed green: method.md's defaults)")
 
 
 def learning_curves(curves: list[rec.Curve], rungs: list[int]) -> go.Figure:

@@ -62,6 +62,7 @@ class Summary(NamedTuple):
     trial_epochs: int  # epochs actually trained
     full_epochs: int  # what every trial run to the end would have cost
     best: dict | None  # the best trial's row (completed preferred), None if no score
+    defaults: dict | None  # the trial of method.md's defaults (the study's first), None if not run yet
 
 
 def summary(r: StudyResults) -> Summary:
@@ -70,7 +71,13 @@ def summary(r: StudyResults) -> Summary:
     wall = (t.ended_at.max() - t.started_at.min()).total_seconds() if len(t) else 0.0
     return Summary(r.name, r.meta.get("dataset", "?"), r.meta.get("split", "?"),
                    t.status.value_counts().to_dict(), len(t), wall, int(t.epochs_run.sum()),
-                   len(t) * max_epochs, best_trial(t))
+                   len(t) * max_epochs, best_trial(t), defaults_trial(t))
+
+
+def defaults_trial(trials: pd.DataFrame) -> dict | None:
+    """The trial that evaluated method.md's defaults (trials.parquet's start == "defaults")."""
+    rows = trials[trials.start == "defaults"]
+    return rows.iloc[0].to_dict() if len(rows) else None
 
 
 RECIPE_LABEL = ("test U/S/H, CADA-VAE's classifier recipe ({epochs} epochs, batch 32, the classifier's last epoch scored), "
@@ -128,6 +135,8 @@ class History(NamedTuple):
     minutes: list[float]  # when each trial ended, in minutes since the study's first trial started
     ended_minutes: list[float]  # the same, sorted: the x of best_so_far_by_time
     best_so_far_by_time: list[float]
+    start: list[str]  # "defaults", "start 1", ... for the study's starting points, "" for TPE's
+    defaults_H: float | None  # the defaults' val H at their best epoch: the line tuning must beat
 
 
 def history(r: StudyResults) -> History:
@@ -140,8 +149,10 @@ def history(r: StudyResults) -> History:
 
     minutes = (t.ended_at - t.started_at.min()).dt.total_seconds() / 60
     by_time = pd.DataFrame({"m": minutes, "v": chosen}).sort_values("m", kind="stable")
+    d = defaults_trial(t)
     return History(t.trial_number.tolist(), t.trial_id.tolist(), t.status.tolist(), value.tolist(),
-                   best_so_far(chosen), minutes.tolist(), by_time.m.tolist(), best_so_far(by_time.v))
+                   best_so_far(chosen), minutes.tolist(), by_time.m.tolist(), best_so_far(by_time.v),
+                   t.start.fillna("").tolist(), None if d is None or pd.isna(d["best_val_H"]) else float(d["best_val_H"]))
 
 
 class Curve(NamedTuple):

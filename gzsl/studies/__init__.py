@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from gzsl.defaults import SEARCHED_DEFAULTS, first_rung
 from gzsl.errors import ConfigError
 
 try:
@@ -62,14 +63,22 @@ class StudySpec:
     # Configurations trained together as one fused model per worker ([resources] pack; 1: one
     # trial per worker, as without packing). With pack > 1, `resources` are a worker's.
     pack: int = 1
+    # The configurations evaluated before TPE proposes any, in order: (label, params). The first is
+    # always method.md's defaults ("defaults", brought inside the space's bounds), then each entry of
+    # [search] start ("start 1", ...).
+    start: tuple[tuple[str, dict], ...] = ()
+    # A rung stops nobody while its best H is below h_floor, and stops a trial only when its H is
+    # below the rung's cutoff by more than h_noise (gzsl.study.scheduler).
+    h_floor: float = 5.0
+    h_noise: float = 2.0
 
 
 _SECTIONS = {
     "study": {"dataset": str, "data_root": str, "split": str, "seed": int},
     "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float,
                  "kl_weight": float, "sampling": str, "classifier": str},
-    "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int},
-    "asha": {"grace_period": int, "reduction_factor": int},
+    "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int, "start": list},
+    "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float},
     "resources": {"cpu": float, "gpu": float, "pack": int},
     "space": {name: dict for name in SEARCHED},
 }
@@ -162,12 +171,17 @@ def parse(raw: dict, path: Path) -> StudySpec:
     if hidden is not None and (len(hidden) != 4 or not all(isinstance(h, int) and h > 0 for h in hidden)):
         fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
     epochs = positive("training", "epochs", 100)
-    grace = positive("asha", "grace_period", max(1, epochs // 10))
+    eval_every = positive("training", "eval_every", 1)
+    grace = positive("asha", "grace_period", first_rung(epochs, eval_every))
     if grace > epochs:
         fail("asha.grace_period", f"{grace} is more than training.epochs {epochs}")
     reduction = positive("asha", "reduction_factor", 3)
     if reduction < 2:
         fail("asha.reduction_factor", f"must be >= 2, got {reduction}")
+    for key in ("h_floor", "h_noise"):
+        v = get("asha", key)
+        if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
+            fail(f"asha.{key}", f"must be an H in [0, 100], got {v}")
     fixed = _fixed(raw.get("training", {}), {p.name for p in space}, fail)
     seed = get("study", "seed", 0)
     if seed < 0:
@@ -182,7 +196,60 @@ def parse(raw: dict, path: Path) -> StudySpec:
         max_failures=positive("search", "max_failures", 1, allow_zero=True),
         final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=seed,
         hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack,
+        start=start_points(space, get("search", "start", []), fail),
+        h_floor=float(get("asha", "h_floor", 5.0)), h_noise=float(get("asha", "h_noise", 2.0)),
     )
+
+
+def start_points(space: tuple[Param, ...], given: list, fail) -> tuple[tuple[str, dict], ...]:
+    """The trials evaluated first: method.md's defaults inside the space's bounds, then each entry of
+    [search] start (a table of searched parameters; those it leaves out take the defaults' values)."""
+    defaults = {p.name: _inside(p, SEARCHED_DEFAULTS[p.name]) for p in space}
+    points = [("defaults", defaults)]
+    for i, entry in enumerate(given, 1):
+        key = f"search.start[{i}]"
+        if not isinstance(entry, dict):
+            fail(key, f"expected a table of searched parameters such as {{ alpha = 0.5, lr = 3e-4 }}, got {entry!r}")
+        point = dict(defaults)
+        for name, value in entry.items():
+            param = next((p for p in space if p.name == name), None)
+            if param is None:
+                fail(f"{key}.{name}", f"not searched by this study; [space] has {', '.join(p.name for p in space)}")
+            point[name] = _start_value(param, value, f"{key}.{name}", fail)
+        points.append((f"start {i}", point))
+    return tuple(points)
+
+
+def start_label(spec: StudySpec, params: dict) -> str:
+    """The label of the starting point these searched values are ("defaults", "start 1", ...), or ""
+    for a configuration TPE proposed (its floats never equal a starting point's exactly)."""
+    for label, point in spec.start:
+        if all(params.get(k) == v for k, v in point.items()):
+            return label
+    return ""
+
+
+def _inside(p: Param, value):
+    """A default brought into the space: clipped to [low, high], or the nearest of the choices."""
+    if p.choices is None:
+        return min(max(float(value), p.low), p.high)
+    if value in p.choices:
+        return value
+    if isinstance(value, str):
+        return p.choices[0]
+    return min(p.choices, key=lambda c: abs(math.log(c) - math.log(value)))
+
+
+def _start_value(p: Param, value, key: str, fail):
+    if p.choices is not None:
+        if value not in p.choices or isinstance(value, bool):
+            fail(key, f"{value!r} is not one of space.{p.name}.choices {list(p.choices)}")
+        return p.choices[list(p.choices).index(value)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        fail(key, f"expected a number, got {value!r}")
+    if not p.low <= value <= p.high:
+        fail(key, f"{value} is outside space.{p.name} [{p.low:g}, {p.high:g}]; widen the space or move the point")
+    return float(value)
 
 
 def _fixed(training: dict, searched: set[str], fail) -> dict:

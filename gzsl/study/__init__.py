@@ -9,13 +9,13 @@ from gzsl.study.driver import (check_local_gpu, check_start, pending_trials, res
                                tune_storage)
 from gzsl.study.pack import workers_that_fit
 from gzsl.study.refit import best_params, final_refit
-from gzsl.study.scheduler import RungCheckedASHA
+from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSearch, default_optuna_url,
                                fail_stale_running, optuna_storage, search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective, train_config, trial_device, trial_status
 
 __all__ = ["HEARTBEAT_S", "METRIC", "MODE", "STALE_AFTER_S", "ParquetCallback", "PrunedAwareOptunaSearch",
-           "RungCheckedASHA", "best_params", "check_local_gpu", "check_start", "default_optuna_url",
+           "NoiseAwareASHA", "best_params", "check_local_gpu", "check_start", "default_optuna_url",
            "fail_stale_running",
            "final_refit", "objective", "optuna_storage", "pending_trials", "resumed_budget", "run_study",
            "search_space", "shown_url", "study_row", "train_config", "trial_device", "trial_status", "tune_storage", "workers_that_fit"]

@@ -12,7 +12,7 @@ from ray import tune
 
 from gzsl.results import ResultStore
 from gzsl.study.trial import METRIC, train_config, trial_status
-from gzsl.studies import SEARCHED, StudySpec
+from gzsl.studies import SEARCHED, StudySpec, start_label
 
 
 def say(line: str) -> None:
@@ -89,6 +89,7 @@ class ParquetCallback(tune.Callback):
             # Trial start to its first reported epoch, less that epoch's own time: the scheduling overhead.
             "startup_seconds": (self.first_result[tid] - started - epochs[0].get("epoch_seconds", 0.0))
             if tid in self.first_result and epochs else None,
+            "start": start_label(self.spec, params),
         }
         if status == "diverged":
             row["best_val_H"] = row["last_val_H"] = 0.0
@@ -104,7 +105,7 @@ class ParquetCallback(tune.Callback):
         last_h = row["last_val_H"] if row["last_val_H"] is not None else float("nan")
         if status == "completed" and not math.isnan(h) and (self.best is None or h > self.best[0]):
             self.best = (h, params)  # the study chooses among completed trials (results.best_trial)
-        shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items()) + (f" ({row['start']})" if row["start"] else "")
         best = f"best so far H {self.best[0]:.2f}" if self.best else "none completed yet"
         at = f" (epoch {row['best_epoch']})" if row["best_epoch"] is not None else ""
         self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f}{at} last {last_h:5.2f} "

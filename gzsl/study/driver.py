@@ -19,7 +19,7 @@ from gzsl.errors import ConfigError
 from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
-from gzsl.study.scheduler import RungCheckedASHA
+from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective
@@ -62,7 +62,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     if resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
         scheduler = tuner._local_tuner._tune_config.scheduler  # restored as first built: rungs empty
-        if isinstance(scheduler, RungCheckedASHA):
+        if isinstance(scheduler, NoiseAwareASHA):
             n = scheduler.restore_rungs(store.read("epochs"), set(store.read("trials").trial_id))
             log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
     else:
@@ -80,12 +80,15 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
             raise ConfigError(f"study {spec.name} already has {taken} trial(s) in {shown_url(storage_url)} (another "
                               "run's): continue that run with --resume and its --results, or use another "
                               "--optuna-storage or study file name")
+        # The first trials evaluate method.md's defaults and the study's [search] start points
+        # (Optuna's enqueue_trial), so a study always measures what tuning must beat.
         searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
                                            study_name=spec.name, storage=storage, max_epochs=spec.epochs,
-                                           owner=experiment)
+                                           owner=experiment, points_to_evaluate=[p for _, p in spec.start])
         if early_stopping:
-            scheduler = RungCheckedASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.epochs,
-                                        grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+            scheduler = NoiseAwareASHA(max_t=spec.epochs, grace_period=spec.grace_period,
+                                       reduction_factor=spec.reduction_factor, h_floor=spec.h_floor,
+                                       h_noise=spec.h_noise)
         else:
             scheduler = FIFOScheduler()
         tuner = tune.Tuner(
@@ -150,6 +153,7 @@ def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
 # they were built: a file changed since would mix two settings in one study.
 RESUMED = {"dataset": "study.dataset", "split": "study.split", "seed": "study.seed", "epochs": "training.epochs",
            "grace_period": "asha.grace_period", "reduction_factor": "asha.reduction_factor",
+           "h_floor": "asha.h_floor", "h_noise": "asha.h_noise", "start": "search.start",
            "pack": "resources.pack", "resources": "resources", "space": "space", "beta": "training.beta",
            "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier"}
 
@@ -211,6 +215,7 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
     sampling = "searched" if "sampling" in space else used.sampling
     return {"study": spec.name, "dataset": spec.dataset, "split": spec.split, "epochs": spec.epochs,
             "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor,
+            "h_floor": spec.h_floor, "h_noise": spec.h_noise, "start": json.dumps([list(p) for p in spec.start]),
             "early_stopping": early_stopping, "num_samples": spec.num_samples,
             "resources": json.dumps(spec.resources), "pack": spec.pack, "space": json.dumps(space), "beta": used.beta,
             "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
