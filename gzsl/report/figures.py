@@ -46,10 +46,10 @@ def optimization_history(h: rec.History) -> go.Figure:
                              text=[escape(h.start[i]) for i in starts], textposition="top center",
                              hoverinfo="skip"), 1, 1)
     if h.defaults_H is not None:
-        for col in (1, 2):
-            fig.add_hline(y=h.defaults_H, line=dict(color="#2ca02c", dash="dash", width=1), row=1, col=col,
-                          annotation_text=f"defaults: H {h.defaults_H:.2f}" if col == 1 else None,
-                          annotation_position="bottom right")
+        line = dict(color="#2ca02c", dash="dash", width=1)
+        fig.add_hline(y=h.defaults_H, line=line, row=1, col=1, annotation_text=f"defaults: H {h.defaults_H:.2f}",
+                      annotation_position="bottom right")
+        fig.add_hline(y=h.defaults_H, line=line, row=1, col=2)
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text="minutes since the first trial started", row=1, col=2)
     fig.update_yaxes(title_text="validation H at the best epoch (%)", row=1, col=1)
