@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from gzsl.results import EPOCHS, FINAL, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial
+from gzsl.results import EPOCHS, FINAL, SCHEMA_VERSION, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial
 
 STUDY = """
 [study]
@@ -506,7 +506,7 @@ def test_results_of_another_schema_are_refused_in_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert report(["--results", str(results), "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{results}: results written by another version of gzsl (schema 1, this one reads 2)" \
+    assert len(err) == 1 and f"{results}: results written by another version of gzsl (schema 1, this one reads {SCHEMA_VERSION})" \
         in err[0] and "into a new --results folder" in err[0]
     assert not (tmp_path / "r.html").exists()
 
