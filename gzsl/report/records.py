@@ -16,15 +16,15 @@ from gzsl.results import ResultStore, best_trial
 PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
 CATEGORICAL = ("latent_size", "sampling")  # drawn as categories; sampling's values are strings
 
-# method.md, "Reference results" (attribute semantics, ResNet-101 features): (U, S, H).
+# docs/method.md, "Reference numbers" (attribute semantics, ResNet-101 features): (U, S, H).
 REFERENCES = {
     "CUB": {"CADA-VAE": (51.6, 53.5, 52.4), "f-CLSWGAN": (43.7, 57.7, 49.7), "TF-VAEGAN": (52.8, 64.7, 58.1),
-            "SDGZSL": (51.5, 58.7, 54.9), "HSVA": (51.9, 59.5, 55.5)},
+            "SDGZSL": (51.4, 57.9, 54.4), "HSVA": (51.9, 59.5, 55.5)},
     "AWA1": {"CADA-VAE": (57.3, 72.8, 64.1), "HSVA": (61.1, 75.2, 67.4)},
     "AWA2": {"CADA-VAE": (55.8, 75.0, 63.9), "f-CLSWGAN": (56.1, 65.5, 60.4), "TF-VAEGAN": (59.8, 75.1, 66.6),
              "SDGZSL": (64.6, 73.6, 68.8), "HSVA": (57.8, 79.3, 66.9)},
     "SUN": {"CADA-VAE": (47.2, 35.7, 40.6), "f-CLSWGAN": (42.6, 36.6, 39.4), "TF-VAEGAN": (45.6, 40.7, 43.0),
-            "SDGZSL": (48.2, 36.1, 41.3), "HSVA": (48.6, 39.0, 43.3)},
+            "SDGZSL": (44.9, 37.3, 40.8), "HSVA": (48.6, 39.0, 43.3)},
 }
 
 
