@@ -1,5 +1,6 @@
-"""The README's references follow the code: the demo study as shipped, every study-file key, and
-every Parquet column as gzsl/results.py writes it."""
+"""The documents follow the code: the README's demo study as shipped, every study-file key
+(docs/study-files.md), every Parquet column as gzsl/results.py writes it (docs/results.md), and a
+README a user reads through (at most 300 lines, its links to files that exist)."""
 
 import re
 from pathlib import Path
@@ -9,7 +10,10 @@ import pytest
 from gzsl.results import TABLES
 from gzsl.studies import _SECTIONS, shipped_folder
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+STUDY_FILES = (ROOT / "docs" / "study-files.md").read_text()
+RESULTS = (ROOT / "docs" / "results.md").read_text()
 
 
 def test_the_readme_shows_the_demo_study_as_shipped():
@@ -18,14 +22,23 @@ def test_the_readme_shows_the_demo_study_as_shipped():
 
 
 def test_the_readme_describes_every_study_file_key():
-    rows = set(re.findall(r"^\| `\[(\w+)\] (\w+)` \|", README, re.M))
+    rows = set(re.findall(r"^\| `\[(\w+)\] (\w+)` \|", STUDY_FILES, re.M))
     assert rows == {(section, key) for section, keys in _SECTIONS.items() for key in keys}
 
 
 @pytest.mark.parametrize("table", list(TABLES))
 def test_the_readme_lists_every_parquet_column(table):
-    start = README.index(f"`{table}.parquet`, one row")
-    lines = README[start:].split("\n\n", 2)[1].splitlines()  # the table after the heading line
+    start = RESULTS.index(f"`{table}.parquet`, one row")
+    lines = RESULTS[start:].split("\n\n", 2)[1].splitlines()  # the table after the heading line
     first_cells = [line.split("|")[1] for line in lines[2:]]
     documented = [name for cell in first_cells for name in re.findall(r"`(\w+)`", cell)]
     assert sorted(documented) == sorted(TABLES[table].names)
+
+
+def test_the_readme_is_a_guide_whose_links_resolve():
+    assert len(README.splitlines()) <= 300
+    for doc in ("README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))):
+        text = (ROOT / doc).read_text()
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (ROOT / doc).parent.joinpath(target).exists(), f"{doc} links to {target}, which does not exist"
+    assert "shared/docs" not in README  # a clone has no ../shared: the method is docs/method.md
