@@ -57,6 +57,11 @@ class GZSLData:
     feature_min: np.ndarray | None = None
     feature_span: np.ndarray | None = None
     fingerprint: str = ""  # of the benchmark's arrays (features, labels, attributes, splits): RawBenchmark.fingerprint
+    # Minibatch draws per training epoch: trainval's image count in both protocols. The val protocol
+    # trains on fewer images (the training classes less a holdout), so its epochs repeat images to
+    # take as many optimizer steps as the refit on trainval will: a configuration is searched with the
+    # number of updates, at the same schedule, that it is retrained with. 0: one pass over `train`.
+    epoch_images: int = 0
 
     @property
     def feature_dim(self) -> int:
@@ -151,6 +156,7 @@ def build(raw: RawBenchmark, split: str, seed: int = 0) -> GZSLData:
         provenance=provenance,
         class_names=raw.class_names or tuple(f"class {i + 1}" for i in range(len(raw.semantics))),
         feature_min=lo.astype(np.float32), feature_span=span.astype(np.float32), fingerprint=raw.fingerprint(),
+        epoch_images=int(len(raw.trainval)),
     )
 
 
@@ -214,6 +220,39 @@ def read_xlsa17(root: str | os.PathLike, name: str, cache_dir: str | os.PathLike
     return RawBenchmark(name, features, labels, np.ascontiguousarray(semantics, dtype=np.float32),
                         trainval, locs["test_seen_loc"], locs["test_unseen_loc"], train, val,
                         _class_names(att, len(semantics)))
+
+
+@dataclass(frozen=True)
+class AttSplits:
+    """What `att_splits.mat` alone holds: the class semantics and names, and the image index
+    arrays of the splits (0-based, sorted; train/val None where the file lacks them). Without
+    res101.mat's labels the image arrays do not say which class an image is of."""
+
+    path: Path
+    semantics: np.ndarray  # (C, D2) float32, one row per class (`att` transposed)
+    class_names: tuple[str, ...]
+    trainval: np.ndarray
+    test_seen: np.ndarray
+    test_unseen: np.ndarray
+    train: np.ndarray | None
+    val: np.ndarray | None
+
+
+def read_att_splits(root: str | os.PathLike | None, name: str, fix: str = "") -> AttSplits:
+    """Read `<root>/<name>/att_splits.mat` only: DataError (one line naming the file, and `fix`)
+    where root is None or the file is missing or malformed."""
+    if root is None:
+        raise DataError(f"<root>/{name}/att_splits.mat is needed and no data root was given; {fix or 'pass --data-root'}")
+    path = Path(root).expanduser() / name / "att_splits.mat"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; {fix or f'expected the xlsa17 layout <root>/{name}/att_splits.mat (pass --data-root)'}")
+    att = _loadmat(path)
+    semantics = np.ascontiguousarray(_field(att, path, "att", ndim=2).T, dtype=np.float32)
+    unknown = np.iinfo(np.int64).max  # the number of images is res101.mat's: not checked here
+    locs = {key: _locations(att, path, key, unknown) for key in ("trainval_loc", "test_seen_loc", "test_unseen_loc")}
+    locs.update({key: _locations(att, path, key, unknown) if key in att else None for key in ("train_loc", "val_loc")})
+    return AttSplits(path, semantics, _class_names(att, len(semantics)), locs["trainval_loc"],
+                     locs["test_seen_loc"], locs["test_unseen_loc"], locs["train_loc"], locs["val_loc"])
 
 
 def _class_names(att: dict, n_classes: int) -> tuple[str, ...]:

@@ -295,17 +295,30 @@ class Pack:
             eps[k, ..., :min(width, m.config.latent_size)] = d
         return eps
 
+    @property
+    def epoch_images(self) -> int:
+        """Minibatch draws per epoch: the data's `epoch_images` (trainval's count, so that a run of
+        the val protocol takes the steps of its refit), or one pass over the training images."""
+        return max(self.data.epoch_images, len(self.y)) if self.data.epoch_images else len(self.y)
+
+    def epoch_order(self, n: int) -> torch.Tensor:
+        """The epoch's minibatch order: passes over the training images in random order, each a
+        permutation, cut at n draws (one permutation when n is the image count)."""
+        passes = [torch.randperm(len(self.y), generator=self.order, device=self.device)
+                  for _ in range(-(-n // len(self.y)))]
+        return torch.cat(passes)[:n] if len(passes) > 1 else passes[0][:n]
+
     def train_epoch(self) -> dict[str, dict[str, float]]:
-        """One pass over the training images for every member; returns each member's per-image
+        """One epoch (`epoch_images` minibatch draws; one pass on trainval) for every member; returns each member's per-image
         mean losses (total, vae, sc, cr, dd). The epoch's randomness is drawn first (the
         minibatch order, then each step's shuffle of z^p, from the pack's stream; each member's
         noise from its own), so the steps themselves are a fixed computation on fixed shapes,
         which on CUDA is captured once per membership and replayed (gzsl.graphs)."""
         if not self.members:
             return {}
-        n, bs = len(self.y), self.config.batch_size
+        n, bs = self.epoch_images, self.config.batch_size
         eps = self.epoch_noise(-(-n // bs))
-        order = torch.randperm(n, generator=self.order, device=self.device)
+        order = self.epoch_order(n)
         shuffles = torch.cat([torch.randperm(min(bs, n - i), generator=self.order, device=self.device)
                               for i in range(0, n, bs)])
         sums = self._run_steps(order, shuffles, eps, *self.loss_weights())
@@ -318,7 +331,7 @@ class Pack:
                *weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """An epoch's steps: minibatch `order[i:i + bs]`, its z^p shuffle `shuffles[i:i + bs]`;
         the sums of each loss term, (K,) each."""
-        n, bs, w = len(self.y), self.config.batch_size, losses.Weights(*weights)
+        n, bs, w = len(order), self.config.batch_size, losses.Weights(*weights)
         sums: dict[str, torch.Tensor] = {}
         for step, i in enumerate(range(0, n, bs)):
             idx = order[i:i + bs]

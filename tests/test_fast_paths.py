@@ -146,9 +146,9 @@ def test_an_epoch_drawn_first_then_stepped_trains_as_step_by_step_drawing_did():
     new, old = packs
     for _ in range(2):
         new_losses = new.train_epoch()
-        n, bs = len(old.y), SMALL.batch_size  # the epoch as it was written, one step after another
+        n, bs = old.epoch_images, SMALL.batch_size  # the epoch as it was written, one step after another
         w, eps = old.loss_weights(), old.epoch_noise(-(-n // bs))
-        order = torch.randperm(n, generator=old.order)
+        order = old.epoch_order(n)
         sums = {}
         for step, i in enumerate(range(0, n, bs)):
             idx = order[i:i + bs]

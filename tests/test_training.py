@@ -147,3 +147,25 @@ def test_classifier_fit_takes_the_steps_of_cross_entropy_with_adam():
     assert (ref.weight - start).abs().max() > 0.05  # it did move
     assert torch.allclose(fitted.weight, ref.weight, atol=1e-5)
     assert torch.allclose(fitted.bias, ref.bias, atol=1e-5)
+
+
+def test_an_epoch_of_the_val_protocol_takes_the_steps_of_its_refit(small_val):
+    """The val protocol trains on fewer images than the refit on trainval (the training classes less
+    a holdout): its epochs draw trainval's image count, each pass a permutation, so a configuration
+    is searched with the updates its refit will take. On trainval an epoch is one pass, as before."""
+    from gzsl.training import Pack
+
+    test = load("synth-small", "test")
+    assert small_val.epoch_images == test.epoch_images == len(test.train) > len(small_val.train)
+    pack = Pack(small_val, SMALL)
+    n, m = len(small_val.train), small_val.epoch_images
+    order = pack.epoch_order(pack.epoch_images)
+    assert len(order) == m and m < 2 * n
+    assert sorted(order[:n].tolist()) == list(range(n))  # the first pass: every image once
+    assert len(set(order[n:].tolist())) == m - n  # the second, cut short: no image twice
+    counted = []
+    pack.step = lambda x, *args: counted.append(len(x)) or {"total": torch.zeros(1)}  # counts the draws
+    pack.join("a", SMALL)
+    pack.train_epoch()
+    assert sum(counted) == m and len(counted) == -(-m // SMALL.batch_size)
+    assert Pack(test, SMALL).epoch_images == len(test.train)
