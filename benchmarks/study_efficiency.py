@@ -41,7 +41,7 @@ def main() -> None:
     if args.num_samples:
         spec = replace(spec, num_samples=args.num_samples)
     data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, sampler, early in (("ASHA + TPE", "tpe", True), ("FIFO random", "random", False)):

@@ -74,6 +74,12 @@ class SavedModel:
 def save(path: str, trained: Trained, config: TrainConfig, data: GZSLData, scores: Scores, epoch: int) -> None:
     """Write a completed member's model file (any pyarrow filesystem path or URI), atomically: a
     reader sees the whole file or none."""
+    write(path, to_bytes(trained, config, data, scores, epoch))
+
+
+def to_bytes(trained: Trained, config: TrainConfig, data: GZSLData, scores: Scores, epoch: int) -> bytes:
+    """A completed member's model file as bytes: what a refit task on any node hands the driver,
+    which writes it where the study's results are (`write`)."""
     payload = {
         "format": FORMAT, "version": VERSION,
         "state_dict": {k: v.cpu() for k, v in trained.model.state_dict().items()},
@@ -89,12 +95,17 @@ def save(path: str, trained: Trained, config: TrainConfig, data: GZSLData, score
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def write(path: str, data: bytes) -> None:
+    """Bytes of a model file to `path` (a local path or a pyarrow URI), atomically."""
     fs, where = _filesystem(path)
     parent = where.rsplit("/", 1)[0] if "/" in where else "."
     fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.tmp-{where.rsplit('/', 1)[-1]}"
     with fs.open_output_stream(tmp) as out:
-        out.write(buffer.getvalue())
+        out.write(data)
     fs.move(tmp, where)
 
 

@@ -102,7 +102,9 @@ def _run(args, start: float) -> int:
     # The job's name and metadata on the dashboard's Jobs page (its UI shows metadata["job_name"]).
     job = JobConfig(metadata={"job_name": f"gzsl.tune {spec.name}", "study": spec.name,
                                              "dataset": spec.dataset, "results": results})
-    info = ray.init(address=args.address, log_to_driver=False, configure_logging=False, job_config=job, **local)
+    # Without --address a Ray of its own, even where `ray start` left a cluster on this machine (which
+    # ray.init(address=None) would join, and with num_cpus refuse).
+    info = ray.init(address=args.address or "local", log_to_driver=False, configure_logging=False, job_config=job, **local)
     dashboard = getattr(info, "dashboard_url", "") or ""
     concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
     if spec.pack > 1:  # a packed study's trials wait for a member slot, not for resources

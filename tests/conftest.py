@@ -1,6 +1,9 @@
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +95,32 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+
+
+def ray_sessions() -> set[str]:
+    """The Ray session folders on this machine (/tmp/ray/session_<time>_<pid>), one per Ray started;
+    <pid> is the process that started it (a driver's ray.init, or `ray start`)."""
+    return {str(p) for p in Path("/tmp/ray").glob("session_2*")}
+
+
+def ray_session_pids(session: str) -> list[int]:
+    """The processes of one Ray session: each names its session folder on its command line."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if session.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return [pid for pid in pids if pid != os.getpid()]
+
+
+def stop_ray_session(session: str) -> None:
+    """End one Ray session's processes, never another Ray of this user (`ray stop` ends them all:
+    a study running beside the suite would die with it)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ray_session_pids(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        for _ in range(50):
+            if not ray_session_pids(session):
+                return
+            time.sleep(0.2)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from gzsl.studies import load_study
+from tests.conftest import ray_session_pids, ray_sessions, stop_ray_session
 from tests.test_study import write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,25 @@ def _ray(*args, timeout=120):
     return p
 
 
+class OwnHead:
+    """A `ray start --head` of this test's, stopped alone: every process of its session (their
+    command lines name its session folder), never another Ray of this user (`ray stop` ends all)."""
+
+    def __init__(self, *args):
+        p = subprocess.Popen([RAY, "start", "--head", "--disable-usage-stats", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=_env())
+        out = p.communicate(timeout=120)[0]
+        assert p.returncode == 0, out
+        # The session folder ends with the pid of the process that started it.
+        (self.session,) = [s for s in ray_sessions() if s.endswith(f"_{p.pid}")]
+
+    def pids(self) -> list[int]:
+        return ray_session_pids(self.session)
+
+    def stop(self) -> None:
+        stop_ray_session(self.session)
+
+
 OTHER_JOB = """
 import sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False)
@@ -94,9 +114,7 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
     CPU), with a cluster whose second CPU is held by another job at the start (as it would be on a
     node not yet up): one executor starts, the other is asked for and waits; once the other job
     lets go, it starts, and TPE proposes for it only then."""
-    _ray("stop", "--force")
-    _ray("start", "--head", "--num-cpus", "2", "--port", "6391", "--include-dashboard=false",
-         "--disable-usage-stats")
+    head = OwnHead("--num-cpus", "2", "--port", "6391", "--include-dashboard=false")
     other_job = subprocess.Popen([sys.executable, "-c", OTHER_JOB, "127.0.0.1:6391"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, env=_env())
     try:
@@ -133,7 +151,7 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
                                         for t in before.started_at) <= 2, trials[["pack_id", "started_at", "ended_at"]]
     finally:
         other_job.kill()
-        _ray("stop", "--force")
+        head.stop()
 
 
 def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
@@ -144,9 +162,7 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
     results = Path.home() / "gzsl-results" / name
     shutil.rmtree(results, ignore_errors=True)
     env = {**_env(), "RAY_ADDRESS": ""}
-    _ray("stop", "--force")
-    _ray("start", "--head", "--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", "8275", "--disable-usage-stats")
+    head = OwnHead("--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275")
     try:
         for _ in range(30):  # the head's job agent may start a little after `ray start` returns
             submit = subprocess.run(
@@ -165,6 +181,28 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
         assert f"results: {results}" in submit.stdout
         assert (Path.home() / "gzsl-results" / "reports" / f"{name}.html").is_file()
     finally:
-        _ray("stop", "--force")
+        head.stop()
         shutil.rmtree(results, ignore_errors=True)
         (Path.home() / "gzsl-results" / "reports" / f"{name}.html").unlink(missing_ok=True)
+
+
+def test_a_local_study_stays_local_beside_a_leftover_ray_start(tmp_path):
+    """A `ray start` cluster left on the machine: a study without --address starts a Ray of its own
+    (ray.init(address=None) would join the leftover, and with --num-cpus refuse with a traceback),
+    and stopping this test's cluster leaves every other Ray of the user running."""
+    bystander = OwnHead("--num-cpus", "1", "--port", "6393", "--include-dashboard=false")
+    head = OwnHead("--num-cpus", "1", "--port", "6394", "--include-dashboard=false")
+    try:
+        study = write_study(tmp_path, name="local", epochs=2, samples=2, final_seeds=0, grace=1)
+        p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results",
+                            str(tmp_path / "results"), "--num-cpus", "2", "--no-report", "--no-dashboard"],
+                           capture_output=True, text=True, timeout=600,
+                           env={k: v for k, v in _env().items() if k != "RAY_ADDRESS"})
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout[-2000:] + p.stderr[-3000:]
+        assert "Connecting to existing Ray cluster" not in p.stderr
+        assert len(pd.read_parquet(tmp_path / "results" / "trials.parquet")) == 2
+        head.stop()
+        assert head.pids() == [] and len(bystander.pids()) >= 3  # only this test's cluster ended
+    finally:
+        head.stop()
+        bystander.stop()

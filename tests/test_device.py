@@ -31,7 +31,7 @@ def test_real_ray_tasks_get_the_device_of_their_request(monkeypatch):
     that asked for none trains on CPU although the node's CUDA_VISIBLE_DEVICES names a GPU."""
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         @ray.remote(num_cpus=0.5, num_gpus=0)
         def cpu_task():

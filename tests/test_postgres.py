@@ -121,7 +121,7 @@ def local_ray():
     """One local Ray for the module; `gzsl.tune`'s ray.init then joins it (see tune)."""
     import ray
 
-    ray.init(num_cpus=2, log_to_driver=False, configure_logging=False, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, log_to_driver=False, configure_logging=False, include_dashboard=False)
     yield
     ray.shutdown()
 

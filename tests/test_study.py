@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import ray_sessions, stop_ray_session
 from gzsl.results import EPOCHS, FINAL, SCHEMA_VERSION, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial
 
 STUDY = """
@@ -224,8 +225,9 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
         else:  # the driver and the local Ray it started die at once
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True,
-                           env={**os.environ, "RAY_AUTH_MODE": "token"})
+            for session in ray_sessions():  # its own Ray only (named by the driver's pid), never another
+                if session.endswith(f"_{proc.pid}"):
+                    stop_ray_session(session)
         rows.append(pd.read_parquet(results / "trials.parquet"))
     assert 2 <= len(rows[0]) < len(rows[1]) < 10
 

@@ -41,11 +41,13 @@ def model_path(seed: int) -> str:
     return f"models/seed{seed}.pt"
 
 
-def _refit_one(spec: StudySpec, params: dict, data, seed: int, results: str) -> dict:
+def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     """One seed of the refit, scored on test twice on the same latents of the final model: with
     CADA-VAE's classifier recipe (test_*, the numbers published rows report) and with the fast
-    classifier (fast_test_*), whichever of them drove validation H. The model, with its recipe's
-    classifier, is saved under `results` (gzsl.modelfile), unless it diverged."""
+    classifier (fast_test_*), whichever of them drove validation H. Runs on any node of a cluster,
+    which need share no filesystem with the driver: the model file (gzsl.modelfile, with its
+    recipe's classifier; None if it diverged) comes back as bytes in "model_bytes", and the driver
+    writes it into the results."""
     import ray
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
@@ -58,11 +60,10 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int, results: str) -> 
     for last in train(data, cfg, recipes={"fast": FAST_CLASSIFIER}):
         pass
     cada, fast = last.recipe_scores[MAIN], last.recipe_scores["fast"]
-    saved = None
+    saved, model_bytes = None, None
     if last.trained is not None:
-        saved = model_path(seed)
-        modelfile.save(f"{results.rstrip('/')}/{saved}", last.trained, cfg, data, cada, last.epoch)
-    return {"seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
+        saved, model_bytes = model_path(seed), modelfile.to_bytes(last.trained, cfg, data, cada, last.epoch)
+    return {"model_bytes": model_bytes, "seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
             "scored_epoch": last.epoch,
             "classifier_epochs": classifier_config(cfg, data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,
@@ -81,11 +82,14 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
     res = spec.resources
     task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_refit_one)
     data_ref = ray.put(test_data)
-    results = store.uri if "://" in store.uri else os.path.abspath(store.uri)  # a task's cwd is not ours
-    pending = [task.remote(spec, params, data_ref, s, results) for s in todo]
+    results = store.uri if "://" in store.uri else os.path.abspath(store.uri)
+    pending = [task.remote(spec, params, data_ref, s) for s in todo]
     while pending:
         done, pending = ray.wait(pending)
         row = ray.get(done[0])
+        model_bytes = row.pop("model_bytes")
+        if model_bytes is not None:  # the driver writes it: the task's node may not see the results folder
+            modelfile.write(f"{results.rstrip('/')}/{row['model']}", model_bytes)
         store.write_part("final", f"seed{row['seed']}", [row])
         log(f"final refit seed {row['seed']}: test U {row['test_U']:.2f} S {row['test_S']:.2f} "
             f"H {row['test_H']:.2f} (CADA-VAE classifier recipe, {row['classifier_epochs']} epochs); U {row['fast_test_U']:.2f} "
