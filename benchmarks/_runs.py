@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,12 +33,26 @@ def suffix(device: str) -> str:
 
 
 def with_data_id(job: dict) -> dict:
-    """Stamp a synthetic job with its preset's fingerprint: a changed preset reruns, never reuses."""
+    """Stamp a synthetic job (a synthetic or an attribute preset, with its "preset" overrides) with
+    its preset's fingerprint: a changed preset reruns, never reuses."""
     from gzsl import synthetic
 
-    if job["dataset"] in synthetic.PRESETS:
-        return {**job, "data_id": synthetic.fingerprint(job["dataset"])}
+    if synthetic.is_preset(job["dataset"]):
+        return {**job, "data_id": synthetic.fingerprint(job["dataset"], job.get("preset"))}
     return job
+
+
+def load_data(job: dict, seed: int, data_root: str | None = None):
+    """A job's data: its dataset by name (data_root: the xlsa17 folder of real datasets and of
+    attribute presets such as cub-sim), or, with job["preset"], an attribute preset with those
+    settings replaced (a generator sweep)."""
+    from gzsl import synthetic
+    from gzsl.data import build
+    from gzsl.datasets import load
+
+    if job.get("preset"):
+        return build(synthetic.generate_from_attributes(job["dataset"], data_root, **job["preset"]), job["split"], seed)
+    return load(job["dataset"], job["split"], data_root, seed=seed)
 
 
 def recipes() -> dict:
@@ -51,23 +66,25 @@ def recipes() -> dict:
             "b1024": ClassifierConfig(epochs=23, batch_size=1024, lr=8e-3)}
 
 
-def run_job(job: dict) -> dict:
+def run_job(job: dict, data_root: str | None = None) -> dict:
     """job: {"dataset", "split", "config": TrainConfig overrides, "recipes": [names of recipes()],
-    "curve": "fast" | "cada"} ("recipe": true is ["cada"]). Trains one model with
-    gzsl.training.train and returns its H at each evaluated epoch (`curve`'s classifier, the fast
-    one by default: cheap at every epoch) and its final scores: the fast classifier and each
-    recipe, fit on the same latents."""
+    "curve": "fast" | "cada", "preset": an attribute preset's overridden settings} ("recipe": true
+    is ["cada"]). Trains one model with gzsl.training.train and returns its H at each evaluated
+    epoch (`curve`'s classifier, the fast one by default: cheap at every epoch) and its final
+    scores: the fast classifier and each recipe, fit on the same latents. data_root: the xlsa17
+    folder, for real datasets and attribute presets (not part of the job: results files stay
+    comparable across machines)."""
     import torch
 
-    from gzsl.datasets import load
     from gzsl.evaluation import FAST_CLASSIFIER
     from gzsl.training import MAIN, TrainConfig, default_hidden, train
 
     torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
     curve = job.get("curve", "fast")
-    cfg = TrainConfig(**{"hidden": default_hidden(job["dataset"]), "classifier": curve, **job["config"]})
-    data = load(job["dataset"], job["split"], seed=cfg.seed)
-    start, per_epoch = time.perf_counter(), []
+    hidden = tuple(job.get("preset", {}).get("hidden", default_hidden(job["dataset"])))
+    cfg = TrainConfig(**{"hidden": hidden, "classifier": curve, **job["config"]})
+    data = load_data(job, cfg.seed, data_root)
+    start, per_epoch, per_epoch_us = time.perf_counter(), [], []
     names = job.get("recipes", ["cada"] if job.get("recipe") else [])
     wanted = {name: recipes()[name] for name in names if name != curve}
     if curve != "fast":
@@ -75,15 +92,17 @@ def run_job(job: dict) -> dict:
     for r in train(data, cfg, recipes=wanted):
         if r.scores is not None:
             per_epoch.append([r.epoch, r.scores.H])
+            per_epoch_us.append([r.epoch, round(r.scores.U, 2), round(r.scores.S, 2)])
     final = {(curve if name == MAIN else name): s for name, s in (r.recipe_scores or {MAIN: r.scores}).items()}
-    return {"job": job, "seconds": time.perf_counter() - start, "per_epoch": per_epoch,
+    return {"job": job, "seconds": time.perf_counter() - start, "per_epoch": per_epoch, "per_epoch_us": per_epoch_us,
             **{f"{name}_{k}": round(v, 2) for name, s in final.items() for k, v in s._asdict().items()}}
 
 
-def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict | None]:
+def run_all(jobs: list[dict], out: Path, workers: int, log=print, data_root: str | None = None) -> list[dict | None]:
     """Run the jobs not yet in `out` on `workers` processes; return every job's result.
     workers = 0 runs nothing: the results already in `out`, None for the others (tables of a
-    partial run, e.g. one cut short on a lent GPU machine)."""
+    partial run, e.g. one cut short on a lent GPU machine). data_root: the xlsa17 folder, for
+    real datasets and attribute presets (cub-sim)."""
     jobs = [with_data_id(j) for j in jobs]
     done = {}
     if out.exists():
@@ -95,7 +114,7 @@ def run_all(jobs: list[dict], out: Path, workers: int, log=print) -> list[dict |
     out.parent.mkdir(parents=True, exist_ok=True)
     if todo and workers > 0:
         with mp.get_context("spawn").Pool(workers) as pool, out.open("a") as f:
-            for r in pool.imap_unordered(run_job, todo):
+            for r in pool.imap_unordered(partial(run_job, data_root=data_root), todo):
                 f.write(json.dumps(r) + "\n")
                 f.flush()
                 done[job_key(r["job"])] = r

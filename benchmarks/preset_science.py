@@ -2,6 +2,7 @@
 
     python benchmarks/preset_science.py --dataset synth-small          # about 5 minutes on 2 cores
     python benchmarks/preset_science.py --dataset synth-cub            # about 1.5 hours on 2 cores
+    python benchmarks/preset_science.py --dataset cub-sim --data-root ../shared/data/xlsa17   # real CUB attributes
 
 Trains, on the test split at the default settings (100 epochs, method.md's schedule and
 CADA-VAE's sampling), the Disentangled-VAE, its CADA-VAE ablation (--no-disentangle), the
@@ -41,6 +42,7 @@ SEEDED = ("default", "ablation (--no-disentangle)")  # the variants run with --s
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="synth-small")
+    p.add_argument("--data-root", help="the xlsa17 folder, for cub-sim (CUB/att_splits.mat) and the real datasets")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--seeds", type=int, default=3, help="seeds of the default and the ablation")
     p.add_argument("--variant-seeds", type=int, default=1, help="seeds of the other variants")
@@ -66,7 +68,7 @@ def main() -> None:
     # textbook sampling last: a run cut short (a CPU session, a lent GPU's minutes) still has the
     # method's properties once.
     jobs.sort(key=lambda j: (j["config"]["seed"] > 0, j["config"]["sampling"] == "textbook"))
-    results = run_all(jobs, out, args.workers)
+    results = run_all(jobs, out, args.workers, data_root=args.data_root)
 
     table = {}
     c = args.classifier

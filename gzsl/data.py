@@ -242,10 +242,12 @@ def read_att_splits(root: str | os.PathLike | None, name: str, fix: str = "") ->
     """Read `<root>/<name>/att_splits.mat` only: DataError (one line naming the file, and `fix`)
     where root is None or the file is missing or malformed."""
     if root is None:
-        raise DataError(f"<root>/{name}/att_splits.mat is needed and no data root was given; {fix or 'pass --data-root'}")
+        raise DataError(f"<root>/{name}/att_splits.mat is needed and no data root was given; "
+                        f"{fix or 'pass --data-root'}")
     path = Path(root).expanduser() / name / "att_splits.mat"
     if not path.is_file():
-        raise DataError(f"{path}: file not found; {fix or f'expected the xlsa17 layout <root>/{name}/att_splits.mat (pass --data-root)'}")
+        fix = fix or f"expected the xlsa17 layout <root>/{name}/att_splits.mat (pass --data-root)"
+        raise DataError(f"{path}: file not found; {fix}")
     att = _loadmat(path)
     semantics = np.ascontiguousarray(_field(att, path, "att", ndim=2).T, dtype=np.float32)
     unknown = np.iinfo(np.int64).max  # the number of images is res101.mat's: not checked here

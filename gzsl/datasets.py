@@ -1,5 +1,6 @@
-"""Datasets by name: an xlsa17 benchmark read from files (gzsl.data) or a synthetic preset
-(gzsl.synthetic), built into a `GZSLData` with a split protocol."""
+"""Datasets by name: an xlsa17 benchmark read from files (gzsl.data), a synthetic preset, or an
+attribute preset (real attributes and class split from the xlsa17 att_splits.mat, generated
+features; gzsl.synthetic), built into a `GZSLData` with a split protocol."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from gzsl.errors import DataError
 
 
 def load(name: str, split: str = "val", data_root: str | os.PathLike | None = None, seed: int = 0) -> GZSLData:
-    """Load a dataset by name: an xlsa17 benchmark (needs data_root) or a synthetic preset."""
+    """Load a dataset by name: an xlsa17 benchmark (needs data_root), a synthetic preset, or an
+    attribute preset such as cub-sim (needs data_root: the xlsa17 folder with CUB/att_splits.mat)."""
     if name in synthetic.PRESETS:
         return build(synthetic.generate(name), split, seed)
+    if name in synthetic.ATTRIBUTE_PRESETS:
+        return build(synthetic.generate_from_attributes(name, data_root), split, seed)
     if name.upper() in XLSA17_DATASETS:
         if data_root is None:
             raise DataError(f"dataset {name} needs --data-root pointing at the xlsa17 folder "
                             f"(containing {name.upper()}/res101.mat)")
         return build(read_xlsa17(data_root, name.upper()), split, seed)
-    known = ", ".join([*synthetic.PRESETS, *XLSA17_DATASETS])
+    known = ", ".join([*synthetic.PRESETS, *synthetic.ATTRIBUTE_PRESETS, *XLSA17_DATASETS])
     raise DataError(f"unknown dataset {name!r}; choose one of {known}")

@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gzsl.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="a model file (results/<study>/models/seed<N>.pt, or a URI)")
-    p.add_argument("--data-root", help="xlsa17 folder, for a model of CUB, AWA1, AWA2 or SUN")
+    p.add_argument("--data-root", help="xlsa17 folder, for a model of CUB, AWA1, AWA2, SUN or cub-sim")
     p.add_argument("--dataset", help="score on this dataset (default: the model's; another is refused)")
     p.add_argument("--split", choices=("val", "test"), help="the split to score (default: the model's)")
     p.add_argument("--features", metavar="FILE.npy", help="name the classes of these images instead of scoring")

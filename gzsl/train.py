@@ -2,6 +2,7 @@
 
     python -m gzsl.train --dataset synth-small --split test
     python -m gzsl.train --dataset CUB --data-root ~/xlsa17 --split val --alpha 2 --gamma 1 --lam 2.37
+    python -m gzsl.train --dataset cub-sim --data-root ~/xlsa17 --split test
     python -m gzsl.train --dataset synth-small --split test --save model.pt   # then: python -m gzsl.predict --model model.pt
 
 One progress line per epoch on stderr, then one JSON line on stdout:
@@ -42,8 +43,10 @@ def parser() -> argparse.ArgumentParser:
     )
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="synth-small",
-                      help="synth-small, synth-cub, or an xlsa17 benchmark: CUB, AWA1, AWA2, SUN")
-    data.add_argument("--data-root", help="folder holding <DATASET>/res101.mat and att_splits.mat")
+                      help="synth-small, synth-cub, cub-sim (CUB's real attributes and class split, generated "
+                           "features; needs --data-root), or an xlsa17 benchmark: CUB, AWA1, AWA2, SUN")
+    data.add_argument("--data-root", help="the xlsa17 folder, holding <DATASET>/res101.mat and att_splits.mat "
+                                          "(cub-sim reads CUB/att_splits.mat only)")
     data.add_argument("--split", choices=("val", "test"), default="val",
                       help="val: train on training classes, score on validation classes (tuning); "
                            "test: train on trainval, score on test_seen/test_unseen")

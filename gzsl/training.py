@@ -106,9 +106,9 @@ class EpochResult:
 
 
 def default_hidden(dataset: str) -> tuple[int, int, int, int]:
-    """Hidden widths for a dataset: CADA-VAE's on real data, the preset's on synthetic ones."""
-    spec = synthetic.PRESETS.get(dataset)
-    return spec.hidden if spec is not None else CADA_HIDDEN
+    """Hidden widths for a dataset: CADA-VAE's on real data, the preset's on synthetic and attribute
+    presets (cub-sim: CUB's)."""
+    return synthetic.hidden(dataset) or CADA_HIDDEN
 
 
 def resolve_device(name: str) -> str:

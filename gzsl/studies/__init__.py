@@ -141,7 +141,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
 
     get = lambda s, k, d=None: raw.get(s, {}).get(k, d)  # noqa: E731
     if "dataset" not in raw.get("study", {}):
-        fail("study.dataset", "missing; name a dataset (synth-small, synth-cub, CUB, AWA1, AWA2, SUN)")
+        fail("study.dataset", "missing; name a dataset (synth-small, synth-cub; cub-sim, CUB, AWA1, AWA2, SUN with data_root)")
     split = get("study", "split", "val")
     if split == "test":
         fail("study.split", "a study tunes on validation H and scores test once, in its final refit; "
