@@ -164,7 +164,7 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
     env = {**_env(), "RAY_ADDRESS": ""}
     head = OwnHead("--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275")
     try:
-        for _ in range(30):  # the head's job agent may start a little after `ray start` returns
+        for _ in range(120):  # the head's job agent may start well after `ray start` returns on a loaded machine
             submit = subprocess.run(
                 [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
                  "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build", ".whl"]}),
