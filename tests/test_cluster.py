@@ -162,7 +162,10 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
     results = Path.home() / "gzsl-results" / name
     shutil.rmtree(results, ignore_errors=True)
     env = {**_env(), "RAY_ADDRESS": ""}
-    head = OwnHead("--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275")
+    # Ports of its own (the dashboard agent's default 52365 is taken by any other Ray on the machine,
+    # and then no job can be submitted): a study running beside the suite must not break it.
+    head = OwnHead("--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275",
+                   "--dashboard-agent-listen-port", "52375")
     try:
         for _ in range(120):  # the head's job agent may start well after `ray start` returns on a loaded machine
             submit = subprocess.run(
