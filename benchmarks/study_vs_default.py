@@ -140,6 +140,8 @@ def mean_std(x: pd.Series) -> str:
 
 
 def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, final: pd.DataFrame, wall: float) -> list[str]:
+    from gzsl.results import best_trial
+
     d, s = defaults.sort_values("seed"), final.sort_values("seed")
     lines = [f"### {preset}", "", "| run | seeds | test U | test S | test H | H per seed |", "| --- | --- | --- | --- | --- | --- |"]
     for name, f in (("defaults alone (method.md)", d), ("study, refit of its choice", s)):
@@ -148,18 +150,17 @@ def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, final: pd.D
     diff = s.test_H.mean() - d.test_H.mean()
     se = math.sqrt(d.test_H.var(ddof=1) / len(d) + s.test_H.var(ddof=1) / len(s)) if min(len(d), len(s)) > 1 else 0.0
     noise = max(d.test_H.std(ddof=1), s.test_H.std(ddof=1)) if min(len(d), len(s)) > 1 else 0.0
-    chosen = trials[trials.status == "completed"].sort_values(["best_val_H", "trial_number"], ascending=[False, True])
     dflt = trials[trials.get("start", pd.Series("", index=trials.index)) == "defaults"]
-    pick = chosen.iloc[0] if len(chosen) else None
+    pick = best_trial(trials)  # the study's own choice (gzsl.results)
     params = ("alpha", "gamma", "lam", "latent_size", "lr")
     lines += ["", f"- study: {len(trials)} trials ({', '.join(f'{k} {v}' for k, v in trials.status.value_counts().items())}), "
               f"{int(trials.epochs_run.sum())} of {len(trials) * int(trials.epochs_run.max())} trial-epochs trained, "
               f"{wall / 60:.1f} min of search"]
     if len(dflt):
         lines.append(f"- validation H: defaults {dflt.best_val_H.iloc[0]:.2f} ({dflt.status.iloc[0]}), chosen "
-                     f"{pick.best_val_H:.2f} (trial {int(pick.trial_number)}"
-                     f"{', the defaults' if pick.trial_id == dflt.trial_id.iloc[0] else ''}: "
-                     + " ".join(f"{k}={pick[k]:.3g}" for k in params) + f", best epoch {int(pick.best_epoch)})")
+                     f"{pick['best_val_H']:.2f} (trial {int(pick['trial_number'])}"
+                     f"{', the defaults' if pick['trial_id'] == dflt.trial_id.iloc[0] else ''}: "
+                     + " ".join(f"{k}={pick[k]:.3g}" for k in params) + f", best epoch {int(pick['best_epoch'])})")
     lines.append(f"- test H, study - defaults: {diff:+.1f} (standard error {se:.1f}; seed noise, the larger std, {noise:.1f})")
     lines.append(f"- {'PASS' if diff >= -noise else 'FAIL'}: the study at least ties the defaults")
     lines.append(f"- {'PASS' if diff > 2 * se and diff > noise else 'FAIL'}: the study is ahead by more than the seed noise")

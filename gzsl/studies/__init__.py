@@ -197,7 +197,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
         final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=seed,
         hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack,
         start=start_points(space, get("search", "start", []), fail),
-        h_floor=float(get("asha", "h_floor", 5.0)), h_noise=float(get("asha", "h_noise", 2.0)),
+        h_floor=float(get("asha", "h_floor", StudySpec.h_floor)),
+        h_noise=float(get("asha", "h_noise", StudySpec.h_noise)),
     )
 
 
