@@ -110,17 +110,26 @@ class RawBenchmark:
         return h.hexdigest()
 
 
-def build(raw: RawBenchmark, split: str, seed: int = 0) -> GZSLData:
-    """Apply a split protocol to a raw benchmark (method.md, "Validation protocol")."""
+def build(raw: RawBenchmark, split: str, seed: int = 0, val_split: int = 0) -> GZSLData:
+    """Apply a split protocol to a raw benchmark (method.md, "Validation protocol"). `val_split`
+    (split "val" only): 0 is the validation classes of the file (val_loc), or classes drawn with
+    `seed` where it has none; k >= 1 another set of validation classes of the same size, drawn from
+    the training classes (see other_val_images): a study confirms its finalists on such splits."""
     if split not in ("val", "test"):
         raise DataError(f"split must be 'val' or 'test', got {split!r}")
+    if val_split < 0 or (val_split and split != "val"):
+        raise DataError(f"val_split must be 0, or >= 1 with split 'val'; got {val_split} with split {split!r}")
     rng = np.random.default_rng(seed)
     provenance: dict = {"split": split, "seed": seed}
     if split == "test":
         train_idx, seen_idx, unseen_idx = raw.trainval, raw.test_seen, raw.test_unseen
     else:
         train_pool, unseen_idx, derived = _train_val_images(raw, rng)
-        provenance["val_classes_derived"] = derived
+        if val_split:
+            train_pool, unseen_idx = other_val_images(raw, unseen_idx, val_split, seed)
+            rng = np.random.default_rng([seed, val_split])  # its own "val seen" images too
+            provenance["val_split"] = val_split
+        provenance["val_classes_derived"] = derived or bool(val_split)
         train_idx, seen_idx = _stratified_holdout(train_pool, raw.labels, VAL_SEEN_FRACTION, rng)
     provenance["val_classes" if split == "val" else "unseen_classes"] = sorted(
         int(c) for c in np.unique(raw.labels[unseen_idx])
@@ -172,6 +181,24 @@ def _train_val_images(raw: RawBenchmark, rng: np.random.Generator):
     val_classes = rng.choice(classes, size=n_val, replace=False)
     is_val = np.isin(raw.labels[raw.trainval], val_classes)
     return raw.trainval[~is_val], raw.trainval[is_val], True
+
+
+def other_val_images(raw: RawBenchmark, val_images: np.ndarray, k: int, seed: int):
+    """Validation split k >= 1: as many validation classes as split 0 has, taken from the
+    trainval classes. The classes outside split 0, in a seeded order, are cut into blocks of
+    that size and split k takes block k (class-wise cross-validation: on CUB, 150 trainval
+    classes and 50 in val_loc, splits 1 and 2 with split 0 partition the classes); past the
+    last whole block, a seeded draw from all trainval classes. Returns (train_pool, val_images)."""
+    classes = np.unique(raw.labels[raw.trainval])
+    first = np.unique(raw.labels[val_images])
+    rest = np.random.default_rng([seed, 0]).permutation(np.setdiff1d(classes, first))
+    n = len(first)
+    if k * n <= len(rest):
+        val_classes = rest[(k - 1) * n: k * n]
+    else:
+        val_classes = np.random.default_rng([seed, k]).choice(classes, size=n, replace=False)
+    is_val = np.isin(raw.labels[raw.trainval], val_classes)
+    return raw.trainval[~is_val], raw.trainval[is_val]
 
 
 def _stratified_holdout(idx: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator):

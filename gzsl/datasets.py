@@ -11,17 +11,19 @@ from gzsl.data import XLSA17_DATASETS, GZSLData, build, read_xlsa17
 from gzsl.errors import DataError
 
 
-def load(name: str, split: str = "val", data_root: str | os.PathLike | None = None, seed: int = 0) -> GZSLData:
+def load(name: str, split: str = "val", data_root: str | os.PathLike | None = None, seed: int = 0,
+         val_split: int = 0) -> GZSLData:
     """Load a dataset by name: an xlsa17 benchmark (needs data_root), a synthetic preset, or an
-    attribute preset such as cub-sim (needs data_root: the xlsa17 folder with CUB/att_splits.mat)."""
+    attribute preset such as cub-sim (needs data_root: the xlsa17 folder with CUB/att_splits.mat).
+    `val_split`: which set of validation classes (gzsl.data.build)."""
     if name in synthetic.PRESETS:
-        return build(synthetic.generate(name), split, seed)
+        return build(synthetic.generate(name), split, seed, val_split)
     if name in synthetic.ATTRIBUTE_PRESETS:
-        return build(synthetic.generate_from_attributes(name, data_root), split, seed)
+        return build(synthetic.generate_from_attributes(name, data_root), split, seed, val_split)
     if name.upper() in XLSA17_DATASETS:
         if data_root is None:
             raise DataError(f"dataset {name} needs --data-root pointing at the xlsa17 folder "
                             f"(containing {name.upper()}/res101.mat)")
-        return build(read_xlsa17(data_root, name.upper()), split, seed)
+        return build(read_xlsa17(data_root, name.upper()), split, seed, val_split)
     known = ", ".join([*synthetic.PRESETS, *synthetic.ATTRIBUTE_PRESETS, *XLSA17_DATASETS])
     raise DataError(f"unknown dataset {name!r}; choose one of {known}")

@@ -4,7 +4,8 @@ A study's folder (`results/<study>/` or any pyarrow filesystem URI, e.g. s3://bu
 
     trials.parquet/part-<trial_id>.parquet   one row per finished trial
     epochs.parquet/part-<trial_id>.parquet   one row per (trial, epoch)
-    final.parquet/part-<seed>.parquet        the refit of the best configuration, scored on test
+    confirm.parquet/part-<trial>-split<k>.parquet  the finalists retrained on fresh validation splits
+    final.parquet/part-<seed>.parquet        the refit of the chosen configuration, scored on test
     models/seed<seed>.pt                     the refit's models (gzsl.modelfile; python -m gzsl.predict)
     study.parquet/part-run-<ms>.parquet      the study's settings, one row per start or resume
 
@@ -93,16 +94,34 @@ FINAL = pa.schema([
     ("status", pa.string()),
 ])
 
+CONFIRM = pa.schema([  # one row per (finalist, fresh validation split): gzsl.study.confirm
+    ("trial_id", pa.string()),  # the finalist's trial
+    ("start", pa.string()),  # its starting-point label ("defaults", ...), "" when TPE proposed it
+    ("val_split", pa.int64()),  # the validation classes (gzsl.data.build's val_split, >= 1)
+    ("seed", pa.int64()),
+    ("scored_epoch", pa.int64()),  # the trial's best epoch, scored as the refit would
+    ("val_U", pa.float64()),
+    ("val_S", pa.float64()),
+    ("val_H", pa.float64()),
+    ("seconds", pa.float64()),
+    ("status", pa.string()),  # completed | diverged
+])
+
 STUDY = pa.schema([  # one row per start (or resume) of the study
     ("study", pa.string()),
     ("dataset", pa.string()),
     ("split", pa.string()),
     ("epochs", pa.int64()),  # per trial, ASHA's max_t
+    ("batch_size", pa.int64()),
+    ("eval_every", pa.int64()),  # validation H every n epochs
+    ("hidden", pa.string()),  # JSON: the four hidden widths (ENC_V, DEC_V, ENC_S, DEC_S)
     ("grace_period", pa.int64()),
     ("reduction_factor", pa.int64()),
     ("h_floor", pa.float64()),  # a rung whose best H is below it stops nobody (gzsl.study.scheduler)
     ("h_noise", pa.float64()),  # a trial stops only below its rung's cutoff by more than this
     ("early_stopping", pa.bool_()),
+    ("confirm_top", pa.int64()),  # finalists confirmed besides the defaults (0: the search's best is chosen)
+    ("confirm_splits", pa.int64()),  # fresh validation splits each finalist is retrained on
     ("num_samples", pa.int64()),
     ("resources", pa.string()),  # JSON, per trial (per worker when pack > 1)
     ("pack", pa.int64()),  # configurations trained as one model per worker
@@ -118,10 +137,10 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("schema_version", pa.int64()),  # SCHEMA_VERSION of the gzsl that wrote this folder
 ])
 
-TABLES = {"trials": TRIALS, "epochs": EPOCHS, "final": FINAL, "study": STUDY}
+TABLES = {"trials": TRIALS, "epochs": EPOCHS, "confirm": CONFIRM, "final": FINAL, "study": STUDY}
 # The schema above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ResultStore:
@@ -180,12 +199,53 @@ def chosen_val_H(trial: dict) -> float:
     return trial["best_val_H"]
 
 
-def best_trial(trials) -> dict | None:
-    """The trial a study chooses: the completed trial with the best validation H at its best epoch
-    (ties: the earlier trial); pruned trials only when none completed."""
+def ranked_trials(trials):
+    """The trials a study may choose, best first: completed trials by validation H at their best
+    epoch (ties: the earlier trial); pruned trials only when none completed."""
     done = trials[trials.status == "completed"]
     pool = done if not done.empty else trials[trials.status == "pruned"]
     pool = pool.dropna(subset=["best_val_H"])
-    if pool.empty:
-        return None
-    return pool.sort_values(["best_val_H", "trial_number"], ascending=[False, True]).iloc[0].to_dict()
+    return pool.sort_values(["best_val_H", "trial_number"], ascending=[False, True])
+
+
+def best_trial(trials) -> dict | None:
+    """The search's best trial (the first of ranked_trials), None when no trial has a score."""
+    pool = ranked_trials(trials)
+    return pool.iloc[0].to_dict() if len(pool) else None
+
+
+def finalists(trials, top: int) -> list[dict]:
+    """The trials a study confirms on fresh validation splits: the `top` best of ranked_trials, and
+    the defaults' trial wherever it ranks (it has a score unless it diverged or failed)."""
+    pool = ranked_trials(trials)
+    chosen = [r for _, r in pool.head(top).iterrows()]
+    defaults = trials[(trials.start == "defaults") & trials.best_val_H.notna()]
+    if len(defaults) and defaults.trial_id.iloc[0] not in {r["trial_id"] for r in chosen}:
+        chosen.append(defaults.iloc[0])
+    return [r.to_dict() for r in chosen]
+
+
+def confirmed(trials, confirm, h_noise: float) -> tuple[dict | None, dict]:
+    """The trial a study chooses, and each finalist's mean validation H over the fresh splits.
+
+    Without confirmation rows: the search's best trial. With them, the defaults are the incumbent
+    (SMAC's intensification, Hutter et al. 2011): the finalist with the best mean H over the
+    splits every finalist completed replaces them only when ahead by more than h_noise, the
+    study's seed noise of H; a finalist that diverged on a split is out. The search's own
+    validation H is left out of the means: it is the maximum over the trials and over epochs,
+    biased upward by that choice (the winner's curse of docs/benchmarks.md)."""
+    if confirm is None or confirm.empty:
+        return best_trial(trials), {}
+    splits = sorted(confirm.val_split.unique())
+    means = {}
+    for tid, rows in confirm.groupby("trial_id"):
+        if sorted(rows.val_split) == splits and (rows.status == "completed").all():
+            means[tid] = float(rows.val_H.mean())
+    if not means:
+        return best_trial(trials), {}
+    by_id = {r["trial_id"]: r for r in trials.to_dict("records")}
+    defaults = next((t for t in means if by_id.get(t, {}).get("start") == "defaults"), None)
+    challenger = max((t for t in means if t != defaults), key=lambda t: means[t], default=None)
+    if defaults is None or (challenger is not None and means[challenger] > means[defaults] + h_noise):
+        return by_id[challenger], means
+    return by_id[defaults], means

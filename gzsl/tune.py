@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
                    help="Optuna RDB URL (default: $GZSL_OPTUNA_STORAGE, else sqlite:///<results>/optuna.db); a "
                         "password in it is never written to the results, logs or Tune's saved state")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="choose the search's best trial as it is, without retraining the finalists on fresh "
+                        "validation splits ([confirm] in the study file)")
     p.add_argument("--no-refit", action="store_true", help="skip the final refit on trainval and test scoring")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     p.add_argument("--no-dashboard", action="store_true",
@@ -138,7 +141,9 @@ def _run(args, start: float) -> int:
         return 130
     counts = trials.status.value_counts().to_dict()
     print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    best = study.best_params(store)
+    if spec.confirm_top > 0 and spec.confirm_splits > 0 and not args.no_confirm:
+        _confirm(spec, store, load)
+    best = study.best_params(store, spec.h_noise)
     if best is None:
         print("no trial finished with a score: nothing to refit")
         return 1
@@ -161,6 +166,31 @@ def _run(args, start: float) -> int:
         _report(spec.name, results)
     print(f"done in {time.time() - start:.0f}s; results in {results}")
     return 0
+
+
+def _confirm(spec, store, load) -> None:
+    """The finalists retrained on fresh validation splits (gzsl.study.confirm), and the table of
+    what that showed."""
+    from gzsl import study
+    from gzsl.results import confirmed, finalists
+
+    trials = store.read("trials")
+    chosen = finalists(trials, spec.confirm_top)
+    if not chosen:
+        return
+    splits = range(1, spec.confirm_splits + 1)
+    print(f"confirming {len(chosen)} finalists (the best {spec.confirm_top} and the defaults) on "
+          f"{spec.confirm_splits} fresh validation splits: {len(chosen) * spec.confirm_splits} trainings", flush=True)
+    data = {k: load(spec.dataset, spec.split, spec.data_root, seed=spec.seed, val_split=k) for k in splits}
+    rows = study.confirm(spec, chosen, data, store)
+    pick, means = confirmed(trials, rows, spec.h_noise)
+    for f in chosen:
+        tid = f["trial_id"]
+        label = f" ({f['start']})" if f.get("start") else ""
+        mean = f"{means[tid]:.2f}" if tid in means else "incomplete"
+        print(f"  trial {tid}{label}: search val H {f['best_val_H']:.2f}; fresh splits mean {mean}"
+              + ("  <- chosen" if pick is not None and pick["trial_id"] == tid else ""))
+    print(f"(a finalist replaces the defaults only when ahead of them by more than asha.h_noise = {spec.h_noise:g} H)")
 
 
 def check_no_secret(results: str) -> None:

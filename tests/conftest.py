@@ -66,12 +66,14 @@ def write_matching_res101(att_path: Path, out_root: Path, name: str, dim: int = 
 def short_study(tmp_path_factory):
     """One real small study, shared by the end-to-end test and the report's tests: a local Ray of
     2 CPUs, Optuna, ASHA (rungs at epochs 2 and 6 of 16), H scored every 2nd epoch, a fixed
-    kl_weight and a searched sampling, the refit with 2 seeds and the report written at the end.
+    kl_weight and a searched sampling, the best 2 trials and the defaults confirmed on 1 fresh
+    validation split, the refit with 2 seeds and the report written at the end.
     Returns (study file, results folder, the run's stdout); read-only."""
     from tests.test_study import write_study
 
     tmp = tmp_path_factory.mktemp("short-study")
     study = write_study(tmp, name="mini", epochs=16, samples=6, final_seeds=2, grace=2, eval_every=2,
+                        confirm_top=2, confirm_splits=1,
                         training_extra="kl_weight = 0.5", space_extra='sampling = { choices = ["textbook", "cada"] }')
     results = tmp / "results"
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),

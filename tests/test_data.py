@@ -152,3 +152,26 @@ def test_the_data_layer_imports_no_generator_and_no_model():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "gzsl.errors" in imported  # the walk sees gzsl's imports
     assert not imported & {"gzsl", "gzsl.synthetic", "gzsl.model", "gzsl.training", "gzsl.datasets"}
+
+
+def test_fresh_validation_splits_partition_the_training_classes_before_repeating():
+    """Splits 1..3 of synth-small (32 trainval classes, 8 in val_loc) take the other 24 classes in
+    blocks of 8: with split 0 a partition of the trainval classes (class-wise cross-validation).
+    Split 4 draws 8 of all 32. No split touches a test image, and split 0 is what it always was."""
+
+    raw = synthetic.generate("synth-small")
+    trainval_classes = set(np.unique(raw.labels[raw.trainval]).tolist())
+    test = set(raw.test_seen.tolist()) | set(raw.test_unseen.tolist())
+    seen = []
+    for k in range(5):
+        d = load("synth-small", "val", seed=0, val_split=k)
+        classes = set(d.unseen_classes.tolist())
+        assert len(classes) == 8 and classes <= trainval_classes
+        assert not classes & set(d.seen_classes.tolist()) and len(d.seen_classes) == 24
+        used = set(d.train.index.tolist()) | set(d.eval_seen.index.tolist()) | set(d.eval_unseen.index.tolist())
+        assert not used & test and used == set(raw.trainval.tolist())
+        seen.append(classes)
+    assert set().union(*seen[:4]) == trainval_classes and sum(map(len, seen[:4])) == 32  # disjoint
+    assert seen[0] == set(np.unique(raw.labels[raw.val]).tolist())
+    assert gdata.build(raw, "val", seed=0).eval_seen.index.tolist() == load("synth-small", "val", seed=0).eval_seen.index.tolist()
+    assert seen[4] not in seen[:4]

@@ -17,7 +17,7 @@ from gzsl.report import build_comparison, write_report
 from gzsl.report import figures as fig
 from gzsl.report import records as rec
 from gzsl.report.screenshot import find_chromium, render
-from gzsl.results import ResultStore
+from gzsl.results import ResultStore, best_trial, confirmed
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +78,15 @@ def test_records_match_the_parquet(study_results):
     h = rec.history(r)
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
     assert h.defaults_H == pytest.approx(s.defaults["best_val_H"]) and h.start.count("defaults") == 1
-    # One rule for "best" on the page: the summary's best val H is the history's best so far and the
-    # chosen trial's best val H in the table.
-    assert h.best_so_far[-1] == h.best_so_far_by_time[-1] == pytest.approx(s.best["best_val_H"])
+    # The history's best so far is the search's best; the summary's choice is the confirmation's
+    # (results.confirmed over confirm.parquet), one of the finalists it lists.
+    assert h.best_so_far[-1] == h.best_so_far_by_time[-1] == pytest.approx(best_trial(r.trials)["best_val_H"])
+    assert s.best["trial_id"] == confirmed(r.trials, r.confirm, 2.0)[0]["trial_id"]
+    finalists = rec.confirm_rows(r)
+    assert s.best["trial_id"] in {x.trial_id for x in finalists} and len(finalists) == len(r.confirm)
+    assert [x.mean for x in finalists] == sorted((x.mean for x in finalists), reverse=True)
+    assert {x.trial_id: x.split_H[1] for x in finalists} == pytest.approx(dict(zip(r.confirm.trial_id, r.confirm.val_H)))
+    assert s.confirmed == {x.trial_id: x.mean for x in finalists}
     bars = rec.timeline(r)
     for worker in {b.worker for b in bars}:  # trials sharing a slot never overlap
         lane = sorted((b.start, b.end) for b in bars if b.worker == worker)
@@ -133,11 +139,15 @@ def test_page_is_self_contained_escaped_and_complete(page_html, study_results):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in html
     assert 'id="trial-evil0001"' in html
     s = rec.summary(rec.read_results(str(study_results)))
-    verdict = (f"defaults: H {s.defaults['best_val_H']:.2f}; chosen: H {s.best['best_val_H']:.2f} "
-               f"({s.best['best_val_H'] - s.defaults['best_val_H']:+.2f} on validation)"
-               if s.best["trial_id"] != s.defaults["trial_id"] else "chosen: the defaults themselves")
+    d, b = s.confirmed[s.defaults["trial_id"]], s.confirmed[s.best["trial_id"]]
+    verdict = (f"defaults: H {d:.2f} on fresh validation splits; chosen: H {b:.2f} ({b - d:+.2f})"
+               if s.best["trial_id"] != s.defaults["trial_id"] else
+               f"defaults: H {d:.2f} on fresh validation splits; chosen: the defaults themselves")
     assert verdict in html
-    final = html[html.index('<section id="final">'):html.index('<section id="history">')]
+    confirm = html[html.index('<section id="confirm">'):html.index('<section id="history">')]
+    assert confirm.count("(chosen)") == 1 and f'href="#trial-{s.best["trial_id"]}"' in confirm
+    assert confirm.count("<tr") == 1 + len(s.confirmed)
+    final = html[html.index('<section id="final">'):html.index('<section id="confirm">')]
     f = rec.final_result(rec.read_results(str(study_results)))
     labels = [escape(row.label) for row in f.rows]
     assert final.count('class="ours"') == 2 and final.index(labels[0]) < final.index(labels[1])

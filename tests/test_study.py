@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ray_sessions, stop_ray_session
-from gzsl.results import EPOCHS, FINAL, SCHEMA_VERSION, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial
+from gzsl.results import (CONFIRM, EPOCHS, FINAL, SCHEMA_VERSION, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial,
+                          confirmed, finalists)
 
 STUDY = """
 [study]
@@ -37,6 +38,9 @@ max_failures = {max_failures}
 [asha]
 grace_period = {grace}
 reduction_factor = 3
+[confirm]
+top = {confirm_top}
+splits = {confirm_splits}
 [resources]
 cpu = 1
 [space]
@@ -50,14 +54,15 @@ lr = {{ low = {lr_low}, high = {lr_high} }}
 
 def write_study(tmp_path, name="mini", epochs=24, samples=6, final_seeds=1, max_failures=0, latent="[32, 64]",
                 lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra="", eval_every=1,
-                classifier="fast"):
+                classifier="fast", confirm_top=0, confirm_splits=0):
     """A small study file. The fast final classifier by default: these studies test the machinery,
-    and CADA-VAE's recipe (the shipped studies' choice) costs seconds per evaluation."""
+    and CADA-VAE's recipe (the shipped studies' choice) costs seconds per evaluation; no
+    confirmation unless asked for."""
     path = tmp_path / f"{name}.toml"
     path.write_text(STUDY.format(epochs=epochs, samples=samples, final_seeds=final_seeds, max_failures=max_failures,
                                  latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace,
                                  training_extra=training_extra, space_extra=space_extra, eval_every=eval_every,
-                                 classifier=classifier))
+                                 classifier=classifier, confirm_top=confirm_top, confirm_splits=confirm_splits))
     return path
 
 
@@ -118,8 +123,20 @@ def test_a_short_study_end_to_end(short_study):
         assert sorted(t.intermediate_values) == sorted(scored[scored.trial_id == tid].epoch)
     searched = {t.user_attrs["tune_trial_id"]: t.params["sampling"] for t in ostudy.trials}
     assert dict(zip(trials.trial_id, trials.sampling)) == searched  # what Optuna proposed, as a string
-    # Final refit of the best completed trial, 2 seeds, scored on test.
-    best = best_trial(trials)
+    # The best 2 trials and the defaults, each retrained on one fresh validation split (other classes),
+    # scored at its best epoch; the choice is made there (results.confirmed, unit-tested below).
+    confirm = pd.read_parquet(results / "confirm.parquet")
+    assert list(confirm.columns) == CONFIRM.names
+    ranked = trials[trials.status == "completed"].sort_values("best_val_H", ascending=False)
+    expected = set(ranked.trial_id[:2]) | set(trials.trial_id[trials.start == "defaults"])
+    assert set(confirm.trial_id) == expected and (confirm.val_split == 1).all() and len(confirm) == len(expected)
+    assert dict(zip(confirm.trial_id, confirm.scored_epoch)) == {t: trials.set_index("trial_id").best_epoch[t]
+                                                                  for t in expected}
+    assert confirm.val_H.between(0, 100).all() and (confirm.status == "completed").all()
+    best, means = confirmed(trials, confirm, h_noise=2.0)
+    assert means == pytest.approx(dict(zip(confirm.trial_id, confirm.val_H)))
+    assert f"trial {best['trial_id']}" in out.split("confirming")[1] and "<- chosen" in out
+    # Final refit of the chosen trial, 2 seeds, scored on test.
     assert len(final) == 2 and (final.latent_size == best["latent_size"]).all() and final.seed.nunique() == 2
     # Validation-chosen stopping: the refit trains the 16-epoch schedule up to the chosen trial's best epoch.
     assert (final.epochs == 16).all() and (final.scored_epoch == best["best_epoch"]).all()
@@ -406,6 +423,37 @@ def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():
                            "last_val_H": [40.0, 48.0, 60.0, 45.0]})
     assert best_trial(trials)["trial_id"] == "a"  # its peak, not its last epoch; ties: the earlier; never pruned
     assert best_trial(trials[trials.status == "pruned"])["trial_id"] == "c"  # pruned only when none completed
+
+
+def _confirm_rows(hs: dict, status: dict | None = None) -> pd.DataFrame:
+    rows = [{"trial_id": t, "val_split": k, "val_H": h, "status": (status or {}).get((t, k), "completed")}
+            for t, per_split in hs.items() for k, h in enumerate(per_split, 1)]
+    return pd.DataFrame(rows)
+
+
+def test_a_finalist_replaces_the_defaults_only_when_ahead_by_more_than_the_seed_noise():
+    """The search's best (b: 61.8 on validation) is the maximum of many noisy numbers; on fresh
+    splits it is compared with the defaults (d) and replaces them only when ahead by more than
+    h_noise (2 H here), on the mean over the splits, never on the search's own value."""
+    trials = pd.DataFrame({"trial_id": ["d", "a", "b", "c"], "trial_number": [0, 1, 2, 3],
+                           "status": ["completed", "completed", "completed", "pruned"],
+                           "start": ["defaults", "", "", ""], "best_val_H": [50.5, 55.0, 61.8, 40.0],
+                           "best_epoch": [85, 100, 100, 10]})
+    assert [f["trial_id"] for f in finalists(trials, 2)] == ["b", "a", "d"]  # the defaults wherever they rank
+    assert [f["trial_id"] for f in finalists(trials, 3)] == ["b", "a", "d"]  # completed only, as the search chooses
+    assert [f["trial_id"] for f in finalists(trials, 1)] == ["b", "d"]
+    # b leads by 1.5 on the fresh splits: within the noise, the defaults stay.
+    pick, means = confirmed(trials, _confirm_rows({"d": [48.0, 50.0], "a": [45.0, 47.0], "b": [50.0, 51.0]}), 2.0)
+    assert pick["trial_id"] == "d" and means == {"d": 49.0, "a": 46.0, "b": 50.5}
+    # a leads by 3: it is chosen, though b was the search's best.
+    pick, _ = confirmed(trials, _confirm_rows({"d": [48.0, 50.0], "a": [52.0, 52.0], "b": [50.0, 51.0]}), 2.0)
+    assert pick["trial_id"] == "a"
+    # A finalist that diverged on a split is out, however high its other split.
+    rows = _confirm_rows({"d": [48.0, 50.0], "a": [90.0, 0.0]}, status={("a", 2): "diverged"})
+    assert confirmed(trials, rows, 2.0)[0]["trial_id"] == "d"
+    # Without confirmation rows the search's best is chosen; without the defaults, the best mean.
+    assert confirmed(trials, pd.DataFrame(), 2.0)[0]["trial_id"] == "b"
+    assert confirmed(trials, _confirm_rows({"a": [40.0, 41.0], "b": [30.0, 35.0]}), 2.0)[0]["trial_id"] == "a"
 
 
 def test_asha_rungs_rebuilt_after_a_resume_still_stop_a_weak_rerun_trial():

@@ -27,6 +27,7 @@ def build_report(r: rec.StudyResults) -> str:
     params = rec.searched_params(r)
     sections = [("summary", "Summary", _summary_html(s, r)),
                 ("final", "Final test result", _final_html(r)),
+                ("confirm", "Finalists on fresh validation splits", _confirm_html(r, s)),
                 ("history", "Optimization history", page.figure_html(fig.optimization_history(rec.history(r)),
                                                                       "fig-history")),
                 ("curves", "Learning curves", page.figure_html(
@@ -58,6 +59,8 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
                                          f'<small>({escape(d["status"])})</small>'))
     if s.best is not None:
         cards.append(("chosen: val H", f"{chosen_val_H(s.best):.2f}"))
+        if s.best["trial_id"] in s.confirmed:
+            cards.append(("chosen: fresh splits H", f"{s.confirmed[s.best['trial_id']]:.2f}"))
     html = '<div class="cards">' + "".join(f"<div class=\"card\"><b>{v}</b><span>{escape(k)}</span></div>"
                                           for k, v in cards) + "</div>" + _verdict_html(s)
     if s.best is None:
@@ -71,10 +74,19 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
 
 
 def _verdict_html(s: rec.Summary) -> str:
-    """One line: did tuning beat method.md's defaults on validation H?"""
+    """One line: did tuning beat method.md's defaults on validation H (on the fresh splits where
+    the finalists were confirmed there)?"""
     d, b = s.defaults, s.best
     if d is None or b is None or d["best_val_H"] is None or d["best_val_H"] != d["best_val_H"]:
         return ""
+    if d["trial_id"] in s.confirmed and b["trial_id"] in s.confirmed:
+        dh, bh = s.confirmed[d["trial_id"]], s.confirmed[b["trial_id"]]
+        if b["trial_id"] == d["trial_id"]:
+            text = (f"defaults: H {dh:.2f} on fresh validation splits; chosen: the defaults themselves "
+                    "(no finalist beat them there by more than the seed noise)")
+        else:
+            text = f"defaults: H {dh:.2f} on fresh validation splits; chosen: H {bh:.2f} ({bh - dh:+.2f})"
+        return f'<p class="verdict"><b>{escape(text)}</b></p>'
     dh, bh = float(d["best_val_H"]), float(chosen_val_H(b))
     if b["trial_id"] == d["trial_id"]:
         text = f"defaults: H {dh:.2f}; chosen: the defaults themselves (no other trial beat them on validation)"
@@ -109,6 +121,29 @@ def _final_html(r: rec.StudyResults) -> str:
             + "<p>Each seed of the refit (<code>model</code>: its saved model in the results folder, for "
               "<code>python -m gzsl.predict --model</code>):</p>"
             + page.table_html(list(f.seeds.columns), f.seeds.values.tolist(), left={"status", "model"}, sortable=False))
+
+
+def _confirm_html(r: rec.StudyResults, s: rec.Summary) -> str:
+    rows = rec.confirm_rows(r)
+    if not rows:
+        return ("<p class=\"note\">No confirmation: the search's best trial was chosen as it is ([confirm] top or "
+                "splits 0, --no-confirm, or the study is still running).</p>")
+    splits = sorted({k for x in rows for k in x.split_H})
+    chosen = s.best["trial_id"] if s.best else None
+    table = []
+    for x in rows:
+        link = ("html", f'<a href="#trial-{escape(x.trial_id)}">{escape(x.trial_id)}</a>'
+                        + (" <b>(chosen)</b>" if x.trial_id == chosen else ""))
+        table.append([link, x.start, x.search_H, *[x.split_H.get(k) for k in splits],
+                      "incomplete" if x.mean is None else x.mean])
+    note = (f"The search's best trials and method.md's defaults, each retrained on {len(splits)} other set(s) of "
+            "validation classes (drawn from the training classes) and scored at its best epoch, as the refit "
+            "would. The search's own H is the maximum of many noisy numbers; the choice is made here: a "
+            f"finalist replaces the defaults only when its mean is ahead by more than h_noise = {rec.noise(r.meta):g} H.")
+    return (f'<p class="note">{escape(note)}</p>'
+            + page.table_html(["trial", "start", "search val H", *[f"split {k} val H" for k in splits], "mean"],
+                              table, left={"trial", "start"}, sortable=False,
+                              row_classes=["ours" if x.trial_id == chosen else "" for x in rows]))
 
 
 def _params_html(r: rec.StudyResults, params: list[str]) -> str:

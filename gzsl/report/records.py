@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 
 from gzsl.errors import NoResultsYet
-from gzsl.results import ResultStore, best_trial
+from gzsl.results import ResultStore, confirmed
 
 PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
 CATEGORICAL = ("latent_size", "sampling")  # drawn as categories; sampling's values are strings
@@ -34,6 +34,7 @@ class StudyResults(NamedTuple):
     trials: pd.DataFrame
     epochs: pd.DataFrame
     final: pd.DataFrame
+    confirm: pd.DataFrame = pd.DataFrame()  # the finalists on fresh validation splits (gzsl.study.confirm); empty: none
 
 
 def read_results(uri: str, name: str | None = None) -> StudyResults:
@@ -49,7 +50,8 @@ def read_results(uri: str, name: str | None = None) -> StudyResults:
         meta[key] = json.loads(meta[key]) if isinstance(meta.get(key), str) else {}
     trials = trials.sort_values("trial_number").reset_index(drop=True)
     return StudyResults(name or meta.get("study") or uri.rstrip("/").rsplit("/", 1)[-1], meta, trials,
-                        store.read("epochs").sort_values(["trial_id", "epoch"]), store.read("final"))
+                        store.read("epochs").sort_values(["trial_id", "epoch"]), store.read("final"),
+                        store.read("confirm"))
 
 
 class Summary(NamedTuple):
@@ -61,17 +63,46 @@ class Summary(NamedTuple):
     wall_seconds: float
     trial_epochs: int  # epochs actually trained
     full_epochs: int  # what every trial run to the end would have cost
-    best: dict | None  # the best trial's row (completed preferred), None if no score
+    best: dict | None  # the chosen trial's row (results.confirmed), None if no score
     defaults: dict | None  # the trial of method.md's defaults (the study's first), None if not run yet
+    confirmed: dict  # trial id -> mean validation H over the fresh splits, {} without confirmation
 
 
 def summary(r: StudyResults) -> Summary:
     t = r.trials
     max_epochs = int(r.meta.get("epochs") or t.epochs_run.max())
     wall = (t.ended_at.max() - t.started_at.min()).total_seconds() if len(t) else 0.0
+    best, means = confirmed(t, r.confirm, noise(r.meta))
     return Summary(r.name, r.meta.get("dataset", "?"), r.meta.get("split", "?"),
                    t.status.value_counts().to_dict(), len(t), wall, int(t.epochs_run.sum()),
-                   len(t) * max_epochs, best_trial(t), defaults_trial(t))
+                   len(t) * max_epochs, best, defaults_trial(t), means)
+
+
+def noise(meta: dict) -> float:
+    """The study's h_noise, the margin by which a finalist must beat the defaults (results.confirmed)."""
+    h = meta.get("h_noise")
+    return 2.0 if h is None or h != h else float(h)
+
+
+class ConfirmRow(NamedTuple):
+    trial_id: str
+    start: str
+    search_H: float  # the trial's validation H in the search (results.chosen_val_H)
+    split_H: dict  # fresh split -> validation H (None: diverged)
+    mean: float | None  # over the splits, None when incomplete or diverged
+
+
+def confirm_rows(r: StudyResults) -> list[ConfirmRow]:
+    """The finalists, best mean first: what the fresh splits said about each."""
+    if r.confirm.empty:
+        return []
+    means = confirmed(r.trials, r.confirm, noise(r.meta))[1]
+    by_id = r.trials.set_index("trial_id")
+    rows = []
+    for tid, g in r.confirm.groupby("trial_id"):
+        h = {int(k): (float(v) if st == "completed" else None) for k, v, st in zip(g.val_split, g.val_H, g.status)}
+        rows.append(ConfirmRow(tid, g.start.iloc[0] or "", float(by_id.best_val_H[tid]), h, means.get(tid)))
+    return sorted(rows, key=lambda x: -1 if x.mean is None else x.mean, reverse=True)
 
 
 def defaults_trial(trials: pd.DataFrame) -> dict | None:

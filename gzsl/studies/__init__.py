@@ -71,6 +71,10 @@ class StudySpec:
     # below the rung's cutoff by more than h_noise (gzsl.study.scheduler).
     h_floor: float = 5.0
     h_noise: float = 2.0
+    # After the search, the best `confirm_top` trials and the defaults are retrained on
+    # `confirm_splits` fresh validation splits, and the choice is made there (gzsl.study.confirm).
+    confirm_top: int = 3
+    confirm_splits: int = 2
 
 
 _SECTIONS = {
@@ -79,6 +83,7 @@ _SECTIONS = {
                  "kl_weight": float, "sampling": str, "classifier": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int, "start": list},
     "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float},
+    "confirm": {"top": int, "splits": int},
     "resources": {"cpu": float, "gpu": float, "pack": int},
     "space": {name: dict for name in SEARCHED},
 }
@@ -199,6 +204,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
         start=start_points(space, get("search", "start", []), fail),
         h_floor=float(get("asha", "h_floor", StudySpec.h_floor)),
         h_noise=float(get("asha", "h_noise", StudySpec.h_noise)),
+        confirm_top=positive("confirm", "top", StudySpec.confirm_top, allow_zero=True),
+        confirm_splits=positive("confirm", "splits", StudySpec.confirm_splits, allow_zero=True),
     )
 
 

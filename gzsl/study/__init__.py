@@ -1,10 +1,12 @@
 """The study layer, the only package that imports Ray: Ray Tune schedules trials of
 `gzsl.training.train` (trial), Optuna's TPE proposes them (search), ASHA stops weak ones on
 validation H (scheduler), a driver-side callback writes every finished trial to Parquet
-(callback), the driver runs it all (driver), and the chosen configuration is refit (refit).
+(callback), the driver runs it all (driver), the finalists are confirmed on fresh validation
+splits (confirm), and the chosen configuration is refit (refit).
 """
 
 from gzsl.study.callback import ParquetCallback
+from gzsl.study.confirm import confirm
 from gzsl.study.driver import (check_local_gpu, check_start, pending_trials, resumed_budget, run_study, study_row,
                                tune_storage)
 from gzsl.study.pack import workers_that_fit
@@ -15,7 +17,7 @@ from gzsl.study.search import (HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSear
 from gzsl.study.trial import METRIC, MODE, objective, train_config, trial_device, trial_status
 
 __all__ = ["HEARTBEAT_S", "METRIC", "MODE", "STALE_AFTER_S", "ParquetCallback", "PrunedAwareOptunaSearch",
-           "NoiseAwareASHA", "best_params", "check_local_gpu", "check_start", "default_optuna_url",
+           "NoiseAwareASHA", "best_params", "check_local_gpu", "confirm", "check_start", "default_optuna_url",
            "fail_stale_running",
            "final_refit", "objective", "optuna_storage", "pending_trials", "resumed_budget", "run_study",
            "search_space", "shown_url", "study_row", "train_config", "trial_device", "trial_status", "tune_storage", "workers_that_fit"]

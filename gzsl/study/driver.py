@@ -24,7 +24,7 @@ from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail
                                search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective
 from gzsl.studies import StudySpec
-from gzsl.training import TrainConfig
+from gzsl.training import TrainConfig, default_hidden
 
 
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
@@ -155,7 +155,8 @@ RESUMED = {"dataset": "study.dataset", "split": "study.split", "seed": "study.se
            "grace_period": "asha.grace_period", "reduction_factor": "asha.reduction_factor",
            "h_floor": "asha.h_floor", "h_noise": "asha.h_noise", "start": "search.start",
            "pack": "resources.pack", "resources": "resources", "space": "space", "beta": "training.beta",
-           "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier"}
+           "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier",
+           "batch_size": "training.batch_size", "eval_every": "training.eval_every", "hidden": "training.hidden"}
 
 
 def check_unchanged(spec: StudySpec, store: ResultStore, results_uri: str) -> None:
@@ -216,7 +217,9 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
     return {"study": spec.name, "dataset": spec.dataset, "split": spec.split, "epochs": spec.epochs,
             "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor,
             "h_floor": spec.h_floor, "h_noise": spec.h_noise, "start": json.dumps([list(p) for p in spec.start]),
-            "early_stopping": early_stopping, "num_samples": spec.num_samples,
+            "early_stopping": early_stopping, "confirm_top": spec.confirm_top, "confirm_splits": spec.confirm_splits,
+            "num_samples": spec.num_samples, "batch_size": spec.batch_size, "eval_every": spec.eval_every,
+            "hidden": json.dumps(list(spec.hidden or default_hidden(spec.dataset))),
             "resources": json.dumps(spec.resources), "pack": spec.pack, "space": json.dumps(space), "beta": used.beta,
             "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
             "seed": spec.seed, "resumed": resumed,

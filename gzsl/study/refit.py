@@ -12,23 +12,26 @@ import torch
 
 from gzsl import modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
-from gzsl.results import ResultStore, best_trial, chosen_val_H
+from gzsl.results import ResultStore, chosen_val_H, confirmed
 from gzsl.study.callback import say
 from gzsl.study.trial import train_config, trial_device
 from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import MAIN, classifier_config, train
 
 
-def best_params(store: ResultStore) -> dict | None:
-    """The configuration to refit (see results.best_trial), its validation H and the epoch it was
-    reached at (the refit's score_epoch)."""
-    best = best_trial(store.read("trials"))
-    if best is None:
-        return None
-    h = chosen_val_H(best)
-    return {"alpha": float(best["alpha"]), "gamma": float(best["gamma"]), "lam": float(best["lam"]),
-            "latent_size": int(best["latent_size"]), "lr": float(best["lr"]), "sampling": best["sampling"],
-            "trial_id": best["trial_id"], "val_H": float(h), "epoch": _epoch(best.get("best_epoch"))}
+def best_params(store: ResultStore, h_noise: float = 0.0) -> dict | None:
+    """The configuration to refit (results.confirmed: the search's best trial, or the finalist the
+    confirmation chose), its validation H and the epoch it was reached at (the refit's score_epoch)."""
+    best, _ = confirmed(store.read("trials"), store.read("confirm"), h_noise)
+    return None if best is None else trial_params(best)
+
+
+def trial_params(trial: dict) -> dict:
+    """A trials.parquet row as the parameters a refit or a confirmation trains: the searched values,
+    the trial's id, its validation H and its best epoch (where they score)."""
+    return {"alpha": float(trial["alpha"]), "gamma": float(trial["gamma"]), "lam": float(trial["lam"]),
+            "latent_size": int(trial["latent_size"]), "lr": float(trial["lr"]), "sampling": trial["sampling"],
+            "trial_id": trial["trial_id"], "val_H": float(chosen_val_H(trial)), "epoch": _epoch(trial.get("best_epoch"))}
 
 
 def _epoch(best_epoch) -> int:
