@@ -116,10 +116,17 @@ class MemberAdam(torch.optim.Optimizer):
         step_size = (self._lr / (1 - beta1 ** steps)).float().view(-1, 1, 1)
         bias_correction2_sqrt = (1 - beta2 ** steps).sqrt().float().view(-1, 1, 1)
         state = [[self.state[p][name] for p in self.params] for name in STATE]
+        # Plain tensors, not nn.Parameters, whose sizes the compiler takes as static: each new pack
+        # size K would recompile, and past torch's recompile limit run uncompiled without a word.
+        params = [p.detach() for p in self.params]
+        from torch._dynamo.exc import TorchDynamoException
+
         try:
-            compiled_update()(self.params, [p.grad for p in self.params], *state, step_size, bias_correction2_sqrt,
+            compiled_update()(params, [p.grad for p in self.params], *state, step_size, bias_correction2_sqrt,
                               beta1, beta2, self.param_groups[0]["eps"])
-        except Exception as e:  # compiling happens before any tensor changes: the step is still to take
+        except TorchDynamoException as e:
+            # Raised while tracing or compiling, before the update runs: the step is still to take.
+            # Anything else may come after in-place work, and redoing the step would apply it twice.
             warnings.warn(f"MemberAdam: the one-call update did not compile ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); updating member by member", stacklevel=3)
             self.one_call = False

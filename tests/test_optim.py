@@ -49,15 +49,15 @@ def test_each_member_moves_as_its_own_adam_with_its_own_learning_rate_and_steps(
 def test_an_update_that_cannot_compile_warns_once_and_goes_on_member_by_member(monkeypatch):
     import gzsl.optim
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("no compiler here\nmore lines")
+    def broken(*args, **kwargs):  # what torch.compile raises when the backend fails: before any update
+        raise torch._dynamo.exc.InternalTorchDynamoError("no compiler here\nmore lines")
     monkeypatch.setattr(gzsl.optim, "compiled_update", lambda: broken)
     g = torch.Generator().manual_seed(1)
     w = torch.randn(3, 4, 2, generator=g)
     p, alone = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w.clone())
     opt = MemberAdam([p], lr=[1e-2, 2e-2, 3e-2], one_call=True)
     ref = MemberAdam([alone], lr=[1e-2, 2e-2, 3e-2], one_call=False)
-    with pytest.warns(UserWarning, match="did not compile \\(RuntimeError: no compiler here\\); updating member by member") as record:
+    with pytest.warns(UserWarning, match="did not compile \\(InternalTorchDynamoError: no compiler here\\); updating member by member") as record:
         for _ in range(2):
             p.grad = alone.grad = torch.randn(3, 4, 2, generator=g)
             opt.step()
@@ -65,3 +65,48 @@ def test_an_update_that_cannot_compile_warns_once_and_goes_on_member_by_member(m
     assert sum("did not compile" in str(r.message) for r in record) == 1
     assert not opt.one_call and opt.steps.tolist() == [2.0, 2.0, 2.0]
     assert torch.equal(p, alone) and not torch.equal(p, w)
+
+
+def test_an_error_while_the_update_runs_is_raised_not_redone_member_by_member(monkeypatch):
+    """An error from the compiled update once it runs (an out-of-memory in a kernel) may come after
+    in-place work on some parameters: redoing the step member by member would update them twice."""
+    import gzsl.optim
+
+    def fails_halfway(params, grads, *rest):
+        params[0].sub_(1.0)  # the first tensor updated, then the device fails
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(gzsl.optim, "compiled_update", lambda: fails_halfway)
+    w = torch.zeros(2, 3)
+    p = torch.nn.Parameter(w.clone())
+    opt = MemberAdam([p], lr=[1e-2, 1e-2], one_call=True)
+    p.grad = torch.ones(2, 3)
+    with pytest.raises(torch.OutOfMemoryError):
+        opt.step()
+    assert torch.equal(p.detach(), w - 1.0)  # once, not again by a member-by-member retry
+    assert opt.one_call
+
+
+def test_pack_sizes_1_to_12_compile_the_one_call_update_at_most_twice(monkeypatch):
+    """The member axis is dynamic: a pack that grows and shrinks does not recompile per size (nor
+    reach torch's recompile limit at K = 9, past which the update would run uncompiled while
+    one_call still said True). Counted with a backend that runs the traced graph as it is."""
+    import gzsl.optim
+
+    compiles = []
+
+    def counting(graph, example_inputs):
+        compiles.append(len(example_inputs))
+        return graph.forward
+    torch._dynamo.reset()
+    monkeypatch.setattr(gzsl.optim, "_compiled_update",
+                        torch.compile(gzsl.optim.adam_update, dynamic=True, backend=counting))
+    for k in range(1, 13):
+        params = [torch.nn.Parameter(torch.randn(k, 5, 3)), torch.nn.Parameter(torch.randn(k, 1, 3))]
+        ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        opt, per_member = MemberAdam(params, lr=[1e-3] * k, one_call=True), MemberAdam(ref, lr=[1e-3] * k, one_call=False)
+        for p, r in zip(params, ref):
+            p.grad = r.grad = torch.randn_like(p)
+        opt.step()
+        per_member.step()
+        assert opt.one_call and all(torch.allclose(p, r, rtol=1e-6, atol=1e-7) for p, r in zip(params, ref))
+    assert 1 <= len(compiles) <= 2
