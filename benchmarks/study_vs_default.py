@@ -108,7 +108,7 @@ def run_defaults(preset: str, args, work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_study(preset: str, args, work: Path) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+def run_study(preset: str, args, work: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
     results = work / "study"
     final = results / "final.parquet"
     if final.exists() and len(pd.read_parquet(final)) >= args.seeds:
@@ -116,7 +116,7 @@ def run_study(preset: str, args, work: Path) -> tuple[pd.DataFrame, pd.DataFrame
     else:
         gpu = f"gpu = {1 / args.workers:.4g}" if args.device == "cuda" else ""
         root = f'data_root = "{os.path.abspath(args.data_root)}"' if args.data_root else ""
-        study = work / f"vs_{preset.replace('-', '_')}.toml"
+        study = work / f"vs_{preset.replace('-', '_').replace('@', '_draw')}.toml"
         study.write_text(STUDY.format(dataset=preset, data_root=root, epochs=args.epochs, trials=args.trials,
                                       seeds=args.seeds, gpu=gpu))
         resume = ["--resume"] if (results / "tune").exists() else []
@@ -132,15 +132,20 @@ def run_study(preset: str, args, work: Path) -> tuple[pd.DataFrame, pd.DataFrame
             raise SystemExit(f"[{preset}] the study failed; see {work / 'study.log'}")
     trials = pd.read_parquet(results / "trials.parquet")
     wall = (trials.ended_at.max() - trials.started_at.min()).total_seconds()
-    return trials, pd.read_parquet(final), wall
+    confirm = pd.read_parquet(results / "confirm.parquet") if (results / "confirm.parquet").exists() else pd.DataFrame()
+    return trials, confirm, pd.read_parquet(final), wall
+
+
+H_NOISE = 2.0  # the generated study's asha.h_noise (StudySpec's default): a finalist's margin over the defaults
 
 
 def mean_std(x: pd.Series) -> str:
     return f"{x.mean():.1f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.1f}"
 
 
-def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, final: pd.DataFrame, wall: float) -> list[str]:
-    from gzsl.results import best_trial
+def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, confirm: pd.DataFrame, final: pd.DataFrame,
+          wall: float) -> list[str]:
+    from gzsl.results import best_trial, confirmed
 
     d, s = defaults.sort_values("seed"), final.sort_values("seed")
     lines = [f"### {preset}", "", "| run | seeds | test U | test S | test H | H per seed |", "| --- | --- | --- | --- | --- | --- |"]
@@ -151,7 +156,8 @@ def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, final: pd.D
     se = math.sqrt(d.test_H.var(ddof=1) / len(d) + s.test_H.var(ddof=1) / len(s)) if min(len(d), len(s)) > 1 else 0.0
     noise = max(d.test_H.std(ddof=1), s.test_H.std(ddof=1)) if min(len(d), len(s)) > 1 else 0.0
     dflt = trials[trials.get("start", pd.Series("", index=trials.index)) == "defaults"]
-    pick = best_trial(trials)  # the study's own choice (gzsl.results)
+    pick, means = confirmed(trials, confirm, H_NOISE)  # the study's own choice (gzsl.results)
+    search_best = best_trial(trials)
     params = ("alpha", "gamma", "lam", "latent_size", "lr")
     lines += ["", f"- study: {len(trials)} trials ({', '.join(f'{k} {v}' for k, v in trials.status.value_counts().items())}), "
               f"{int(trials.epochs_run.sum())} of {len(trials) * int(trials.epochs_run.max())} trial-epochs trained, "
@@ -161,6 +167,12 @@ def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, final: pd.D
                      f"{pick['best_val_H']:.2f} (trial {int(pick['trial_number'])}"
                      f"{', the defaults' if pick['trial_id'] == dflt.trial_id.iloc[0] else ''}: "
                      + " ".join(f"{k}={pick[k]:.3g}" for k in params) + f", best epoch {int(pick['best_epoch'])})")
+    if means:
+        shown = ", ".join(f"trial {int(trials.set_index('trial_id').trial_number[t])}"
+                          + (" (defaults)" if len(dflt) and t == dflt.trial_id.iloc[0] else "")
+                          + (" (search's best)" if t == search_best["trial_id"] else "") + f" {h:.2f}"
+                          for t, h in sorted(means.items(), key=lambda x: -x[1]))
+        lines.append(f"- fresh validation splits ({confirm.val_split.nunique()}), mean H of each finalist: {shown}")
     lines.append(f"- test H, study - defaults: {diff:+.1f} (standard error {se:.1f}; seed noise, the larger std, {noise:.1f})")
     lines.append(f"- {'PASS' if diff >= -noise else 'FAIL'}: the study at least ties the defaults")
     lines.append(f"- {'PASS' if diff > 2 * se and diff > noise else 'FAIL'}: the study is ahead by more than the seed noise")
@@ -188,8 +200,8 @@ def main() -> None:
         work = args.work / f"{preset}-{args.epochs}ep-{args.trials}t{'-cuda' if args.device == 'cuda' else ''}"
         work.mkdir(parents=True, exist_ok=True)
         defaults = run_defaults(preset, args, work)
-        trials, final, wall = run_study(preset, args, work)
-        sections += table(preset, defaults, trials, final, wall) + [""]
+        trials, confirm, final, wall = run_study(preset, args, work)
+        sections += table(preset, defaults, trials, confirm, final, wall) + [""]
     header = [f"## study vs defaults: {args.epochs} epochs, {args.trials} trials, {args.seeds} seeds, {args.device}, "
               f"{args.workers} workers ({time.strftime('%Y-%m-%d')}, {time.time() - start:.0f}s)", "",
               f"`python benchmarks/study_vs_default.py --presets {' '.join(args.presets)} --trials {args.trials} "

@@ -16,7 +16,7 @@ def load(name: str, split: str = "val", data_root: str | os.PathLike | None = No
     """Load a dataset by name: an xlsa17 benchmark (needs data_root), a synthetic preset, or an
     attribute preset such as cub-sim (needs data_root: the xlsa17 folder with CUB/att_splits.mat).
     `val_split`: which set of validation classes (gzsl.data.build)."""
-    if name in synthetic.PRESETS:
+    if synthetic.preset(name) is not None:  # synth-small, or another draw of it: synth-small@1
         return build(synthetic.generate(name), split, seed, val_split)
     if name in synthetic.ATTRIBUTE_PRESETS:
         return build(synthetic.generate_from_attributes(name, data_root), split, seed, val_split)
@@ -26,4 +26,5 @@ def load(name: str, split: str = "val", data_root: str | os.PathLike | None = No
                             f"(containing {name.upper()}/res101.mat)")
         return build(read_xlsa17(data_root, name.upper()), split, seed, val_split)
     known = ", ".join([*synthetic.PRESETS, *synthetic.ATTRIBUTE_PRESETS, *XLSA17_DATASETS])
-    raise DataError(f"unknown dataset {name!r}; choose one of {known}")
+    raise DataError(f"unknown dataset {name!r}; choose one of {known} (a synthetic preset's other draws: "
+                    "synth-small@1, ...)")

@@ -83,23 +83,34 @@ PRESETS = {
 }
 
 
+def preset(name: str) -> SyntheticSpec | None:
+    """A synthetic preset by name, None for a name that is none: "synth-small", or another draw of
+    it, "synth-small@3": the same shapes and settings, the generator seeded with 3 (other classes,
+    attributes and images). A test H over a few unseen classes depends on which classes were
+    drawn; a result on one draw is checked on others (docs/benchmarks.md)."""
+    base, at, draw = name.partition("@")
+    if base not in PRESETS or (at and not (draw.isdigit() and str(int(draw)) == draw)):
+        return None
+    return replace(PRESETS[base], name=name, seed=int(draw)) if at else PRESETS[base]
+
+
 def fingerprint(name: str, overrides: dict | None = None) -> str:
     """A short hash of a preset's settings (a synthetic or an attribute preset, with `overrides`):
     benchmark results name the data they came from. An attribute preset's hash does not cover the
     file it reads."""
     import hashlib
 
-    spec = replace({**PRESETS, **ATTRIBUTE_PRESETS}[name], **(overrides or {}))
+    spec = replace(preset(name) or ATTRIBUTE_PRESETS[name], **(overrides or {}))
     return hashlib.sha1(repr(spec).encode()).hexdigest()[:10]
 
 
 def is_preset(name: str) -> bool:
-    return name in PRESETS or name in ATTRIBUTE_PRESETS
+    return preset(name) is not None or name in ATTRIBUTE_PRESETS
 
 
 def hidden(name: str) -> tuple[int, int, int, int] | None:
     """The hidden widths a preset trains with by default; None for a name that is no preset."""
-    spec = PRESETS.get(name) or ATTRIBUTE_PRESETS.get(name)
+    spec = preset(name) or ATTRIBUTE_PRESETS.get(name)
     return spec.hidden if spec is not None else None
 
 
@@ -112,8 +123,8 @@ def imitates(name: str) -> str | None:
 
 @lru_cache(maxsize=4)
 def generate(name: str) -> RawBenchmark:
-    """The preset's benchmark; same name, same arrays."""
-    return make(PRESETS[name])
+    """The preset's benchmark (a name `preset` knows); same name, same arrays."""
+    return make(preset(name))
 
 
 def class_factors(spec: SyntheticSpec, n_classes: int, rng: np.random.Generator) -> np.ndarray:

@@ -175,3 +175,18 @@ def test_fresh_validation_splits_partition_the_training_classes_before_repeating
     assert seen[0] == set(np.unique(raw.labels[raw.val]).tolist())
     assert gdata.build(raw, "val", seed=0).eval_seen.index.tolist() == load("synth-small", "val", seed=0).eval_seen.index.tolist()
     assert seen[4] not in seen[:4]
+
+
+def test_another_draw_of_a_preset_has_its_shapes_and_other_classes():
+    """synth-small@1: the generator seeded with 1; the same shapes and split sizes, other images."""
+    first, other = synthetic.generate("synth-small"), synthetic.generate("synth-small@1")
+    assert other.name == "synth-small@1" and other.features.shape == first.features.shape
+    assert [len(getattr(other, k)) for k in ("trainval", "test_seen", "test_unseen")] == \
+        [len(getattr(first, k)) for k in ("trainval", "test_seen", "test_unseen")]
+    assert len(np.unique(other.labels[other.val])) == len(np.unique(first.labels[first.val])) == 8
+    assert not np.allclose(other.features[:100], first.features[:100])
+    assert synthetic.hidden("synth-small@1") == synthetic.hidden("synth-small")
+    assert synthetic.fingerprint("synth-small@1") != synthetic.fingerprint("synth-small")
+    for bad in ("synth-small@x", "synth-small@01", "synth-small@", "synth-cub@-1"):
+        with pytest.raises(DataError, match="unknown dataset .*other draws: synth-small@1"):
+            load(bad)
