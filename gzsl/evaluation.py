@@ -261,11 +261,12 @@ def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Te
             grad /= rows
             adam.step([torch.bmm(z_b.transpose(1, 2), grad), grad.sum(1, keepdim=True)])
 
-    run = _captured_epoch(epoch, n, config.batch_size, adam.tensors()) if graphs.wanted(device, CLASSIFIER_EPOCH) \
-        else None
-    for _ in range(config.epochs):
-        perm = torch.randperm(n, device=device)
-        (run or epoch)(perm)
+    with graphs.on_device(device):
+        run = _captured_epoch(epoch, n, config.batch_size, adam.tensors()) \
+            if graphs.wanted(device, CLASSIFIER_EPOCH) else None
+        for _ in range(config.epochs):
+            perm = torch.randperm(n, device=device)
+            (run or epoch)(perm)
     return w, b
 
 

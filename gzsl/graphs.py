@@ -14,6 +14,7 @@ Where a capture fails, the caller runs eagerly: said once per kind of work, not 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Callable
@@ -31,6 +32,14 @@ def wanted(device: torch.device | str, what: str) -> bool:
 
 def failed(what: str) -> bool:
     return what in _failed
+
+
+def on_device(device: torch.device | str):
+    """The CUDA device of the work as the current one, for its warm-up, capture and replays:
+    torch.cuda.graph and a new side stream belong to the current device, and with tensors on
+    cuda:1 while cuda:0 is current the capture records nothing (torch only warns). A no-op off CUDA."""
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def on_side_stream(fn: Callable, *args):

@@ -346,6 +346,10 @@ class Pack:
         members, their parameters and the epoch's shapes stay the same."""
         if not graphs.wanted(self.device, TRAINING_EPOCH):
             return self._steps(*inputs)
+        with graphs.on_device(self.device):
+            return self._run_captured(*inputs)
+
+    def _run_captured(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         key = (self._membership, tuple(t.shape for t in inputs))
         if self._graph is None or self._graph[0] != key:
             self._graph = None  # another membership: its memory goes back
