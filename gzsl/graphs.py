@@ -9,7 +9,9 @@ shapes; tests/test_fast_paths.py checks that) and must have run once before (war
 no lazy initialisation happens while capturing.
 
 `GZSL_CUDA_GRAPHS=0` in the environment turns capture off (every step then launches from Python).
-Where a capture fails, the caller runs eagerly: said once per kind of work, not tried again.
+Where a capture fails, the caller runs that work eagerly and tries again later (a pack at its next
+membership: an out-of-memory just after a pack grew may not recur); after GIVE_UP_AFTER failures
+of one kind of work, it is not tried again in this process. Each failure is said.
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ from typing import Callable
 import torch
 
 ENABLED = os.environ.get("GZSL_CUDA_GRAPHS", "1") != "0"
-_failed: set[str] = set()
+GIVE_UP_AFTER = 3  # failed captures of one kind of work, after which it runs eagerly for good
+_failures: dict[str, int] = {}
 
 
 def wanted(device: torch.device | str, what: str) -> bool:
-    """Whether work `what` on `device` is to be captured: CUDA, enabled, and never failed."""
-    return torch.device(device).type == "cuda" and ENABLED and what not in _failed
+    """Whether work `what` on `device` is to be captured: CUDA, enabled, and not given up on."""
+    return torch.device(device).type == "cuda" and ENABLED and not gave_up(what)
 
 
 def failed(what: str) -> bool:
-    return what in _failed
+    """Whether a capture of `what` has failed in this process (it may be tried again)."""
+    return _failures.get(what, 0) > 0
+
+
+def gave_up(what: str) -> bool:
+    return _failures.get(what, 0) >= GIVE_UP_AFTER
 
 
 def on_device(device: torch.device | str):
@@ -70,13 +78,15 @@ class Graph:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs = fn(*static)
         except Exception as e:  # noqa: BLE001 - any failure leaves the eager path, the reference
-            _failed.add(what)
+            _failures[what] = _failures.get(what, 0) + 1
             if stream is not None:  # a capture that fails to end leaves its own stream current
                 torch.cuda.set_stream(stream)
                 torch.cuda.synchronize()
             first = str(e).splitlines()[0] if str(e) else ""
+            then = ("not tried again in this process" if gave_up(what) else
+                    f"tried again later (failure {_failures[what]} of {GIVE_UP_AFTER})")
             warnings.warn(f"{what}: could not be captured as a CUDA graph ({type(e).__name__}: {first}); "
-                          f"running it step by step", stacklevel=2)
+                          f"running it step by step, {then}", stacklevel=2)
             return None
         return cls(graph, static, outputs)
 

@@ -356,11 +356,11 @@ class Pack:
             if self._warm != key:
                 self._warm = key
                 return graphs.on_side_stream(self._steps, *inputs)
-            graph = graphs.Graph.capture(TRAINING_EPOCH, self._steps, list(inputs))
-            if graph is None:
-                return self._steps(*inputs)
-            self._graph = (key, graph)
-        return {k: v.clone() for k, v in self._graph[1](*inputs).items()}  # the next replay overwrites them
+            self._graph = (key, graphs.Graph.capture(TRAINING_EPOCH, self._steps, list(inputs)))
+        graph = self._graph[1]
+        if graph is None:  # the capture failed: eager for this membership, tried again at the next
+            return self._steps(*inputs)
+        return {k: v.clone() for k, v in graph(*inputs).items()}  # the next replay overwrites them
 
     def step(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
              w: losses.Weights, shuffle: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

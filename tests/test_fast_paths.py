@@ -259,15 +259,55 @@ def test_a_membership_runs_eagerly_then_is_captured_then_replayed(monkeypatch):
     assert all(torch.equal(p, q) for p, q in zip(runs[True][1], runs[False][1]))
 
 
-def test_work_that_cannot_be_captured_is_said_once_and_not_tried_again(monkeypatch):
-    monkeypatch.setattr(graphs, "_failed", set())
+def test_work_that_cannot_be_captured_is_said_each_time_and_given_up_after_three_failures(monkeypatch):
+    monkeypatch.setattr(graphs, "_failures", {})
     monkeypatch.setattr(graphs, "ENABLED", True)
 
     def work(t):  # fails on a GPU too (here, on a CPU, there is nothing to capture on)
         raise RuntimeError("cannot")
-    with pytest.warns(UserWarning, match=r"^some work: could not be captured as a CUDA graph \(\w+: .*\); "
-                                         r"running it step by step$"):
+    for n in (1, 2):
+        with pytest.warns(UserWarning, match=r"^some work: could not be captured as a CUDA graph \(\w+: .*\); "
+                                             rf"running it step by step, tried again later \(failure {n} of 3\)$"):
+            assert graphs.Graph.capture("some work", work, [torch.zeros(2)]) is None
+        assert graphs.failed("some work") and graphs.wanted("cuda", "some work")  # a transient error may pass
+    with pytest.warns(UserWarning, match=r"running it step by step, not tried again in this process$"):
         assert graphs.Graph.capture("some work", work, [torch.zeros(2)]) is None
-    assert graphs.failed("some work") and not graphs.failed("other work")
-    assert not graphs.wanted("cuda", "some work")
+    assert not graphs.wanted("cuda", "some work") and not graphs.failed("other work")
     assert graphs.wanted("cuda", "other work") and not graphs.wanted("cpu", "other work")
+
+
+def test_a_capture_that_fails_once_runs_that_membership_eagerly_and_is_tried_at_the_next(monkeypatch):
+    """An out-of-memory while capturing just after a pack grew: that membership's epochs run
+    eagerly (not a capture attempt per epoch), the next membership is captured and replayed, and
+    the numbers are the eager ones throughout."""
+    from gzsl import training
+    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == training.TRAINING_EPOCH)
+    monkeypatch.setattr(graphs, "on_side_stream", lambda fn, *args: fn(*args))
+    attempts = []
+
+    class FailsFirst(StandInGraph):
+        @classmethod
+        def capture(cls, what, fn, inputs):
+            attempts.append(what)
+            return None if len(attempts) == 1 else cls(fn, inputs)  # Graph.capture's None: it failed
+    monkeypatch.setattr(graphs, "Graph", FailsFirst)
+    data = load("synth-small", "val")
+    configs = {"a": SMALL, "b": TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "seed": 1, "latent_size": 8})}
+    runs = {}
+    for captured in (True, False):
+        if not captured:
+            monkeypatch.setattr(graphs, "wanted", lambda device, what: False)
+        pack = Pack(data, SMALL)
+        for key, c in configs.items():
+            pack.join(key, c)
+        history, replays = [], []
+        for epoch in range(6):
+            if epoch == 3:
+                pack.leave("a")
+            history.append(pack.train_epoch())
+            replays.append(pack._graph is not None and pack._graph[1] is not None)
+        runs[captured] = history, [p.detach().clone() for p in pack.model.parameters()], replays
+    assert len(attempts) == 2  # once per membership: the failed one is not retried every epoch
+    assert runs[True][2] == [False, False, False, False, True, True]
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(p, q) for p, q in zip(runs[True][1], runs[False][1]))
