@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.test_study import optuna_states, tune_cmd, write_study
 
@@ -379,3 +380,26 @@ def test_a_member_joins_when_the_pack_evaluates_so_their_classifiers_fit_at_once
     together = lambda rows, epochs: [(r["epoch_seconds"], r["eval_seconds"]) for r in rows if r["epoch"] in epochs]  # noqa: E731
     assert together(a, (4, 6)) == together(b, (2, 4))  # evaluated in the same pack epochs
     assert all(r["eval_seconds"] > 0 for r in a + b if "val_H" in r)
+
+
+def test_a_packed_executor_caps_its_gpu_memory_at_its_share(tmp_path, monkeypatch):
+    """With gpu = 0.25 and pack > 1, four executors share one GPU: each caps its allocations at a
+    quarter, as a solo trial does (no GPU here: torch's cap and the pack are stand-ins)."""
+    import dataclasses
+
+    import gzsl.study.executor as executor_module
+
+    spec = packed_spec(tmp_path, pack=2)
+    spec = dataclasses.replace(spec, resources={**spec.resources, "gpu": 0.25})
+    caps = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=None: caps.append((f, str(device))))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+
+    class NoPack:  # a Pack on "cuda" would need a GPU
+        def __init__(self, data, config, width=None):
+            self.data = data
+    monkeypatch.setattr(executor_module, "Pack", NoPack)
+    executor_module.Executor(spec, None, "cuda", {"pack_id": "p0"}, run=False)
+    assert caps == [(0.25, "cuda")]
+    executor_module.Executor(spec, None, "cpu", {"pack_id": "p1"}, run=False)
+    assert caps == [(0.25, "cuda")]  # nothing to cap on a CPU

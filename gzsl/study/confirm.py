@@ -18,7 +18,7 @@ import torch
 from gzsl.results import ResultStore
 from gzsl.study.callback import say
 from gzsl.study.refit import trial_params
-from gzsl.study.trial import train_config, trial_device
+from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studies import StudySpec
 from gzsl.training import train
 
@@ -34,8 +34,9 @@ def _confirm_one(spec: StudySpec, params: dict, data, split: int) -> dict:
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
     seed = spec.seed + split
-    cfg = replace(train_config(spec, params, seed=seed, device=trial_device(ray.get_gpu_ids())), eval_every=0,
-                  score_epoch=params["epoch"])
+    device = trial_device(ray.get_gpu_ids())
+    cap_gpu_memory(spec, device)
+    cfg = replace(train_config(spec, params, seed=seed, device=device), eval_every=0, score_epoch=params["epoch"])
     start = time.perf_counter()
     last = None
     for last in train(data, cfg):

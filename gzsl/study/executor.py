@@ -14,7 +14,7 @@ import uuid
 import torch
 
 from gzsl.studies import StudySpec
-from gzsl.study.trial import epoch_metrics, train_config
+from gzsl.study.trial import cap_gpu_memory, epoch_metrics, train_config
 from gzsl.training import Pack, TrainConfig
 
 LEFT = "left"  # next_result's answer to a member that is no longer in the pack
@@ -61,6 +61,7 @@ class Executor:
     its members fail and it takes no more trials (out of rotation)."""
 
     def __init__(self, spec: StudySpec, data, device: str, where: dict, run: bool = True):
+        cap_gpu_memory(spec, device)  # with gpu = 0.25, four executors share a GPU
         self.spec, self.device, self.where = spec, device, where
         self.first = train_config(spec, {}, seed=spec.seed, device=device)
         self.pack = Pack(data, self.first, max_latent(spec))

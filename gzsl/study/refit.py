@@ -14,7 +14,7 @@ from gzsl import modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
 from gzsl.results import ResultStore, chosen_val_H, confirmed
 from gzsl.study.callback import say
-from gzsl.study.trial import train_config, trial_device
+from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studies import SEARCHED, StudySpec
 from gzsl.training import MAIN, classifier_config, train
 
@@ -56,7 +56,9 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
     # Test is scored the published way whatever classifier validation H used, the fast one beside it,
     # at the epoch the chosen trial peaked on validation (the full schedule's warm-ups up to there).
-    cfg = replace(train_config(spec, params, seed=seed, device=trial_device(ray.get_gpu_ids())), eval_every=0,
+    device = trial_device(ray.get_gpu_ids())
+    cap_gpu_memory(spec, device)
+    cfg = replace(train_config(spec, params, seed=seed, device=device), eval_every=0,
                   classifier="cada", score_epoch=params["epoch"])
     start = time.perf_counter()
     last = None

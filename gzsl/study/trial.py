@@ -43,6 +43,16 @@ def trial_device(gpu_ids: list) -> str:
     return "cuda"
 
 
+def cap_gpu_memory(spec: StudySpec, device: str) -> None:
+    """Several processes share a GPU (a trial, a pack's executor, a refit or confirmation task, each
+    with [resources] gpu < 1): cap this one's allocations at its share, so one cannot starve the
+    others; the peak is counted from here."""
+    if torch.device(device).type != "cuda":
+        return
+    torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0), torch.device(device))
+    torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
 def objective(config: dict, data=None, spec: StudySpec = None) -> None:
     """Function trainable: train one model, report every epoch to Tune."""
     import ray
@@ -51,10 +61,7 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
     torch.set_num_threads(max(1, int(cpus)))  # exactly the CPUs Tune gave us: no OpenMP oversubscription
     gpu_ids = ray.get_gpu_ids()
     device = trial_device(gpu_ids)
-    if device == "cuda":
-        # Several trials share a GPU: cap this one at its share, so one trial cannot starve the others.
-        torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0))
-        torch.cuda.reset_peak_memory_stats()
+    cap_gpu_memory(spec, device)
     where = placement(gpu_ids)
     cfg = train_config(spec, config, seed=spec.seed, device=device)
     for r in train(data, cfg):
