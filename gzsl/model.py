@@ -172,11 +172,13 @@ class DisentangledVAE(nn.Module):
         """Append other's members after these (in place): same widths, latent width included."""
         if replace(other.config, sampling="") != replace(self.config, sampling=""):
             raise ValueError(f"members of {other.config} do not fit a model of {self.config}")
-        for mine, theirs in zip(self.layers(), other.layers()):
-            mine.assign(torch.cat([mine.weight.detach(), theirs.weight.detach()]),
-                        torch.cat([mine.bias.detach(), theirs.bias.detach()]))
-        self.latent_mask = torch.cat([self.latent_mask, other.latent_mask])
-        self.sigma_scale = torch.cat([self.sigma_scale, other.sigma_scale])
+        # Every new tensor first, then assigned: an out-of-memory on the way leaves this model whole.
+        grown = [(torch.cat([mine.weight.detach(), theirs.weight.detach()]),
+                  torch.cat([mine.bias.detach(), theirs.bias.detach()])) for mine, theirs in zip(self.layers(), other.layers())]
+        mask, scale = torch.cat([self.latent_mask, other.latent_mask]), torch.cat([self.sigma_scale, other.sigma_scale])
+        for mine, (weight, bias) in zip(self.layers(), grown):
+            mine.assign(weight, bias)
+        self.latent_mask, self.sigma_scale = mask, scale
         self.members = self.members + other.members
         return self
 

@@ -85,12 +85,27 @@ class MemberAdam(torch.optim.Optimizer):
     def add_members(self, lr: list[float]) -> None:
         """Fresh state for members appended to the parameters (they already hold them)."""
         n = len(lr)
-        for p in self.params:
-            for name in STATE:
-                t = self.state[p][name]
-                self.state[p][name] = torch.cat([t, t.new_zeros(n, *t.shape[1:])])
-        self.steps = torch.cat([self.steps, self.steps.new_zeros(n)])
+        grown = {(p, name): torch.cat([t, t.new_zeros(n, *t.shape[1:])])  # all made before any is kept
+                 for p in self.params for name, t in self.state[p].items()}
+        steps = torch.cat([self.steps, self.steps.new_zeros(n)])
+        for (p, name), t in grown.items():
+            self.state[p][name] = t
+        self.steps = steps
         self._set_lr(self.lr + list(lr))
+
+    def snapshot(self) -> dict:
+        """Copies of the state (each member's moments and step count), for restore()."""
+        return {"state": [{name: t.clone() for name, t in self.state[p].items()} for p in self.params],
+                "steps": self.steps.clone(), "lr": list(self.lr)}
+
+    def restore(self, snap: dict) -> None:
+        """The state of snapshot(), copied into the same tensors (the members are those it saw)."""
+        if snap["lr"] != self.lr:
+            raise ValueError("restore: the members changed since the snapshot")
+        for p, saved in zip(self.params, snap["state"]):
+            for name, t in saved.items():
+                self.state[p][name].copy_(t)
+        self.steps.copy_(snap["steps"])
 
     def select(self, keep: list[int]) -> None:
         """Keep the state of the members `keep`, in that order (the parameters did so too)."""

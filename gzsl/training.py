@@ -246,11 +246,37 @@ class Pack:
         if any(m.key == key for m in self.members):
             raise ValueError(f"member {key} already in the pack")
         self._check_fits(key, config)
-        self._membership += 1  # first: a join that fails halfway has changed tensors too
-        self.model.extend(build_model(self.data, config).widen(self.width).to(self.device))
-        self.optimizer.add_members([config.lr])
-        evaluator = Evaluator(self.data, classifier_config(config, self.data.name), seed=config.seed)
-        self.members.append(Member(key, config, evaluator, stream(config.seed, NOISE, self.device)))
+        member = Member(key, config, Evaluator(self.data, classifier_config(config, self.data.name), seed=config.seed),
+                        stream(config.seed, NOISE, self.device))
+        new = build_model(self.data, config).widen(self.width).to(self.device)
+        self._membership += 1  # a captured epoch holds the old tensors
+        self.model.extend(new)  # whole or not at all, and so the optimizer's state: a failed join
+        try:                    # (an out-of-memory) leaves the pack as it was
+            self.optimizer.add_members([config.lr])
+        except BaseException:
+            self.model.select(list(range(len(self.members))))
+            raise
+        self.members.append(member)
+
+    def snapshot(self) -> dict:
+        """The pack at an epoch boundary (weights, Adam state, random streams, epochs) for restore():
+        an epoch that fails part-way leaves the survivors as they were before it."""
+        return {"model": {k: v.clone() for k, v in self.model.state_dict(keep_vars=False).items()},
+                "optimizer": self.optimizer.snapshot(), "order": self.order.get_state(),
+                "members": [(m.key, m.noise.get_state(), m.epoch) for m in self.members]}
+
+    def restore(self, snap: dict) -> None:
+        """The pack as snapshot() saw it; its members must be the same."""
+        if [m.key for m in self.members] != [k for k, _, _ in snap["members"]]:
+            raise ValueError("restore: the pack's members changed since the snapshot")
+        with torch.no_grad():
+            for name, t in self.model.state_dict(keep_vars=True).items():
+                t.copy_(snap["model"][name])
+        self.optimizer.restore(snap["optimizer"])
+        self.order.set_state(snap["order"])
+        for m, (_, noise, epoch) in zip(self.members, snap["members"]):
+            m.noise.set_state(noise)
+            m.epoch = epoch
 
     def _check_fits(self, key: str, config: TrainConfig) -> None:
         shape = lambda c: (model_config(self.data, replace(c, latent_size=0, sampling="")),  # noqa: E731

@@ -403,3 +403,85 @@ def test_a_packed_executor_caps_its_gpu_memory_at_its_share(tmp_path, monkeypatc
     assert caps == [(0.25, "cuda")]
     executor_module.Executor(spec, None, "cpu", {"pack_id": "p1"}, run=False)
     assert caps == [(0.25, "cuda")]  # nothing to cap on a CPU
+
+
+def _every_epoch_spec(tmp_path, name):
+    from gzsl.studies import load_study
+
+    study = write_study(tmp_path, name=name, epochs=3, grace=3, eval_every=1, latent="[16]", training_extra=TINY)
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n"))
+    return load_study(str(study))
+
+
+def test_the_survivors_of_a_failed_epoch_train_as_if_the_failing_member_never_joined(tmp_path, monkeypatch, data):
+    """b joins a's pack and the epoch fails at its second step (an out-of-memory), after one step
+    of both and the epoch's random draws: the pack goes back to the boundary, b fails alone, and a's
+    losses are bit for bit those of a pack b never joined."""
+    from gzsl.study.executor import Executor
+    from gzsl.training import Pack
+
+    def a_alone():
+        ex = Executor(_every_epoch_spec(tmp_path, "clean"), data, "cpu", {"pack_id": "p0"}, run=False)
+        assert ex.try_join("a@1", PARAMS)
+        run_out(ex)
+        return taken(ex, "a@1")[0]
+    clean = a_alone()
+    step, calls = Pack.step, []
+
+    def step_with_fault(self, *args, **kwargs):
+        if "b@1" in [m.key for m in self.members]:
+            calls.append(1)
+            if len(calls) == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected at step 2)")
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(Pack, "step", step_with_fault)
+    ex = Executor(_every_epoch_spec(tmp_path, "faulty"), data, "cpu", {"pack_id": "p0"}, run=False)
+    assert ex.try_join("a@1", PARAMS)
+    assert ex.step()  # a's epoch 1
+    assert ex.try_join("b@1", {**PARAMS, "lr": 3e-3})
+    run_out(ex)
+    rows, error = taken(ex, "a@1")
+    assert error is None and len(calls) == 2
+    assert taken(ex, "b@1")[1].startswith("its first epoch in pack p0 failed: OutOfMemoryError")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["loss_total"] for r in rows] == [r["loss_total"] for r in clean]
+    assert [r["val_H"] for r in rows] == [r["val_H"] for r in clean]
+
+
+def test_a_join_that_fails_halfway_leaves_the_pack_as_it_was(monkeypatch, data):
+    """An out-of-memory while the model grows (at its third layer) or while Adam's state grows:
+    the join fails, every layer and the optimizer keep K members, and the next epoch trains as in
+    a pack that never saw the join."""
+    from gzsl.training import Pack, TrainConfig, default_hidden
+
+    config = TrainConfig(hidden=(32, 32, 16, 16), batch_size=512, latent_size=16, lr=2e-3, eval_every=0, epochs=3)
+    other = TrainConfig(**{**config.__dict__, "seed": 1})
+
+    def pack_of_a():
+        pack = Pack(data, config)
+        pack.join("a", config)
+        pack.train_epoch()
+        return pack
+    clean = pack_of_a()
+    want = clean.train_epoch()
+    cat = torch.cat
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+    for where in ("model", "optimizer"):
+        pack = pack_of_a()
+        calls = []
+
+        def cat_failing_third(tensors, *args, **kwargs):  # the model's third layer
+            calls.append(1)
+            return oom() if len(calls) == 3 else cat(tensors, *args, **kwargs)
+        with monkeypatch.context() as m:
+            if where == "model":
+                m.setattr(torch, "cat", cat_failing_third)
+            else:  # the model grew, then Adam's state cannot
+                m.setattr(pack.optimizer, "add_members", oom)
+            with pytest.raises(torch.OutOfMemoryError):
+                pack.join("b", other)
+        assert [m.key for m in pack.members] == ["a"]
+        assert all(layer.weight.shape[0] == 1 and layer.bias.shape[0] == 1 for layer in pack.model.layers())
+        assert len(pack.model.latent_mask) == 1 and len(pack.optimizer.lr) == 1 and len(pack.optimizer.steps) == 1
+        assert pack.train_epoch() == want, where

@@ -166,11 +166,14 @@ class Executor:
         cuda = self.device == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats()
+        # An epoch with a new member is the one likely to fail (its memory, its configuration): the
+        # pack is saved before it, so that the survivors of a failure go on from the boundary.
+        saved = self.pack.snapshot() if self.new & set(keys) else None
         try:
             results = self.pack.run_epoch()  # outside the lock: trials may join and leave meanwhile
         except Exception as exc:
             with self.cv:
-                self._epoch_failed(keys, epochs, one_line(exc))
+                self._epoch_failed(keys, epochs, one_line(exc), saved)
             return True
         gpu_mem = torch.cuda.max_memory_allocated() / 2**20 / len(keys) if cuda else None
         with self.cv:
@@ -216,7 +219,7 @@ class Executor:
         every = self.first.eval_every
         return every <= 1 or not self.pack.members or any(m.epoch % every == 0 for m in self.pack.members)
 
-    def _epoch_failed(self, keys: list[str], epochs: dict[str, int], why: str) -> None:
+    def _epoch_failed(self, keys: list[str], epochs: dict[str, int], why: str, saved: dict | None = None) -> None:
         self.strikes += 1
         new = [k for k in keys if k in self.new and k in self.configs]
         if self.strikes >= MAX_STRIKES:
@@ -225,6 +228,7 @@ class Executor:
             self._restart(f"an epoch of pack {self.where['pack_id']} failed: {why}")
         else:
             try:
+                self.pack.restore(saved)  # the steps and random draws of the failed epoch undone
                 self._blame(new, epochs, why)
             except Exception as exc:  # the pack's state is beyond repair
                 self._restart(f"an epoch of pack {self.where['pack_id']} failed: {why}; then {one_line(exc)}")
