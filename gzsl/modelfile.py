@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 from dataclasses import dataclass
 
@@ -127,22 +128,97 @@ def load(path: str) -> SavedModel:
     if p.get("version") != VERSION:
         raise GzslError(f"{path}: a gzsl model file of version {p.get('version')}; this gzsl reads version "
                         f"{VERSION}: use the gzsl that wrote it")
+    try:
+        return _saved(p)
+    except Exception as exc:  # a crafted or foreign payload: name what is wrong, in one line
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        what = what if isinstance(exc, _Invalid) else f"{type(exc).__name__}: {what}"
+        raise GzslError(f"{path}: not a valid gzsl model file ({what}); use one written by a study's refit "
+                        "or gzsl.train --save") from None
+
+
+class _Invalid(Exception):
+    """What is wrong with a model file's payload; `load` names the file."""
+
+
+MAX_WIDTH = 100_000  # any size in a model file's model_config
+MAX_PARAMETERS = 10**9
+_NUMBER = (int, float)
+_SCHEMA = {
+    "state_dict": dict, "model_config": dict, "train_config": dict,
+    "classifier": {"weight": torch.Tensor, "bias": torch.Tensor, "classes": torch.Tensor},
+    "data": {"dataset": str, "split": str, "split_seed": int, "fingerprint": str, "class_names": list,
+             "feature_min": torch.Tensor, "feature_span": torch.Tensor},
+    "scores": {"U": _NUMBER, "S": _NUMBER, "H": _NUMBER, "epoch": int},
+}
+
+
+def _check(value, schema, key: str = "") -> None:
+    """_Invalid unless `value` has the keys and types of `schema` (a type, or a dict of them)."""
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise _Invalid(f"{key}: expected a dict, got {type(value).__name__}")
+        for k, want in schema.items():
+            if k not in value:
+                raise _Invalid(f"{key + '.' if key else ''}{k}: missing")
+            _check(value[k], want, f"{key + '.' if key else ''}{k}")
+    elif not isinstance(value, schema) or isinstance(value, bool):
+        raise _Invalid(f"{key}: expected {getattr(schema, '__name__', 'a number')}, got {type(value).__name__}")
+
+
+def _model(p: dict) -> DisentangledVAE:
+    """The model of model_config, once its sizes are bounded and its shapes are the state dict's."""
+    mc, state = p["model_config"], p["state_dict"]
+    for f in dataclasses.fields(ModelConfig):
+        v = mc.get(f.name, 1)  # one left out: ModelConfig names it
+        if f.type == "int" and (type(v) is not int or not 1 <= v <= MAX_WIDTH):
+            raise _Invalid(f"model_config.{f.name}: expected an integer in [1, {MAX_WIDTH}], got {v!r}")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = DisentangledVAE(ModelConfig(**mc))
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if set(state) != set(want):
+        raise _Invalid(f"state_dict: keys {sorted(set(state) ^ set(want))[:3]} missing or unexpected")
+    for k, shape in want.items():
+        if not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != shape:
+            got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
+            raise _Invalid(f"state_dict.{k}: {got}, but model_config makes {shape}")
+    if sum(math.prod(shape) for shape in want.values()) > MAX_PARAMETERS:
+        raise _Invalid(f"more than {MAX_PARAMETERS:.0e} parameters")
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state)
+    return model
+
+
+def _tensor(t: torch.Tensor, key: str, shape: tuple, floating: bool = True) -> torch.Tensor:
+    if tuple(t.shape) != shape or t.is_floating_point() != floating or t.is_complex():
+        raise _Invalid(f"{key}: a {t.dtype} tensor of shape {tuple(t.shape)}, expected "
+                       f"{'floats' if floating else 'integers'} of shape {shape}")
+    return t
+
+
+def _saved(p: dict) -> SavedModel:
+    _check(p, _SCHEMA)
+    model = _model(p)
     train = dict(p["train_config"])
     if isinstance(train.get("classifier"), dict):
         train["classifier"] = ClassifierConfig(**train["classifier"])
     for key in ("kl_warmup", "cross_warmup", "distance_warmup", "hidden"):
         train[key] = tuple(train[key])
     config = TrainConfig(**train)
-    with torch.device("meta"):
-        model = DisentangledVAE(ModelConfig(**p["model_config"]))
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(p["state_dict"])
     d, s, c = p["data"], p["scores"], p["classifier"]
+    names, dim, L = d["class_names"], model.config.feature_dim, model.config.latent_size
+    C = len(c["classes"]) if c["classes"].dim() == 1 else 0
+    classes = _tensor(c["classes"], "classifier.classes", (C,), floating=False)
+    if not (all(isinstance(n, str) for n in names) and C > 0 and classes.min() >= 0 and classes.max() < len(names)):
+        raise _Invalid(f"classifier.classes: expected 1 or more ids of data.class_names ({len(names)} names)")
     return SavedModel(
-        model=model.eval(), classifier=LatentClassifier(c["weight"], c["bias"]), classes=c["classes"],
-        config=config, dataset=d["dataset"], split=d["split"], split_seed=d["split_seed"],
-        fingerprint=d["fingerprint"], class_names=tuple(d["class_names"]),
-        feature_min=d["feature_min"].numpy(), feature_span=d["feature_span"].numpy(),
+        model=model.eval(), classes=classes, config=config,
+        classifier=LatentClassifier(_tensor(c["weight"], "classifier.weight", (L, C)).float(),
+                                    _tensor(c["bias"], "classifier.bias", (C,)).float()),
+        dataset=d["dataset"], split=d["split"], split_seed=d["split_seed"],
+        fingerprint=d["fingerprint"], class_names=tuple(names),
+        feature_min=_tensor(d["feature_min"], "data.feature_min", (dim,)).numpy(),
+        feature_span=_tensor(d["feature_span"], "data.feature_span", (dim,)).numpy(),
         scores=Scores(s["U"], s["S"], s["H"]), epoch=s["epoch"])
 
 

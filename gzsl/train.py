@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
 from gzsl.errors import GzslError
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -25,10 +27,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (numpy seeds are unsigned), got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -52,8 +61,8 @@ def parser() -> argparse.ArgumentParser:
                            "test: train on trainval, score on test_seen/test_unseen")
     hp = p.add_argument_group("searched hyperparameters")
     hp.add_argument("--alpha", type=positive_float, default=d.alpha, help="weight of KL(z^p)")
-    hp.add_argument("--gamma", type=float, default=d.gamma, help="weight of the shuffling classification loss")
-    hp.add_argument("--lam", type=float, default=d.lam, help="weight of modality alignment (L_CR + beta L_DD)")
+    hp.add_argument("--gamma", type=positive_float, default=d.gamma, help="weight of the shuffling classification loss")
+    hp.add_argument("--lam", type=positive_float, default=d.lam, help="weight of modality alignment (L_CR + beta L_DD)")
     hp.add_argument("--latent-size", type=positive_int, default=d.latent_size, help="size of z^t and of z^p")
     hp.add_argument("--lr", type=positive_float, default=d.lr, help="Adam (amsgrad) learning rate")
     hp.add_argument("--kl-weight", type=positive_float, default=d.kl_weight,
@@ -71,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
                      help="hidden widths (default: CADA-VAE's 1560 1660 1450 665; smaller on synthetic presets)")
     run.add_argument("--eval-every", type=int, default=d.eval_every,
                      help="compute H every n epochs (0: only after the last)")
-    run.add_argument("--seed", type=int, default=d.seed, help="seeds weights, batches, noise and the val split")
+    run.add_argument("--seed", type=seed_int, default=d.seed, help="seeds weights, batches, noise and the val split")
     run.add_argument("--no-disentangle", action="store_true", help="CADA-VAE ablation: no z^p, no L_SC")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     run.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from gzsl import predict, synthetic, train
 from gzsl.datasets import load
@@ -86,6 +87,42 @@ def test_bad_input_is_one_line_exit_2(saved, tmp_path, case):
                 "missing": "nowhere.pt: cannot read", "other dataset": "trained on synth-small, not synth-cub",
                 "other split": "use --split test"}[case]
     assert expected in lines[0]
+
+
+CRAFTED = {  # a saved model's payload changed by `craft`, and what the error line says is wrong
+    "no weights": (lambda p: p.pop("state_dict"), "(state_dict: missing)"),
+    "scores not a dict": (lambda p: p.update(scores=[1, 2]), "(scores: expected a dict, got list)"),
+    "names not a list": (lambda p: p["data"].update(class_names="abc"), "(data.class_names: expected list, got str)"),
+    "huge latent": (lambda p: p["model_config"].update(latent_size=10**9),
+                    "(model_config.latent_size: expected an integer in [1, 100000], got 1000000000)"),
+    "latent not the weights'": (lambda p: p["model_config"].update(latent_size=128),
+                                "(state_dict.latent_mask: (1, 1, 64), but model_config makes (1, 1, 128))"),
+    "weight shape": (lambda p: p["state_dict"].update({"encoder_v.hidden.weight": torch.zeros(1, 7, 64)}),
+                     "(state_dict.encoder_v.hidden.weight: (1, 7, 64), but model_config makes (1, 512, 64))"),
+    "unknown class id": (lambda p: p["classifier"].update(classes=p["classifier"]["classes"] + 1000),
+                         "(classifier.classes: expected 1 or more ids of data.class_names (40 names))"),
+    "classifier shape": (lambda p: p["classifier"].update(bias=torch.zeros(3)),
+                         "(classifier.bias: a torch.float32 tensor of shape (3,), expected floats of shape (40,))"),
+    "train_config key": (lambda p: p["train_config"].update(momentum=0.9),
+                         "(TypeError: TrainConfig.__init__() got an unexpected keyword argument 'momentum')"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_crafted_model_file_is_one_line_exit_2(saved, tmp_path, case):
+    """A model file of the right format and version whose payload is wrong: nothing in it is
+    trusted (no size read before it is checked against the weights), and the line says what is wrong."""
+    path, _ = saved
+    craft, expected = CRAFTED[case]
+    payload = torch.load(path, weights_only=True)
+    craft(payload)
+    torch.save(payload, tmp_path / "crafted.pt")
+    np.save(tmp_path / "new.npy", np.zeros((2, 512), np.float32))
+    code, out, err = run(predict.main, ["--model", str(tmp_path / "crafted.pt"),
+                                        "--features", str(tmp_path / "new.npy")])
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'crafted.pt'}: not a valid gzsl model file {expected}; "
+                                        "use one written by a study's refit or gzsl.train --save"]
 
 
 def test_a_cub_model_names_cub_classes_and_refuses_other_data(tmp_path):

@@ -1,5 +1,8 @@
 """Study files: every shipped study loads; bad ones fail with the file and key named."""
 
+import subprocess
+import sys
+
 import pytest
 
 from gzsl.errors import ConfigError
@@ -144,6 +147,26 @@ def test_bad_values_are_one_line_naming_file_and_key(tmp_path, extra, message):
     with pytest.raises(ConfigError) as err:
         load_study(str(path))
     assert str(err.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[resources]\ngpu = inf", "resources.gpu: must be a finite number >= 0, got inf"),
+    ("[resources]\ngpu = nan", "resources.gpu: must be a finite number >= 0, got nan"),
+    ("[resources]\ncpu = inf", "resources.cpu: must be a finite number >= 0, got inf"),
+    ("[resources]\ncpu = nan", "resources.cpu: must be a finite number >= 0, got nan"),
+    ("[training]\nhidden = [true, 1, 1, 1]",
+     "training.hidden: expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got [True, 1, 1, 1]"),
+    ("# caf\xe9", f"not UTF-8 text (byte {len(GOOD) + 6}); save the study file as UTF-8"),
+])
+def test_tune_refuses_a_bad_study_in_one_line(tmp_path, extra, message):
+    """Through `python -m gzsl.tune`: exit 2 and one line, before any data or Ray (the last case is
+    Latin-1 bytes)."""
+    path = tmp_path / "bad.toml"
+    path.write_bytes((GOOD + "\n" + extra + "\n").encode("latin-1"))
+    p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(path), "--results", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.splitlines() == [f"error: {path}: {message}"]
 
 
 @pytest.mark.parametrize("line, message", [

@@ -61,6 +61,19 @@ def test_bad_flags_exit_2_without_traceback(flag):
     assert flag[0] in p.stderr
 
 
+@pytest.mark.parametrize("flag, value, rule", [
+    ("--seed", "-1", "must be an integer >= 0 (numpy seeds are unsigned)"),
+    ("--gamma", "-5", "must be a finite number > 0"), ("--lam", "nan", "must be a finite number > 0"),
+    ("--alpha", "inf", "must be a finite number > 0"), ("--lr", "nan", "must be a finite number > 0"),
+    ("--kl-weight", "inf", "must be a finite number > 0"),
+])
+def test_out_of_range_numbers_are_refused_before_training(flag, value, rule):
+    p = gzsl_train("--dataset", "synth-small", "--epochs", "1", flag, value)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stdout == ""
+    errors = [line for line in p.stderr.splitlines() if "error" in line]  # argparse's usage lines, then this one
+    assert errors == [f"python -m gzsl.train: error: argument {flag}: {rule}, got {value}"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present: the GPU branch is tested instead")
 def test_device_cuda_without_a_gpu_is_one_line():
     p = gzsl_train("--epochs", "1", "--device", "cuda")

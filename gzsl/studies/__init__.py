@@ -116,7 +116,11 @@ def load_study(name_or_path: str) -> StudySpec:
         return _parse_text(shipped[name_or_path], Path("studies") / f"{name_or_path}.toml")
     if not path.is_file():
         raise ConfigError(f"{path}: no such study file; shipped studies: {', '.join(sorted(shipped_studies()))}")
-    return _parse_text(path.read_text(), path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the study file as UTF-8") from None
+    return _parse_text(text, path)
 
 
 def _parse_text(text: str, path: Path) -> StudySpec:
@@ -166,14 +170,15 @@ def parse(raw: dict, path: Path) -> StudySpec:
         fail("space", "empty search space; give at least one of " + ", ".join(SEARCHED))
     pack = positive("resources", "pack", 1)
     resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items() if k != "pack"}
+    for k, v in resources.items():
+        if not (math.isfinite(v) and v >= 0):
+            fail(f"resources.{k}", f"must be a finite number >= 0, got {v}")
     if resources.get("cpu", 1) <= 0 and resources.get("gpu", 0) <= 0:
         fail("resources", "a trial needs some cpu or gpu")
-    if any(v < 0 for v in resources.values()):
-        fail("resources", f"must be >= 0, got {resources}")
     if resources.get("gpu", 0) > 1 and resources["gpu"] != int(resources["gpu"]):
         fail("resources.gpu", "a fraction above 1 GPU is not schedulable; use <= 1 or a whole number")
     hidden = get("training", "hidden")
-    if hidden is not None and (len(hidden) != 4 or not all(isinstance(h, int) and h > 0 for h in hidden)):
+    if hidden is not None and (len(hidden) != 4 or not all(type(h) is int and h > 0 for h in hidden)):
         fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
     epochs = positive("training", "epochs", 100)
     eval_every = positive("training", "eval_every", 1)
