@@ -321,7 +321,11 @@ def _started_run(tmp_path, **study):
     (lambda t: t.replace("grace_period = 3", "grace_period = 4"), "asha.grace_period = 4"),
     (lambda t: t.replace("seed = 0", "seed = 1"), "study.seed = 1"),
     (lambda t: t.replace('classifier = "fast"', 'classifier = "fast"\nkl_weight = 2'), "training.kl_weight = 2"),
-], ids=["epochs", "space", "pack", "grace_period", "seed", "kl_weight"])
+    (lambda t: t.replace('classifier = "fast"', 'classifier = "fast"\nbatch_size = 64'), "training.batch_size = 64"),
+    (lambda t: t.replace("eval_every = 1", "eval_every = 3"), "training.eval_every = 3"),
+    (lambda t: t.replace('classifier = "fast"', 'classifier = "fast"\nhidden = [64, 64, 32, 32]'),
+     "training.hidden = [64, 64, 32, 32]"),
+], ids=["epochs", "space", "pack", "grace_period", "seed", "kl_weight", "batch_size", "eval_every", "hidden"])
 def test_resume_refuses_a_study_file_changed_since_the_run_started(tmp_path, edit, key):
     from gzsl.errors import ConfigError
     from gzsl.studies import load_study
