@@ -69,7 +69,7 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     rows = [[p, b[p]] for p in rec.PARAMS]
     rows.append(["best epoch (the refit scores it)", b["best_epoch"]])
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
-    return (html + f"<p>Best configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
+    return (html + f"<p>Chosen configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
             + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
 
 
@@ -103,7 +103,7 @@ def _final_html(r: rec.StudyResults) -> str:
              *[f"{row.mean[k]:.1f} ± {row.std[k]:.1f}" for k in "USH"]] for row in f.rows]
     rows += [[name, u, s, h] for name, (u, s, h) in f.references.items()]
     settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in f.settings.items())
-    note = (f"Best configuration retrained on all of trainval with {f.n_seeds} seeds"
+    note = (f"The chosen configuration retrained on all of trainval with {f.n_seeds} seeds"
             + (f" ({settings})" if settings else "") + ", scored on test (mean ± standard deviation over seeds).")
     if f.recipe() is not None:
         note += (" Each seed's model is scored with CADA-VAE's classifier recipe and with a fast classifier, "
