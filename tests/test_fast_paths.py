@@ -227,14 +227,10 @@ class StandInGraph:
         return self.outputs
 
 
-def test_a_membership_runs_eagerly_then_is_captured_then_replayed(monkeypatch):
-    """The pack's use of a captured epoch, with a stand-in for the CUDA graph (no GPU here):
-    which epochs run eagerly, which capture, which replay, and that the numbers are the eager ones."""
-    from gzsl import training
-    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == training.TRAINING_EPOCH)
-    side = []
-    monkeypatch.setattr(graphs, "on_side_stream", lambda fn, *args: (side.append(1), fn(*args))[1])
-    monkeypatch.setattr(graphs, "Graph", StandInGraph)
+def six_epochs_captured_and_eager(monkeypatch, epoch):
+    """Six epochs of a two-member pack (a leaves before the fourth), with gzsl.graphs as the test
+    patched it, then with capture off. `epoch(pack)` trains one and returns (losses, a record of it).
+    Returns {captured: (losses per epoch, final weights, records)}."""
     data = load("synth-small", "val")
     configs = {"a": SMALL, "b": TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "seed": 1, "latent_size": 8})}
     runs = {}
@@ -244,15 +240,32 @@ def test_a_membership_runs_eagerly_then_is_captured_then_replayed(monkeypatch):
         pack = Pack(data, SMALL)
         for key, c in configs.items():
             pack.join(key, c)
-        history, events = [], []
-        for epoch in range(6):
-            if epoch == 3:
+        history, records = [], []
+        for i in range(6):
+            if i == 3:
                 pack.leave("a")
-            before = (len(side), StandInGraph.captures)
-            history.append(pack.train_epoch())
-            events.append({(1, 0): "eager", (0, 1): "captured", (0, 0): "replayed"}[
-                (len(side) - before[0], StandInGraph.captures - before[1])])
-        runs[captured] = history, [p.detach().clone() for p in pack.model.parameters()], events
+            losses, record = epoch(pack)
+            history.append(losses)
+            records.append(record)
+        runs[captured] = history, [p.detach().clone() for p in pack.model.parameters()], records
+    return runs
+
+
+def test_a_membership_runs_eagerly_then_is_captured_then_replayed(monkeypatch):
+    """The pack's use of a captured epoch, with a stand-in for the CUDA graph (no GPU here):
+    which epochs run eagerly, which capture, which replay, and that the numbers are the eager ones."""
+    from gzsl import training
+    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == training.TRAINING_EPOCH)
+    side = []
+    monkeypatch.setattr(graphs, "on_side_stream", lambda fn, *args: (side.append(1), fn(*args))[1])
+    monkeypatch.setattr(graphs, "Graph", StandInGraph)
+
+    def epoch(pack):
+        before = (len(side), StandInGraph.captures)
+        losses = pack.train_epoch()
+        return losses, {(1, 0): "eager", (0, 1): "captured", (0, 0): "replayed"}[
+            (len(side) - before[0], StandInGraph.captures - before[1])]
+    runs = six_epochs_captured_and_eager(monkeypatch, epoch)
     assert runs[True][2] == ["eager", "captured", "replayed", "eager", "captured", "replayed"]
     assert runs[False][2] == ["replayed"] * 6  # i.e. neither side stream nor capture: plain steps
     assert runs[True][0] == runs[False][0]
@@ -291,22 +304,8 @@ def test_a_capture_that_fails_once_runs_that_membership_eagerly_and_is_tried_at_
             attempts.append(what)
             return None if len(attempts) == 1 else cls(fn, inputs)  # Graph.capture's None: it failed
     monkeypatch.setattr(graphs, "Graph", FailsFirst)
-    data = load("synth-small", "val")
-    configs = {"a": SMALL, "b": TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "seed": 1, "latent_size": 8})}
-    runs = {}
-    for captured in (True, False):
-        if not captured:
-            monkeypatch.setattr(graphs, "wanted", lambda device, what: False)
-        pack = Pack(data, SMALL)
-        for key, c in configs.items():
-            pack.join(key, c)
-        history, replays = [], []
-        for epoch in range(6):
-            if epoch == 3:
-                pack.leave("a")
-            history.append(pack.train_epoch())
-            replays.append(pack._graph is not None and pack._graph[1] is not None)
-        runs[captured] = history, [p.detach().clone() for p in pack.model.parameters()], replays
+    runs = six_epochs_captured_and_eager(
+        monkeypatch, lambda pack: (pack.train_epoch(), pack._graph is not None and pack._graph[1] is not None))
     assert len(attempts) == 2  # once per membership: the failed one is not retried every epoch
     assert runs[True][2] == [False, False, False, False, True, True]
     assert runs[True][0] == runs[False][0]
