@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gzsl import graphs, synthetic
+from gzsl import fastpaths, graphs, synthetic
 from gzsl.data import GZSLData
 from gzsl.model import sample
 
@@ -266,11 +266,17 @@ def _fit(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, w: torch.Te
             if graphs.wanted(device, CLASSIFIER_EPOCH) else None
         for _ in range(config.epochs):
             perm = torch.randperm(n, device=device)
-            (run or epoch)(perm)
+            if run is not None and fastpaths.due(CLASSIFIER_EPOCH):  # its first use: checked on this epoch
+                scores = lambda: torch.baddbmm(b, z[:, :config.batch_size], w)  # noqa: E731
+                fastpaths.run(CLASSIFIER_EPOCH, adam.tensors(), lambda: (run(perm), scores())[1],
+                              lambda: (epoch(perm), scores())[1])
+                run = run if fastpaths.usable(CLASSIFIER_EPOCH) else None
+            else:
+                (run or epoch)(perm)
     return w, b
 
 
-CLASSIFIER_EPOCH = "the final classifier's epoch"
+CLASSIFIER_EPOCH = fastpaths.CLASSIFIER_GRAPH  # a captured classifier epoch (gzsl.graphs, gzsl.fastpaths)
 
 
 def _captured_epoch(epoch, n: int, batch_size: int, state: list[torch.Tensor]) -> "graphs.Graph | None":

@@ -11,7 +11,8 @@ no lazy initialisation happens while capturing.
 `GZSL_CUDA_GRAPHS=0` in the environment turns capture off (every step then launches from Python).
 Where a capture fails, the caller runs that work eagerly and tries again later (a pack at its next
 membership: an out-of-memory just after a pack grew may not recur); after GIVE_UP_AFTER failures
-of one kind of work, it is not tried again in this process. Each failure is said.
+of one kind of work, it is not tried again in this process. Each failure is said. A capture that
+succeeds is checked against the eager steps the first time (gzsl.fastpaths).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Callable
 
 import torch
 
+from gzsl import fastpaths
+
 ENABLED = os.environ.get("GZSL_CUDA_GRAPHS", "1") != "0"
 GIVE_UP_AFTER = 3  # failed captures of one kind of work, after which it runs eagerly for good
 _failures: dict[str, int] = {}
@@ -30,7 +33,7 @@ _failures: dict[str, int] = {}
 
 def wanted(device: torch.device | str, what: str) -> bool:
     """Whether work `what` on `device` is to be captured: CUDA, enabled, and not given up on."""
-    return torch.device(device).type == "cuda" and ENABLED and not gave_up(what)
+    return torch.device(device).type == "cuda" and ENABLED and fastpaths.usable(what) and not gave_up(what)
 
 
 def failed(what: str) -> bool:
@@ -82,11 +85,12 @@ class Graph:
             if stream is not None:  # a capture that fails to end leaves its own stream current
                 torch.cuda.set_stream(stream)
                 torch.cuda.synchronize()
-            first = str(e).splitlines()[0] if str(e) else ""
-            then = ("not tried again in this process" if gave_up(what) else
-                    f"tried again later (failure {_failures[what]} of {GIVE_UP_AFTER})")
-            warnings.warn(f"{what}: could not be captured as a CUDA graph ({type(e).__name__}: {first}); "
-                          f"running it step by step, {then}", stacklevel=2)
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if gave_up(what):
+                fastpaths.fail(what, f"could not be captured as a CUDA graph {GIVE_UP_AFTER} times (last: {why})")
+            else:
+                warnings.warn(f"{what}: could not be captured as a CUDA graph ({why}); running it step by step, "
+                              f"tried again later (failure {_failures[what]} of {GIVE_UP_AFTER})", stacklevel=2)
             return None
         return cls(graph, static, outputs)
 

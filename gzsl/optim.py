@@ -12,15 +12,17 @@ scale of a gradient. Two ways to apply it, the same update to float rounding:
   learning rates and bias corrections as (K, 1, 1) tensors, compiled by torch.compile into one
   kernel per parameter (Triton on a GPU, C++ on a CPU): a step's launches no longer grow with K,
   which on a GPU is what a pack's step is made of at K = 64. Compiling costs seconds once per
-  process (and once more the first time K > 1); if it fails, the optimizer says so once and goes
-  on per member.
+  process (and once more the first time K > 1); its first step in a process is checked against
+  the per-member update (gzsl.fastpaths); if it fails to compile or to agree, the process says so
+  once and goes on per member.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+
+from gzsl import fastpaths
+from gzsl.fastpaths import ONE_CALL_ADAM
 
 STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -64,7 +66,7 @@ class MemberAdam(torch.optim.Optimizer):
                 raise ValueError(f"a parameter of shape {tuple(p.shape)} for {len(lr)} learning rates")
             self.state[p] = {name: torch.zeros_like(p, memory_format=torch.contiguous_format) for name in STATE}
         device = self.params[0].device if self.params else torch.device("cpu")
-        self.one_call = device.type == "cuda" if one_call is None else one_call
+        self.one_call = device.type == "cuda" and fastpaths.usable(ONE_CALL_ADAM) if one_call is None else one_call
         self.steps = torch.zeros(len(lr), device=device)  # per member, a float as torch.optim.Adam keeps it
         self._lr = torch.tensor(lr, dtype=torch.float64, device=device)  # the one-call update's
         self._views = None
@@ -120,9 +122,19 @@ class MemberAdam(torch.optim.Optimizer):
         if closure is not None:
             raise ValueError("MemberAdam takes no closure")
         self.steps.add_(1)  # counted before the update, as torch.optim.Adam does
-        if self.one_call and self._step_one_call():
-            return
-        self._step_per_member()
+        if self.one_call and fastpaths.due(ONE_CALL_ADAM):  # its first use in this process: checked
+            fastpaths.run(ONE_CALL_ADAM, self.tensors(), self._one_call_or_raise, self._step_per_member)
+            self.one_call = fastpaths.usable(ONE_CALL_ADAM)
+        elif not (self.one_call and self._step_one_call()):
+            self._step_per_member()
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor a step changes: the parameters, their moments, the step counts."""
+        return [p.detach() for p in self.params] + [t for p in self.params for t in self.state[p].values()] + [self.steps]
+
+    def _one_call_or_raise(self) -> None:
+        if not self._step_one_call():
+            raise RuntimeError("the one-call update did not compile")
 
     def _step_one_call(self) -> bool:
         """The update in one compiled call; False (and per member from now on) if it cannot compile."""
@@ -142,8 +154,8 @@ class MemberAdam(torch.optim.Optimizer):
         except TorchDynamoException as e:
             # Raised while tracing or compiling, before the update runs: the step is still to take.
             # Anything else may come after in-place work, and redoing the step would apply it twice.
-            warnings.warn(f"MemberAdam: the one-call update did not compile ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}); updating member by member", stacklevel=3)
+            fastpaths.fail(ONE_CALL_ADAM, f"did not compile ({type(e).__name__}: "
+                                          f"{str(e).splitlines()[0] if str(e) else ''})")
             self.one_call = False
             return False
         return True

@@ -52,6 +52,7 @@ TRIALS = pa.schema([
     ("error", pa.string()),  # the exception, for status error
     ("startup_seconds", pa.float64()),  # trial start to first reported epoch, less that epoch's time
     ("start", pa.string()),  # "defaults", "start 1", ... for the study's starting points; "" when TPE proposed it
+    ("path", pa.string()),  # the fast paths it trained with (gzsl.fastpaths): "eager", or e.g. "epoch-graph+..."
 ])
 
 EPOCHS = pa.schema([
@@ -140,7 +141,7 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
 TABLES = {"trials": TRIALS, "epochs": EPOCHS, "confirm": CONFIRM, "final": FINAL, "study": STUDY}
 # The schema above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class ResultStore:

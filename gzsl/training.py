@@ -23,12 +23,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gzsl import graphs, losses, synthetic
+from gzsl import fastpaths, graphs, losses, synthetic
 from gzsl.data import GZSLData
 from gzsl.defaults import CROSS_WARMUP, DISTANCE_WARMUP, KL_WARMUP
 from gzsl.defaults import SEARCHED_DEFAULTS as DEFAULTS
 from gzsl.errors import GzslError
-from gzsl.evaluation import CLASSIFIERS, ClassifierConfig, Evaluator, LatentClassifier, Scores, cada_recipe, fit_many
+from gzsl.evaluation import CLASSIFIER_EPOCH, CLASSIFIERS, ClassifierConfig, Evaluator, LatentClassifier, Scores, cada_recipe, fit_many
 from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig, noise
 from gzsl.optim import MemberAdam
 
@@ -103,6 +103,7 @@ class EpochResult:
     recipe_scores: dict[str, Scores] | None = None
     trained: Trained | None = None  # last result of a completed member only (gzsl.modelfile saves it)
     eval_seconds: float = 0.0  # of `seconds`, the evaluation's (the pack's, for all members due)
+    path: str = "eager"  # the fast paths the epoch ran with (Pack.path)
 
 
 def default_hidden(dataset: str) -> tuple[int, int, int, int]:
@@ -151,7 +152,7 @@ def model_config(data: GZSLData, config: TrainConfig) -> ModelConfig:
     )
 
 
-TRAINING_EPOCH = "a training epoch"  # gzsl.graphs' name for a captured epoch of steps
+TRAINING_EPOCH = fastpaths.TRAINING_GRAPH  # a captured epoch of steps, as gzsl.graphs and gzsl.fastpaths name it
 INIT, ORDER, NOISE = 0, 1, 2  # a run's random streams: initial weights, minibatch order, sampling noise
 
 
@@ -382,11 +383,29 @@ class Pack:
             if self._warm != key:
                 self._warm = key
                 return graphs.on_side_stream(self._steps, *inputs)
-            self._graph = (key, graphs.Graph.capture(TRAINING_EPOCH, self._steps, list(inputs)))
+            # Captured on zeros, not on this epoch's inputs: a replay that failed to refill its inputs
+            # then differs from the eager epoch that its first use is checked against (gzsl.fastpaths).
+            self._graph = (key, graphs.Graph.capture(TRAINING_EPOCH, self._steps, [torch.zeros_like(t) for t in inputs]))
         graph = self._graph[1]
         if graph is None:  # the capture failed: eager for this membership, tried again at the next
             return self._steps(*inputs)
-        return {k: v.clone() for k, v in graph(*inputs).items()}  # the next replay overwrites them
+        replay = lambda: {k: v.clone() for k, v in graph(*inputs).items()}  # noqa: E731 - the next replay overwrites them
+        if not fastpaths.due(TRAINING_EPOCH):
+            return replay()
+        sums = fastpaths.run(TRAINING_EPOCH, self._state(), replay, lambda: self._steps(*inputs))
+        if not fastpaths.usable(TRAINING_EPOCH):
+            self._graph = None  # its memory goes back
+        return sums
+
+    def _state(self) -> list[torch.Tensor]:
+        """Every tensor an epoch's steps change: the weights and the optimizer's state."""
+        return [p.detach() for p in self.model.parameters()] + self.optimizer.tensors()
+
+    def path(self) -> str:
+        """The fast paths this pack's epochs and classifiers use (gzsl.fastpaths), "eager" for none."""
+        return fastpaths.path([name for name, on in (
+            (TRAINING_EPOCH, graphs.wanted(self.device, TRAINING_EPOCH)), (fastpaths.ONE_CALL_ADAM, self.optimizer.one_call),
+            (CLASSIFIER_EPOCH, graphs.wanted(self.device, CLASSIFIER_EPOCH))) if on])
 
     def step(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor, eps: torch.Tensor,
              w: losses.Weights, shuffle: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -416,7 +435,7 @@ class Pack:
         results = {}
         for m in list(self.members):
             r = epoch_result(m.config, m.epoch, epoch_losses[m.key], end - start, scores.get(m.key, {}), recipes)
-            r = replace(r, eval_seconds=end - trained_at)
+            r = replace(r, eval_seconds=end - trained_at, path=self.path())
             results[m.key] = replace(r, trained=trained.get(m.key)) if r.status == "completed" else r
             if r.status != "running":
                 self.leave(m.key)

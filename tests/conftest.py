@@ -19,6 +19,13 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GZSL_CACHE", str(tmp_path / "gzsl-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _fast_paths_unchecked(monkeypatch):
+    """Every test starts as a new process would: no fast path checked yet (gzsl.fastpaths)."""
+    from gzsl import fastpaths
+    monkeypatch.setattr(fastpaths, "_verdicts", {})
+
+
 def real_att_splits(name: str) -> Path:
     path = XLSA17 / name / "att_splits.mat"
     if not path.is_file():

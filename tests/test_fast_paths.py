@@ -8,7 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gzsl.evaluation as evaluation
-from gzsl import graphs
+from gzsl import fastpaths, graphs
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, Evaluator, fit_classifiers
 from gzsl.training import Pack, TrainConfig, default_hidden
@@ -98,6 +98,7 @@ def test_captured_classifier_epochs_fit_and_score_as_eager_ones(monkeypatch):
         torch.manual_seed(3)
         results[captured] = fit_classifiers(z, y, config, w0, b0)
     assert not graphs.failed(evaluation.CLASSIFIER_EPOCH), "the capture failed (see the warning); the fit ran eagerly"
+    assert fastpaths.fallbacks() == {}  # the first captured epoch passed its self-check
     torch.testing.assert_close(results[True], results[False], rtol=1e-5, atol=1e-6)
 
     data = load("synth-small", "val").to("cuda")
@@ -133,7 +134,7 @@ def test_one_call_adam_trains_a_pack_as_member_by_member_on_cuda():
         first_step[one_call] = [p.detach().clone() for p in pack.model.parameters()]
         for _ in range(2):
             epoch_losses = pack.train_epoch()
-        assert pack.optimizer.one_call == one_call, "the one-call update did not compile (see the warning)"
+        assert pack.optimizer.one_call == one_call, f"the one-call update fell back: {fastpaths.fallbacks()}"
         losses[one_call] = [epoch_losses[str(i)]["total"] for i in range(len(configs))]
     for a, b in zip(first_step[True], first_step[False]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -194,6 +195,7 @@ def test_captured_training_epochs_train_as_eager_ones(monkeypatch):
                 assert pack._graph is not None, "no captured epoch replayed"
         runs[captured] = (history, [p.detach().clone() for p in pack.model.parameters()])
     assert not graphs.failed(training.TRAINING_EPOCH), "the capture failed (see the warning); epochs ran eagerly"
+    assert fastpaths.fallbacks() == {}  # the first replay passed its self-check
     for got, want in zip(runs[True][0], runs[False][0]):
         assert got.keys() == want.keys()
         for key in got:
@@ -283,7 +285,8 @@ def test_work_that_cannot_be_captured_is_said_each_time_and_given_up_after_three
                                              rf"running it step by step, tried again later \(failure {n} of 3\)$"):
             assert graphs.Graph.capture("some work", work, [torch.zeros(2)]) is None
         assert graphs.failed("some work") and graphs.wanted("cuda", "some work")  # a transient error may pass
-    with pytest.warns(UserWarning, match=r"running it step by step, not tried again in this process$"):
+    with pytest.warns(UserWarning, match=r"^some work: could not be captured as a CUDA graph 3 times \(last: \w+: .*\); "
+                                         r"running it eagerly in this process$"):
         assert graphs.Graph.capture("some work", work, [torch.zeros(2)]) is None
     assert not graphs.wanted("cuda", "some work") and not graphs.failed("other work")
     assert graphs.wanted("cuda", "other work") and not graphs.wanted("cpu", "other work")

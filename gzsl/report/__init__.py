@@ -61,8 +61,11 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
         cards.append(("chosen: val H", f"{chosen_val_H(s.best):.2f}"))
         if s.best["trial_id"] in s.confirmed:
             cards.append(("chosen: fresh splits H", f"{s.confirmed[s.best['trial_id']]:.2f}"))
+    paths = r.trials["path"].dropna().unique() if "path" in r.trials else []
+    if len(paths):
+        cards.append(("trained with", escape(" / ".join(sorted({p.split(";")[0] for p in paths})))))
     html = '<div class="cards">' + "".join(f"<div class=\"card\"><b>{v}</b><span>{escape(k)}</span></div>"
-                                          for k, v in cards) + "</div>" + _verdict_html(s)
+                                          for k, v in cards) + "</div>" + _verdict_html(s) + _fallback_html(paths)
     if s.best is None:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
@@ -71,6 +74,15 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Chosen configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
             + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
+
+
+def _fallback_html(paths) -> str:
+    """A warning where a fast path failed its self-check (gzsl.fastpaths) in some trial's process."""
+    fell = sorted({p.split("; fell back: ", 1)[1] for p in paths if "; fell back: " in p})
+    if not fell:
+        return ""
+    return ('<p class="warning"><b>A fast path fell back to eager</b> (it disagreed with the eager path or failed '
+            "on this machine; those trials ran correctly, only slower): " + escape("; ".join(fell)) + "</p>")
 
 
 def _verdict_html(s: rec.Summary) -> str:
@@ -161,15 +173,15 @@ def _params_html(r: rec.StudyResults, params: list[str]) -> str:
 def _trials_html(r: rec.StudyResults, params: list[str]) -> str:
     t = r.trials
     cols = ["#", "trial", "start", "status", *params, "best val H", "best epoch", "last val H", "epochs", "seconds",
-            "worker", "error"]
+            "worker", "path", "error"]
     rows = []
     for _, x in t.iterrows():
         worker = (x.node_ip or "") + (f" gpu {x.gpu_id}" if isinstance(x.gpu_id, str) and x.gpu_id else "")
         if isinstance(x.get("pack_id"), str) and x.pack_id:
             worker += f" pack {x.pack_id.rsplit('-', 1)[-1]}"
         rows.append([int(x.trial_number), x.trial_id, x.start or "", x.status, *[x[p] for p in params], x.best_val_H,
-                     x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, worker, x.error])
-    return page.table_html(cols, rows, left={"trial", "start", "status", "worker", "error"},
+                     x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, worker, x.get("path") or "", x.error])
+    return page.table_html(cols, rows, left={"trial", "start", "status", "worker", "path", "error"},
                            row_ids=[f"trial-{tid}" for tid in t.trial_id],
                            row_classes=[f"status-{s}" for s in t.status])
 

@@ -25,6 +25,7 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f0f0
 td.l,th.l{text-align:left}.note{color:#666;font-size:14px}.ours{font-weight:bold;background:#eef6ff}
 tr:target{background:#fff3c4}.status-pruned{color:#888}.status-error,.status-diverged{color:#b00}
 .fig{background:#fff;border:1px solid #ddd;border-radius:6px;margin:8px 0}
+.warning{background:#fff3e0;border:1px solid #e0a040;border-radius:6px;padding:8px 12px;font-size:14px}
 """
 
 SORT_JS = """

@@ -90,6 +90,7 @@ class ParquetCallback(tune.Callback):
             "startup_seconds": (self.first_result[tid] - started - epochs[0].get("epoch_seconds", 0.0))
             if tid in self.first_result and epochs else None,
             "start": start_label(self.spec, params),
+            "path": last.get("path", ""),
         }
         if status == "diverged":
             row["best_val_H"] = row["last_val_H"] = 0.0
@@ -110,7 +111,8 @@ class ParquetCallback(tune.Callback):
         at = f" (epoch {row['best_epoch']})" if row["best_epoch"] is not None else ""
         self.log(f"[{self.finished}/{self.spec.num_samples}] {tid} {status:9s} best H {h:5.2f}{at} last {last_h:5.2f} "
                  f"epochs {row['epochs_run']:>3} {shown}  | {best}" + (f"  error: {error}" if error else "")
-                 + (f" (traceback: {traceback_file})" if traceback_file else ""))
+                 + (f" (traceback: {traceback_file})" if traceback_file else "")
+                 + (f"  path: {row['path']}" if row["path"] not in ("", "eager") else ""))
 
 
 def proposal_number(trial, trials) -> int:

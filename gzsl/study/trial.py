@@ -107,7 +107,7 @@ def epoch_metrics(r: EpochResult, where: dict, gpu_mem_mb: float | None = None) 
     as if it were this epoch's."""
     scores = {"val_U": r.scores.U, "val_S": r.scores.S, "val_H": r.scores.H} if r.scores is not None else {}
     metrics = {"epoch": r.epoch, "status": r.status, "epoch_seconds": r.seconds, "eval_seconds": r.eval_seconds,
-               "evaluated": r.scores is not None,
+               "evaluated": r.scores is not None, "path": r.path,
                **{f"loss_{k}": v for k, v in r.losses.items()}, **scores, **where}
     if gpu_mem_mb is not None:
         metrics["gpu_mem_mb"] = gpu_mem_mb

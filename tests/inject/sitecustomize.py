@@ -4,6 +4,9 @@ imported, Pack.run_epoch raises the way a CUDA out-of-memory would for the membe
 GZSL_INJECT_FAULT names:
     first   the first member this process trains, in every epoch it is in the pack
     marked  every member whose key contains "bad"
+or, for GZSL_INJECT_FAULT=wrong-epoch-graph, training epochs are "captured" on the CPU by a wrong
+stand-in for a CUDA graph (its replays reuse the inputs it was captured with), which the fast
+paths' self-check (gzsl.fastpaths) must catch.
 """
 
 import importlib.abc
@@ -23,7 +26,30 @@ def _faulty(keys: list[str], seen: list[str]) -> bool:
     return MODE == "marked" and any("bad" in k for k in keys)
 
 
+class _StaleGraph:
+    """A CUDA graph's mistake on a CPU: replays rerun the work on the inputs of the capture."""
+
+    def __init__(self, fn, inputs):
+        self.fn, self.inputs = fn, [t.clone() for t in inputs]
+
+    @classmethod
+    def capture(cls, what, fn, inputs):
+        return cls(fn, inputs)
+
+    def __call__(self, *inputs):
+        return self.fn(*self.inputs)
+
+
+def _wrong_epoch_graph(module) -> None:
+    graphs, fastpaths = module.graphs, module.fastpaths
+    graphs.wanted = lambda device, what: what == module.TRAINING_EPOCH and fastpaths.usable(what)
+    graphs.on_side_stream = lambda fn, *args: fn(*args)
+    graphs.Graph = _StaleGraph
+
+
 def _patch(module) -> None:
+    if MODE == "wrong-epoch-graph":
+        return _wrong_epoch_graph(module)
     run_epoch, seen = module.Pack.run_epoch, []
 
     def run_epoch_with_fault(self, *args, **kwargs):
