@@ -335,6 +335,16 @@ class Pack:
                   for _ in range(-(-n // len(self.y)))]
         return torch.cat(passes)[:n] if len(passes) > 1 else passes[0][:n]
 
+    def epoch_shuffles(self, n: int) -> torch.Tensor:
+        """Each step's permutation of its minibatch (z^p's shuffle), concatenated: all drawn at once
+        (a launch or two an epoch, not one per step), a row of uniforms argsorted per step; the last,
+        shorter batch sorts its unused places last, so its first entries permute its own rows."""
+        bs, steps = self.config.batch_size, -(-n // self.config.batch_size)
+        keys = torch.rand(steps, bs, generator=self.order, device=self.device)
+        keys[-1, n - (steps - 1) * bs:] = 2.0  # beyond the last batch: after every uniform
+        perms = keys.argsort(dim=1)
+        return torch.cat([perms[:-1].flatten(), perms[-1, :n - (steps - 1) * bs]])
+
     def train_epoch(self) -> dict[str, dict[str, float]]:
         """One epoch (`epoch_images` minibatch draws; one pass on trainval) for every member; returns each member's per-image
         mean losses (total, vae, sc, cr, dd). The epoch's randomness is drawn first (the
@@ -346,8 +356,7 @@ class Pack:
         n, bs = self.epoch_images, self.config.batch_size
         eps = self.epoch_noise(-(-n // bs))
         order = self.epoch_order(n)
-        shuffles = torch.cat([torch.randperm(min(bs, n - i), generator=self.order, device=self.device)
-                              for i in range(0, n, bs)])
+        shuffles = self.epoch_shuffles(n)
         sums = self._run_steps(order, shuffles, eps, *self.loss_weights())
         per_member = {k: (v / n).tolist() for k, v in sums.items()}  # one device sync per epoch
         for m in self.members:

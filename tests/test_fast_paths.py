@@ -143,8 +143,8 @@ def test_one_call_adam_trains_a_pack_as_member_by_member_on_cuda():
 
 def test_an_epoch_drawn_first_then_stepped_trains_as_step_by_step_drawing_did():
     """train_epoch draws the epoch's order and every step's z^p shuffle before its steps (so a
-    CUDA graph can capture them); a pack stepped as before, each shuffle drawn by its step,
-    ends bit for bit the same."""
+    CUDA graph can capture them), the shuffles all at once; a pack stepped one step() after another
+    with the same draws ends bit for bit the same, and every shuffle permutes its own batch."""
     data = load("synth-small", "val")
     configs = {"a": SMALL, "b": TrainConfig(**{**SMALL.__dict__, "lr": 3e-4, "sampling": "textbook", "seed": 1,
                                                  "latent_size": 8})}
@@ -159,11 +159,12 @@ def test_an_epoch_drawn_first_then_stepped_trains_as_step_by_step_drawing_did():
         new_losses = new.train_epoch()
         n, bs = old.epoch_images, SMALL.batch_size  # the epoch as it was written, one step after another
         w, eps = old.loss_weights(), old.epoch_noise(-(-n // bs))
-        order = old.epoch_order(n)
+        order, shuffles = old.epoch_order(n), old.epoch_shuffles(n)
         sums = {}
         for step, i in enumerate(range(0, n, bs)):
-            idx = order[i:i + bs]
-            for k, v in old.step(old.x[idx], old.c[idx], old.y[idx], eps[:, step, :, :len(idx)], w).items():
+            idx, shuffle = order[i:i + bs], shuffles[i:i + bs]
+            assert sorted(shuffle.tolist()) == list(range(len(idx)))
+            for k, v in old.step(old.x[idx], old.c[idx], old.y[idx], eps[:, step, :, :len(idx)], w, shuffle).items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
         for m in old.members:
             m.epoch += 1
