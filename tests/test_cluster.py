@@ -16,7 +16,7 @@ import yaml
 
 from gzsl.studies import load_study
 from tests.conftest import ray_session_pids, ray_sessions, stop_ray_session
-from tests.test_study import write_study
+from tests.test_study import INJECT, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -80,9 +80,10 @@ class OwnHead:
     """A `ray start --head` of this test's, stopped alone: every process of its session (their
     command lines name its session folder), never another Ray of this user (`ray stop` ends all)."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, env: dict | None = None):
+        """`env`: more environment for the head's processes (its workers inherit it)."""
         p = subprocess.Popen([RAY, "start", "--head", "--disable-usage-stats", *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env=_env())
+                             stderr=subprocess.STDOUT, text=True, env={**_env(), **(env or {})})
         out = p.communicate(timeout=120)[0]
         assert p.returncode == 0, out
         # The session folder ends with the pid of the process that started it.
@@ -113,8 +114,13 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
     """What an autoscaler does to a packed study (pack = 2, 4 trials at once: two executors of one
     CPU), with a cluster whose second CPU is held by another job at the start (as it would be on a
     node not yet up): one executor starts, the other is asked for and waits; once the other job
-    lets go, it starts, and TPE proposes for it only then."""
-    head = OwnHead("--num-cpus", "2", "--port", "6391", "--include-dashboard=false")
+    lets go, it starts, and TPE proposes for it only then. The executor that trains first holds
+    until the other has trained an epoch (tests/inject), so both train trials on any machine."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    head = OwnHead("--num-cpus", "2", "--port", "6391", "--include-dashboard=false", env={
+        "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+        "GZSL_INJECT_FAULT": "hold-first-pack", "GZSL_INJECT_HOLD": str(hold)})
     other_job = subprocess.Popen([sys.executable, "-c", OTHER_JOB, "127.0.0.1:6391"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, env=_env())
     try:
@@ -142,6 +148,7 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
         trials = pd.read_parquet(results / "trials.parquet")
         assert len(trials) == 8 and (trials.status == "completed").all()
         assert trials.pack_id.nunique() == 2, trials[["pack_id", "started_at"]]
+        assert not hold.exists()  # the second executor trained an epoch while the first held
         # The searcher proposed for the second executor only once it was up: until its first trial
         # began, at most 2 trials were in flight (without the searcher's room, 4 would have been
         # proposed at once, two of them waiting for the second executor from the start).

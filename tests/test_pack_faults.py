@@ -7,16 +7,14 @@ GZSL_INJECT_FAULT names); every wait is bounded and no assertion depends on whic
 import os
 import subprocess
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
-from tests.test_study import optuna_states, tune_cmd, write_study
+from tests.test_study import INJECT, optuna_states, tune_cmd, write_study
 
-INJECT = str(Path(__file__).parent / "inject")
 TINY = "hidden = [32, 32, 16, 16]\nbatch_size = 512"  # tiny layers, 3 steps an epoch: tests of the machinery
 PARAMS = {"alpha": 1.0, "gamma": 1.0, "latent_size": 16, "lr": 2e-3}
 

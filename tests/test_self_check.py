@@ -15,8 +15,8 @@ from gzsl import evaluation, fastpaths, graphs, optim, training
 from gzsl.evaluation import ClassifierConfig
 from gzsl.optim import MemberAdam, adam_update
 from tests.test_fast_paths import six_epochs_captured_and_eager
-from tests.test_pack_faults import INJECT, TINY
-from tests.test_study import tune_cmd, write_study
+from tests.test_pack_faults import TINY
+from tests.test_study import INJECT, tune_cmd, write_study
 
 
 class StaleGraph:

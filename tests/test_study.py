@@ -21,6 +21,7 @@ from tests.conftest import ray_sessions, stop_ray_session
 from gzsl.results import (CONFIRM, EPOCHS, FINAL, SCHEMA_VERSION, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial,
                           confirmed, finalists)
 
+INJECT = str(Path(__file__).parent / "inject")  # tests/inject/sitecustomize.py: faults and holds in Ray's workers
 STUDY = """
 [study]
 dataset = "synth-small"
@@ -226,14 +227,19 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 2\npack = 4\n")
                      .replace("max_concurrent = 2", "max_concurrent = 4"))
     rows = []
-    for args, how in ((["--num-samples", "10"], signal.SIGINT), (["--resume"], signal.SIGKILL)):
+    for run, (args, how) in enumerate(((["--num-samples", "10"], signal.SIGINT), (["--resume"], signal.SIGKILL))):
         parts = len(rows[-1]) + 1 if rows else 2  # members of a pack often end together
+        # Once `parts` members of this run have ended, the executor holds (tests/inject): the run
+        # cannot end before it is stopped, however fast or slow this machine is.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+               "GZSL_INJECT_FAULT": "hold-after", "GZSL_INJECT_HOLD": str(tmp_path / f"ended-{run}"),
+               "GZSL_INJECT_HOLD_AFTER": str(parts - len(rows[-1]) if rows else parts)}
         proc = subprocess.Popen(tune_cmd(study, results, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         deadline = time.time() + 900
         while _parts(results / "trials.parquet") < parts and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
-        assert proc.poll() is None, f"study finished before it could be killed: {proc.communicate()[0].decode()}"
+        assert proc.poll() is None, f"study ended before it could be stopped: {proc.communicate()[0].decode()}"
         if how == signal.SIGINT:  # Ctrl-C: Tune saves its state and the driver stops
             proc.send_signal(signal.SIGINT)
             out = proc.communicate(timeout=600)[0].decode()

@@ -7,6 +7,15 @@ GZSL_INJECT_FAULT names:
 or, for GZSL_INJECT_FAULT=wrong-epoch-graph, training epochs are "captured" on the CPU by a wrong
 stand-in for a CUDA graph (its replays reuse the inputs it was captured with), which the fast
 paths' self-check (gzsl.fastpaths) must catch.
+
+Holds, which make a test's order of events certain whatever the machine's speed (each waits at most
+HOLD_LIMIT seconds, then lets go):
+    hold-after      once GZSL_INJECT_HOLD_AFTER members have ended (counted, across processes, as
+                    lines of the file GZSL_INJECT_HOLD), epochs wait: a study cannot end before the
+                    test has stopped it
+    hold-first-pack the first process to train an epoch waits while the file GZSL_INJECT_HOLD exists;
+                    any other deletes it at its first epoch: the second executor trains a member
+                    before the first can finish the study
 """
 
 import importlib.abc
@@ -47,9 +56,53 @@ def _wrong_epoch_graph(module) -> None:
     graphs.Graph = _StaleGraph
 
 
+HOLD_LIMIT = 600.0
+
+
+def _hold_while(condition) -> None:
+    import time
+    deadline = time.monotonic() + HOLD_LIMIT
+    while condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _held(module) -> None:
+    run_epoch, first = module.Pack.run_epoch, []
+    hold = os.environ["GZSL_INJECT_HOLD"]
+
+    def ended() -> int:
+        with open(hold, "a+") as f:
+            f.seek(0)
+            return len(f.readlines())
+
+    def run_epoch_held(self, *args, **kwargs):
+        if MODE == "hold-after":
+            _hold_while(lambda: ended() >= int(os.environ["GZSL_INJECT_HOLD_AFTER"]))
+            results = run_epoch(self, *args, **kwargs)
+            with open(hold, "a") as f:
+                f.writelines(f"{key}\n" for key, r in results.items() if r.status != "running")
+            return results
+        if self.members:
+            if not first:  # this process's first epoch: is it the first process to train?
+                try:
+                    os.close(os.open(hold + ".first", os.O_CREAT | os.O_EXCL))
+                    first.append(True)
+                except FileExistsError:
+                    first.append(False)
+            if first[0]:
+                _hold_while(lambda: os.path.exists(hold))
+            elif os.path.exists(hold):
+                os.remove(hold)
+        return run_epoch(self, *args, **kwargs)
+
+    module.Pack.run_epoch = run_epoch_held
+
+
 def _patch(module) -> None:
     if MODE == "wrong-epoch-graph":
         return _wrong_epoch_graph(module)
+    if MODE.startswith("hold"):
+        return _held(module)
     run_epoch, seen = module.Pack.run_epoch, []
 
     def run_epoch_with_fault(self, *args, **kwargs):
