@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_study import write_study
+from tests.test_study import INJECT, write_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -210,10 +210,13 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     neighbour = snapshot(url)["neighbour"]
     assert [state for _, state, *_ in neighbour] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
                                                      TrialState.RUNNING]
-    # Six trials, two at a time: after the first one ends (the interrupt) at least four more must
-    # start and train, which takes seconds, where Tune stops within one loop of its own; with
-    # three trials of three epochs, a study whose evaluation got faster ended before the signal.
+    # Once the first trial has ended, training holds (tests/inject, in Ray's workers, which inherit
+    # this process's environment): the run cannot end before the interrupt, on any machine.
     study, results = write_study(tmp_path, name="pg", epochs=6, samples=6, final_seeds=0, grace=1), tmp_path / "r"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("GZSL_INJECT_FAULT", "hold-after")
+    monkeypatch.setenv("GZSL_INJECT_HOLD", str(tmp_path / "ended"))
+    monkeypatch.setenv("GZSL_INJECT_HOLD_AFTER", "1")
     previous = signal.signal(signal.SIGUSR1, lambda *_: None)  # never the default (exit) if Tune's is not set
     stop = threading.Event()
     watcher = _interrupt_after_first_trial(results, stop)
@@ -230,6 +233,8 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     finished = {t.user_attrs["tune_trial_id"] for t in trials_of(url, "pg") if t.state.is_finished()}
     assert set(before.trial_id) <= finished
 
+    assert (tmp_path / "ended").read_text().count("\n") >= 1  # the hold counted in the workers
+    monkeypatch.delenv("GZSL_INJECT_FAULT")  # the resume runs free
     # The resume takes the URL from the environment; neither run writes its password anywhere.
     monkeypatch.setenv("GZSL_OPTUNA_STORAGE", url)
     rc, out2, err2 = tune(monkeypatch, capsys, study, results, "--resume")
