@@ -117,13 +117,21 @@ def new_database(postgres: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module; `gzsl.tune`'s ray.init then joins it (see tune)."""
+def local_ray(tmp_path_factory):
+    """One local Ray for the module; `gzsl.tune`'s ray.init then joins it (see tune). Its workers hold
+    a study whose results are `.results` once the file `.hold_after` exists (tests/inject)."""
     import ray
 
+    folder = tmp_path_factory.mktemp("held")
+    held = SimpleNamespace(results=folder / "results", hold_after=folder / "hold-after")
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "GZSL_INJECT_FAULT", "GZSL_INJECT_HOLD", "GZSL_INJECT_HOLD_AFTER")}
+    os.environ.update(PYTHONPATH=os.pathsep.join([INJECT, saved["PYTHONPATH"] or ""]), GZSL_INJECT_FAULT="hold-after",
+                      GZSL_INJECT_HOLD=str(held.results / "trials.parquet"), GZSL_INJECT_HOLD_AFTER=str(held.hold_after))
     ray.init(address="local", num_cpus=2, log_to_driver=False, configure_logging=False, include_dashboard=False)
-    yield
+    yield held
     ray.shutdown()
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def tune(monkeypatch, capsys, study, results, *extra):
@@ -210,13 +218,10 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     neighbour = snapshot(url)["neighbour"]
     assert [state for _, state, *_ in neighbour] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
                                                      TrialState.RUNNING]
-    # Once the first trial has ended, training holds (tests/inject, in Ray's workers, which inherit
-    # this process's environment): the run cannot end before the interrupt, on any machine.
-    study, results = write_study(tmp_path, name="pg", epochs=6, samples=6, final_seeds=0, grace=1), tmp_path / "r"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("GZSL_INJECT_FAULT", "hold-after")
-    monkeypatch.setenv("GZSL_INJECT_HOLD", str(tmp_path / "ended"))
-    monkeypatch.setenv("GZSL_INJECT_HOLD_AFTER", "1")
+    # Once a trial is recorded, training holds (tests/inject, in the module's Ray): the run cannot
+    # end before the interrupt, on any machine.
+    study, results = write_study(tmp_path, name="pg", epochs=6, samples=6, final_seeds=0, grace=1), local_ray.results
+    local_ray.hold_after.write_text("1")
     previous = signal.signal(signal.SIGUSR1, lambda *_: None)  # never the default (exit) if Tune's is not set
     stop = threading.Event()
     watcher = _interrupt_after_first_trial(results, stop)
@@ -233,8 +238,7 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     finished = {t.user_attrs["tune_trial_id"] for t in trials_of(url, "pg") if t.state.is_finished()}
     assert set(before.trial_id) <= finished
 
-    assert (tmp_path / "ended").read_text().count("\n") >= 1  # the hold counted in the workers
-    monkeypatch.delenv("GZSL_INJECT_FAULT")  # the resume runs free
+    local_ray.hold_after.unlink()  # the resume runs free
     # The resume takes the URL from the environment; neither run writes its password anywhere.
     monkeypatch.setenv("GZSL_OPTUNA_STORAGE", url)
     rc, out2, err2 = tune(monkeypatch, capsys, study, results, "--resume")

@@ -229,11 +229,12 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     rows = []
     for run, (args, how) in enumerate(((["--num-samples", "10"], signal.SIGINT), (["--resume"], signal.SIGKILL))):
         parts = len(rows[-1]) + 1 if rows else 2  # members of a pack often end together
-        # Once `parts` members of this run have ended, the executor holds (tests/inject): the run
-        # cannot end before it is stopped, however fast or slow this machine is.
+        # Once `parts` trials are recorded, the executor holds (tests/inject): the run cannot end
+        # before it is stopped, however fast or slow this machine is.
+        (tmp_path / "hold-after").write_text(str(parts))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
-               "GZSL_INJECT_FAULT": "hold-after", "GZSL_INJECT_HOLD": str(tmp_path / f"ended-{run}"),
-               "GZSL_INJECT_HOLD_AFTER": str(parts - len(rows[-1]) if rows else parts)}
+               "GZSL_INJECT_FAULT": "hold-after", "GZSL_INJECT_HOLD": str(results / "trials.parquet"),
+               "GZSL_INJECT_HOLD_AFTER": str(tmp_path / "hold-after")}
         proc = subprocess.Popen(tune_cmd(study, results, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env)
         deadline = time.time() + 900

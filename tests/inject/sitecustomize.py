@@ -10,9 +10,10 @@ paths' self-check (gzsl.fastpaths) must catch.
 
 Holds, which make a test's order of events certain whatever the machine's speed (each waits at most
 HOLD_LIMIT seconds, then lets go):
-    hold-after      once GZSL_INJECT_HOLD_AFTER members have ended (counted, across processes, as
-                    lines of the file GZSL_INJECT_HOLD), epochs wait: a study cannot end before the
-                    test has stopped it
+    hold-after      while the file GZSL_INJECT_HOLD_AFTER holds a number N: once the folder
+                    GZSL_INJECT_HOLD (a study's trials.parquet) has N parts, epochs wait: a study
+                    cannot end before the test has stopped it. (A file, not the environment: a
+                    test may set it after its Ray's workers have started.)
     hold-first-pack the first process to train an epoch waits while the file GZSL_INJECT_HOLD exists;
                     any other deletes it at its first epoch: the second executor trains a member
                     before the first can finish the study
@@ -66,23 +67,25 @@ def _hold_while(condition) -> None:
         time.sleep(0.1)
 
 
+def _number(path: str) -> float:
+    try:
+        with open(path) as f:
+            return float(f.read())
+    except (OSError, ValueError):  # gone, or being written
+        return float("inf")
+
+
 def _held(module) -> None:
     run_epoch, first = module.Pack.run_epoch, []
     hold = os.environ["GZSL_INJECT_HOLD"]
 
-    def ended() -> int:
-        with open(hold, "a+") as f:
-            f.seek(0)
-            return len(f.readlines())
+    def parts() -> int:
+        return len([f for f in os.listdir(hold) if f.startswith("part-")]) if os.path.isdir(hold) else 0
 
     def run_epoch_held(self, *args, **kwargs):
         if MODE == "hold-after":
-            _hold_while(lambda: ended() >= int(os.environ["GZSL_INJECT_HOLD_AFTER"]))
-            results = run_epoch(self, *args, **kwargs)
-            with open(hold, "a") as f:
-                f.writelines(f"{key}\n" for key, r in results.items() if r.status != "running")
-            return results
-        if self.members:
+            _hold_while(lambda: parts() >= _number(os.environ["GZSL_INJECT_HOLD_AFTER"]))
+        elif self.members:
             if not first:  # this process's first epoch: is it the first process to train?
                 try:
                     os.close(os.open(hold + ".first", os.O_CREAT | os.O_EXCL))
