@@ -19,3 +19,7 @@ class ResultsError(GzslError):
 
 class NoResultsYet(GzslError):
     """A results folder holds no finished trial (yet): `gzsl.report --watch` waits for one."""
+
+
+class ClusterError(GzslError):
+    """The cluster can no longer run the study (every executor gone): fix it, then --resume."""

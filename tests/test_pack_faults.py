@@ -64,6 +64,33 @@ def test_a_member_that_fails_in_its_epoch_fails_its_trial_only(tmp_path):
     assert sorted(states) == ["COMPLETE"] * 3 + ["FAIL"]
 
 
+def test_a_packed_study_whose_executors_are_all_gone_fails_in_one_line(tmp_path):
+    """Every epoch fails (tests/inject "every"): the one executor goes out of rotation, Ray starts it
+    again until its restarts are spent, and then nothing can train. Without executors the searcher
+    has no room and proposes nothing: the study must fail in one line naming them, not wait forever,
+    and the trials that ran stay recorded."""
+    from gzsl.study.pack import MAX_RESTARTS
+    from gzsl.study.executor import MAX_STRIKES
+
+    study, results = write_study(tmp_path, name="gone", epochs=2, samples=60, final_seeds=0, grace=2, eval_every=2,
+                                 latent="[16]", training_extra=TINY), tmp_path / "results"
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 2\npack = 2\n"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+           "GZSL_INJECT_FAULT": "every"}
+    p = subprocess.run(tune_cmd(study, results), capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 2, p.stdout[-3000:] + p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: every pack executor of study gone is gone (gzsl-gone-") and "--resume" in last, \
+        p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert "restarts spent (0 of 1 up)" in p.stdout
+    trials = pd.read_parquet(results / "trials.parquet")
+    # Each of the executor's lives fails at least MAX_STRIKES trials before it goes out of rotation.
+    assert len(trials) >= MAX_STRIKES * (MAX_RESTARTS + 1) and (trials.status == "error").all()
+    assert trials.error.str.contains("CUDA out of memory|out of rotation").all(), trials.error
+    assert len(trials) < 60
+
+
 # --------------------------------------------------------------------------- the executor's rules, without Ray
 
 

@@ -31,7 +31,8 @@ def study_results(short_study, tmp_path_factory):
     store = ResultStore(str(results))
     row = store.read("trials").iloc[0].to_dict()
     now = datetime.now(timezone.utc)
-    row.update(trial_id="evil0001", trial_number=99, status="error", error="<script>alert('x')</script> & more",
+    row.update(trial_id="evil0001", trial_number=99, start="",  # a copy of any row: never of the defaults' label
+               status="error", error="<script>alert('x')</script> & more",
                best_val_H=None, last_val_H=None, epochs_run=0, started_at=now, ended_at=now)
     store.write_part("trials", "evil0001", [row])
     return results

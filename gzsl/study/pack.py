@@ -22,8 +22,9 @@ from pathlib import Path
 import ray
 import torch
 from ray import tune
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 
+from gzsl.errors import ClusterError
 from gzsl.studies import StudySpec
 from gzsl.study.callback import say
 from gzsl.study.executor import LEFT, Executor, MemberError, member_key, one_line, trial_of
@@ -223,7 +224,7 @@ class PackPool(tune.Callback):
     def __init__(self, spec: StudySpec, names: list[str], elastic: bool):
         self.spec, self.names, self.elastic = spec, names, elastic
         self._handles, self._up, self._pending, self._searcher, self._log = [], {}, {}, None, print
-        self._data = None
+        self._data, self.failure, self._pings, self._deaths = None, None, {}, {}
         self._stopped = threading.Event()
 
     def __getstate__(self):  # actor handles and object refs belong to one driver session
@@ -284,14 +285,35 @@ class PackPool(tune.Callback):
             self._log(f"packed trials: worker {name} started ({len(self._up)} of {len(self._handles)} up)")
 
     def _gone(self) -> None:
-        """Executors whose name no longer resolves: dead for good (Ray's restarts spent)."""
-        for name in list(self._up):
+        """Executors dead for good (Ray's restarts spent). When none
+        is up or still asked for, the study can go no further (the searcher has no room left):
+        the next step of Tune's loop fails it (on_step_begin)."""
+        for name, handle in list(self._up.items()):
+            ping = self._pings.setdefault(name, handle.load.remote())
+            if not ray.wait([ping], timeout=0)[0]:
+                continue  # busy, or restarting: Ray runs the call once it is back
+            del self._pings[name]
             try:
-                ray.get_actor(name)
-            except ValueError:
-                del self._up[name]
-                self._log(f"packed trials: worker {name} is gone, its restarts spent ({len(self._up)} of "
-                          f"{len(self._handles)} up)")
+                ray.get(ping)
+                self._deaths.pop(name, None)
+            except ActorDiedError:  # a name resolves even then: only a call tells
+                # Said of a call its process died in, too: dead for good when the next call is refused.
+                self._deaths[name] = self._deaths.get(name, 0) + 1
+                if self._deaths[name] >= 2:
+                    del self._up[name]
+                    self._log(f"packed trials: worker {name} is gone, its restarts spent ({len(self._up)} of "
+                              f"{len(self._handles)} up)")
+            except RayActorError:  # restarting, or unreachable for now
+                pass
+        if self._handles and not self._up and not self._pending and self.failure is None:
+            names = ", ".join(self.names[:len(self._handles)])
+            self.failure = (f"every pack executor of study {self.spec.name} is gone ({names}), each started "
+                            f"{MAX_RESTARTS + 1} times: see the driver's 'packed trials:' lines and Ray's logs "
+                            "(ray logs), then continue with --resume and the same --results")
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.failure is not None:
+            raise ClusterError(self.failure)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for handle in list(self._up.values()):

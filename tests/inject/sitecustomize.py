@@ -4,6 +4,7 @@ imported, Pack.run_epoch raises the way a CUDA out-of-memory would for the membe
 GZSL_INJECT_FAULT names:
     first   the first member this process trains, in every epoch it is in the pack
     marked  every member whose key contains "bad"
+    every   every member, in every epoch (executors go out of rotation until Ray's restarts are spent)
 or, for GZSL_INJECT_FAULT=wrong-epoch-graph, training epochs are "captured" on the CPU by a wrong
 stand-in for a CUDA graph (its replays reuse the inputs it was captured with), which the fast
 paths' self-check (gzsl.fastpaths) must catch.
@@ -33,6 +34,8 @@ def _faulty(keys: list[str], seen: list[str]) -> bool:
         if not seen and keys:
             seen.append(keys[0])
         return bool(seen) and seen[0] in keys
+    if MODE == "every":
+        return bool(keys)
     return MODE == "marked" and any("bad" in k for k in keys)
 
 
