@@ -42,7 +42,7 @@ def test_the_dockerfile_copies_only_what_exists():
 
 @pytest.mark.parametrize("manifest", ["raycluster.yaml", "rayjob.yaml"])
 def test_kuberay_manifests_fit_the_studies_trials(manifest):
-    doc = yaml.safe_load((ROOT / "cluster" / "kuberay" / manifest).read_text())
+    doc, _ = yaml.safe_load_all((ROOT / "cluster" / "kuberay" / manifest).read_text())
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == {"raycluster.yaml": "RayCluster",
                                                                 "rayjob.yaml": "RayJob"}[manifest]
     spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
@@ -63,6 +63,40 @@ def test_kuberay_manifests_fit_the_studies_trials(manifest):
         trials_per_pod = gpus / per_trial["gpu"]
         assert trials_per_pod == int(trials_per_pod) >= 1
         assert cpus >= trials_per_pod * per_trial["cpu"]  # the GPU share, not the CPUs, limits a pod
+
+
+OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
+
+
+@pytest.mark.parametrize("manifest", ["raycluster.yaml", "rayjob.yaml"])
+def test_kuberay_heads_take_only_their_clusters_pods_and_a_token(manifest):
+    """The head holds GZSL_OPTUNA_STORAGE and takes jobs: token authentication on, and a
+    NetworkPolicy over every pod of the cluster that admits its own pods and, on the dashboard port
+    only, the KubeRay operator; no rule admits any pod or address else."""
+    doc, policy = yaml.safe_load_all((ROOT / "cluster" / "kuberay" / manifest).read_text())
+    spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+    assert spec["authOptions"] == {"mode": "token"}
+    if doc["kind"] == "RayJob":  # submitted from the head pod itself: no submitter pod to admit
+        assert doc["spec"]["submissionMode"] == "SidecarMode"
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["kind"] == "NetworkPolicy"
+    ours = policy["spec"]["podSelector"]["matchLabels"]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    assert ours and all(t["metadata"]["labels"].items() >= ours.items() for t in templates)  # it covers every pod
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    dashboard = int(spec["headGroupSpec"]["rayStartParams"].get("dashboard-port", 8265))
+    kinds = []
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), rule  # a rule without sources admits every source
+        for peer in rule["from"]:
+            assert set(peer) <= {"podSelector", "namespaceSelector"}, peer  # no ipBlock
+            labels = peer["podSelector"]["matchLabels"]
+            if labels == ours:  # the cluster's own pods, of its own namespace
+                assert "namespaceSelector" not in peer
+                kinds.append("cluster")
+            else:
+                assert labels == OPERATOR and rule["ports"] == [{"port": dashboard, "protocol": "TCP"}], rule
+                kinds.append("operator")
+    assert sorted(kinds) == ["cluster", "operator"]
 
 
 def _env():
