@@ -231,12 +231,28 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
 
 
 def test_a_local_study_stays_local_beside_a_leftover_ray_start(tmp_path):
-    """A `ray start` cluster left on the machine: a study without --address starts a Ray of its own
-    (ray.init(address=None) would join the leftover, and with --num-cpus refuse with a traceback),
-    and stopping this test's cluster leaves every other Ray of the user running."""
-    bystander = OwnHead("--num-cpus", "1", "--port", "6393", "--include-dashboard=false")
+    """A `ray start` cluster left on the machine, running a study of its own: a study without
+    --address starts a Ray of its own (ray.init(address=None) would join the leftover, and with
+    --num-cpus refuse with a traceback), and stopping this test's cluster, as the suite stops each
+    of its own, leaves the other study running to its end (tests/inject holds it meanwhile)."""
+    beside, hold_after = tmp_path / "beside", tmp_path / "hold_after"
+    hold_after.write_text("1")  # the study beside holds once it has recorded a trial
+    bystander = OwnHead("--num-cpus", "1", "--port", "6393", "--include-dashboard=false", env={
+        "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]), "GZSL_INJECT_FAULT": "hold-after",
+        "GZSL_INJECT_HOLD": str(beside / "trials.parquet"), "GZSL_INJECT_HOLD_AFTER": str(hold_after)})
     head = OwnHead("--num-cpus", "1", "--port", "6394", "--include-dashboard=false")
+    other = None
     try:
+        # Trials after the first hold; enough of them that one must, whenever the first is recorded.
+        other_study = write_study(tmp_path, name="beside", epochs=2, samples=4, final_seeds=0, grace=1)
+        other = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(other_study), "--results",
+                                  str(beside), "--address", "127.0.0.1:6393", "--no-report"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+        deadline = time.monotonic() + 300
+        while not list((beside / "trials.parquet").glob("part-*")) and other.poll() is None:
+            assert time.monotonic() < deadline, "the study beside recorded no trial in 300 s"
+            time.sleep(0.5)
+        assert other.poll() is None, other.communicate()[0][-3000:]  # held, mid-study
         study = write_study(tmp_path, name="local", epochs=2, samples=2, final_seeds=0, grace=1)
         p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results",
                             str(tmp_path / "results"), "--num-cpus", "2", "--no-report", "--no-dashboard"],
@@ -247,6 +263,12 @@ def test_a_local_study_stays_local_beside_a_leftover_ray_start(tmp_path):
         assert len(pd.read_parquet(tmp_path / "results" / "trials.parquet")) == 2
         head.stop()
         assert head.pids() == [] and len(bystander.pids()) >= 3  # only this test's cluster ended
+        hold_after.unlink()  # the study beside goes on, and ends
+        out = other.communicate(timeout=600)[0]
+        assert other.returncode == 0, out[-3000:]
+        assert len(pd.read_parquet(beside / "trials.parquet")) == 4
     finally:
+        if other is not None and other.poll() is None:
+            other.kill()
         head.stop()
         bystander.stop()
