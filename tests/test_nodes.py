@@ -1,0 +1,143 @@
+"""A study on two Ray nodes of this machine, the worker with a disk of its own: its raylet and
+workers run in a mount namespace (`unshare -m`) with a tmpfs over the home folder and the results
+folder, so what it writes there the head never sees, as on a cluster without a shared filesystem.
+The head takes no trials (no CPUs): trials, the refit and packed executors run on the worker.
+Then the worker is killed mid-study (its raylet, by pid) and another joins."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_cluster import RAY, ROOT, OwnHead, _env
+from tests.test_study import optuna_states, write_study
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a worker node with a disk of its own needs a mount namespace: root and unshare (util-linux)")
+
+HOME = Path.home()
+
+# In the worker's namespace: what it needs of the home folder (the interpreter, this checkout)
+# is bound aside, a tmpfs hides the rest, and the kept folders are moved back over it.
+NAMESPACE = r"""
+set -e
+keep=$(mktemp -d /tmp/gzsl-keep.XXXXXX)
+i=0
+for d in $KEEP; do i=$((i+1)); mkdir -p "$keep/$i"; mount --bind "$d" "$keep/$i"; done
+mount -t tmpfs gzsl-worker-home "$HOME"
+i=0
+for d in $KEEP; do i=$((i+1)); mkdir -p "$d"; mount --move "$keep/$i" "$d"; done
+for d in $HIDE; do mkdir -p "$d"; mount -t tmpfs gzsl-worker-disk "$d"; done
+readlink /proc/self/ns/mnt
+exec "$RAY" start --address "$ADDRESS" --num-cpus 2 --disable-usage-stats
+"""
+
+
+def _under_home(path: Path) -> bool:
+    return path.resolve().is_relative_to(HOME.resolve()) and path.resolve() != HOME.resolve()
+
+
+class WorkerNode:
+    """`ray start --address` in a mount namespace of its own; stopped (or killed) alone: every
+    process in that namespace."""
+
+    def __init__(self, address: str, hide: list[Path]):
+        keep = sorted({str(p.resolve()) for p in (Path(sys.base_prefix), Path(sys.prefix), ROOT) if _under_home(p)})
+        token = HOME / ".ray" / "auth_token"  # hidden by the tmpfs: the token goes in the environment
+        env = {**_env(), "KEEP": " ".join(keep), "HIDE": " ".join(map(str, hide)), "RAY": RAY, "ADDRESS": address,
+               **({"RAY_AUTH_TOKEN": token.read_text().strip()} if token.exists() else {})}
+        p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", NAMESPACE], capture_output=True,
+                           text=True, timeout=180, env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        self.namespace = p.stdout.splitlines()[0].strip()  # mnt:[inode]
+
+    def pids(self) -> list[int]:
+        pids = []
+        for ns in Path("/proc").glob("[0-9]*/ns/mnt"):
+            try:
+                if os.readlink(ns) == self.namespace:
+                    pids.append(int(ns.parent.parent.name))
+            except OSError:
+                pass
+        return pids
+
+    def raylet(self) -> int:
+        (pid,) = [p for p in self.pids() if _comm(p) == "raylet"]
+        return pid
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+NODES = """
+import json, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+print(json.dumps([{"id": n["NodeID"], "alive": n["Alive"], "cpus": n["Resources"].get("CPU", 0)} for n in ray.nodes()]))
+"""
+
+
+def nodes(address: str) -> list[dict]:
+    p = subprocess.run([sys.executable, "-c", NODES, address], capture_output=True, text=True, timeout=120,
+                       env=_env())
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A head of no CPUs and one worker node that cannot see the head's home or the results folder."""
+    results = tmp_path / "results"
+    results.mkdir()
+    head = OwnHead("--num-cpus", "0", "--port", "6395", "--include-dashboard=false")
+    workers = []
+
+    def add_worker() -> WorkerNode:
+        workers.append(WorkerNode("127.0.0.1:6395", hide=[results]))
+        return workers[-1]
+
+    try:
+        add_worker()
+        yield head, add_worker, results
+    finally:
+        for w in workers:
+            w.stop()
+        head.stop()
+
+
+def test_a_study_on_a_worker_without_shared_disk_writes_its_models_on_the_head(cluster, tmp_path):
+    head, _, results = cluster
+    (worker,) = [n for n in nodes("127.0.0.1:6395") if n["cpus"] > 0]
+    study = write_study(tmp_path, name="nodes", epochs=2, samples=3, final_seeds=1, grace=2)
+    p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
+                        "--address", "127.0.0.1:6395", "--no-report"], capture_output=True, text=True, timeout=900,
+                       env=_env())
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert len(trials) == 3 and trials.trial_id.is_unique
+    assert set(trials.node_id) == {worker["id"]}  # trained on the worker, recorded on the head
+    final = pd.read_parquet(results / "final.parquet")
+    (model,) = final.model
+    assert (results / model).is_file(), f"{model} is not on the head: {sorted(results.glob('models/*'))}"
+    scored = subprocess.run([sys.executable, "-m", "gzsl.predict", "--model", str(results / model)],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout)["H"] == pytest.approx(final.test_H[0], abs=0.006)  # printed to 2 decimals
