@@ -6,18 +6,20 @@ Then the worker is killed mid-study (its raylet, by pid) and another joins."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from tests.test_cluster import RAY, ROOT, OwnHead, _env
-from tests.test_study import optuna_states, write_study
+from tests.test_study import INJECT, optuna_states, write_study
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -49,10 +51,11 @@ class WorkerNode:
     """`ray start --address` in a mount namespace of its own; stopped (or killed) alone: every
     process in that namespace."""
 
-    def __init__(self, address: str, hide: list[Path]):
+    def __init__(self, address: str, hide: list[Path], env: dict | None = None):
+        """`env`: more environment for the node's processes (its workers inherit it)."""
         keep = sorted({str(p.resolve()) for p in (Path(sys.base_prefix), Path(sys.prefix), ROOT) if _under_home(p)})
         token = HOME / ".ray" / "auth_token"  # hidden by the tmpfs: the token goes in the environment
-        env = {**_env(), "KEEP": " ".join(keep), "HIDE": " ".join(map(str, hide)), "RAY": RAY, "ADDRESS": address,
+        env = {**_env(), **(env or {}), "KEEP": " ".join(keep), "HIDE": " ".join(map(str, hide)), "RAY": RAY, "ADDRESS": address,
                **({"RAY_AUTH_TOKEN": token.read_text().strip()} if token.exists() else {})}
         p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", NAMESPACE], capture_output=True,
                            text=True, timeout=180, env=env)
@@ -102,21 +105,30 @@ def nodes(address: str) -> list[dict]:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+# The head declares a node dead after 3 failed health checks 1 s apart (Ray's default: 5, 3 s apart).
+FAST_HEALTH_CHECK = json.dumps({"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                                "health_check_failure_threshold": 3})
+
+
 @pytest.fixture
 def cluster(tmp_path):
-    """A head of no CPUs and one worker node that cannot see the head's home or the results folder."""
-    results = tmp_path / "results"
+    """A head of no CPUs and one worker node that cannot see the head's home or the results folder;
+    every process of the worker nodes holds its epochs while the file `hold` exists (tests/inject)."""
+    results, hold = tmp_path / "results", tmp_path / "hold"
     results.mkdir()
-    head = OwnHead("--num-cpus", "0", "--port", "6395", "--include-dashboard=false")
+    head = OwnHead("--num-cpus", "0", "--port", "6395", "--include-dashboard=false",
+                   f"--system-config={FAST_HEALTH_CHECK}")
+    inject = {"PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+              "GZSL_INJECT_FAULT": "hold-while", "GZSL_INJECT_HOLD": str(hold)}
     workers = []
 
     def add_worker() -> WorkerNode:
-        workers.append(WorkerNode("127.0.0.1:6395", hide=[results]))
+        workers.append(WorkerNode("127.0.0.1:6395", hide=[results], env=inject))
         return workers[-1]
 
     try:
         add_worker()
-        yield head, add_worker, results
+        yield SimpleNamespace(head=head, workers=workers, add_worker=add_worker, results=results, hold=hold)
     finally:
         for w in workers:
             w.stop()
@@ -124,8 +136,8 @@ def cluster(tmp_path):
 
 
 def test_a_study_on_a_worker_without_shared_disk_writes_its_models_on_the_head(cluster, tmp_path):
-    head, _, results = cluster
-    (worker,) = [n for n in nodes("127.0.0.1:6395") if n["cpus"] > 0]
+    results = cluster.results
+    (worker,) = [n for n in nodes("127.0.0.1:6395") if n["cpus"] > 0]  # the hold file is absent: no hold
     study = write_study(tmp_path, name="nodes", epochs=2, samples=3, final_seeds=1, grace=2)
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
                         "--address", "127.0.0.1:6395", "--no-report"], capture_output=True, text=True, timeout=900,
@@ -141,3 +153,50 @@ def test_a_study_on_a_worker_without_shared_disk_writes_its_models_on_the_head(c
                             capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert json.loads(scored.stdout)["H"] == pytest.approx(final.test_H[0], abs=0.006)  # printed to 2 decimals
+
+
+def held(hold: Path) -> list[Path]:
+    return list(hold.parent.glob(hold.name + ".held-*"))
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_a_study_goes_on_when_its_worker_node_is_lost(cluster, tmp_path, pack):
+    """Every trial holds at its first epoch on worker A; A's raylet is killed; worker B joins and
+    the hold ends. The study completes: the trials that ran on A are retried (max_failures) and
+    recorded once, from their attempt on B; no Optuna trial stays RUNNING; packed executors start
+    again on B under their names; the driver says which node was lost."""
+    results, hold = cluster.results, cluster.hold
+    hold.touch()
+    (a,) = [n["id"] for n in nodes("127.0.0.1:6395") if n["cpus"] > 0]
+    study = write_study(tmp_path, name=f"lost{pack}", epochs=2, samples=12, final_seeds=0, grace=2, max_failures=2)
+    if pack > 1:  # two executors of one CPU, two configurations each
+        study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
+                         .replace("max_concurrent = 2", "max_concurrent = 4"))
+    proc = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
+                             "--address", "127.0.0.1:6395", "--no-report"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 300
+        while len(held(hold)) < 2:  # two trials (or two executors) wait in their first epoch on A
+            assert time.monotonic() < deadline and proc.poll() is None, "no two processes held on worker A"
+            time.sleep(0.5)
+        os.kill(cluster.workers[0].raylet(), signal.SIGKILL)
+        cluster.add_worker()
+        hold.unlink()
+        out = proc.communicate(timeout=600)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    (b,) = [n["id"] for n in nodes("127.0.0.1:6395") if n["cpus"] > 0 and n["alive"]]
+    assert f"node {a} (" in out and "lost" in out.split(f"node {a} (", 1)[1].split("\n", 1)[0], out[-4000:]
+    retried = set(re.findall(r"^trial (\w+) retried", out, re.M))
+    assert retried, out[-4000:]  # what ran on A failed with its node, and Tune tried it again
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert len(trials) == 12 and trials.trial_id.is_unique  # each once, from its last attempt
+    assert (trials.status != "error").all(), trials[["trial_id", "status", "error"]]
+    assert retried <= set(trials.trial_id) and set(trials.node_id) == {b}  # all trained on B in the end
+    states, _ = optuna_states(results, f"lost{pack}")
+    assert "RUNNING" not in states and len(states) == 12, states
+    if pack > 1:  # the executors that were on A started again on B, under their names
+        assert "is gone" not in out and trials.pack_id.str.match(r"gzsl-lost2-\w+-pack-[01]$").all(), trials.pack_id

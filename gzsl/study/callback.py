@@ -46,6 +46,9 @@ class ParquetCallback(tune.Callback):
         attempt's, which starts again from epoch 1."""
         for kept in (self.epochs, self.started, self.first_result):
             kept.pop(trial.trial_id, None)
+        failures = getattr(trial, "num_failures", None)
+        self.log(f"trial {trial.trial_id} retried" + (f" (failure {failures} of up to {self.spec.max_failures})"
+                                                      if failures else "") + f": {_last_error(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.first_result.setdefault(trial.trial_id, time.time())
@@ -57,7 +60,7 @@ class ParquetCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         err = getattr(trial, "error_file", None)
-        text = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).is_file() else "trial raised"
+        text = _last_error(trial)
         # Tune keeps the traceback in the trial's folder under --results (the local copy is temporary).
         kept = f"{trial.path}/error.txt" if getattr(trial, "path", None) else err
         self._finish(trial, error=text, traceback_file=kept)
@@ -121,6 +124,13 @@ def proposal_number(trial, trials) -> int:
     trial to the end of its list, so the list's order serves only a trial without that tag."""
     head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
     return int(head) - 1 if head.isdigit() else trials.index(trial)
+
+
+def _last_error(trial) -> str:
+    """The last line of the trial's error (Tune's error.txt of the trial)."""
+    err = getattr(trial, "error_file", None)
+    lines = Path(err).read_text().strip().splitlines() if err and Path(err).is_file() else []
+    return lines[-1].strip() if lines else "trial raised"
 
 
 def _fmt(v) -> str:

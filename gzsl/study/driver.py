@@ -18,6 +18,7 @@ from ray.tune.schedulers import FIFOScheduler
 from gzsl.errors import ConfigError
 from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
+from gzsl.study.nodes import NodeWatch
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
 from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
@@ -97,7 +98,8 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                                         max_concurrent_trials=concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=tune_storage(results_uri), verbose=0,
-                callbacks=[ParquetCallback(store, spec, log)] + ([pool] if pool else []),
+                callbacks=[ParquetCallback(store, spec, log), NodeWatch(spec.max_failures, spec.pack > 1, log)]
+                + ([pool] if pool else []),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )
     if pool:  # a resumed run's pool and searcher are the restored ones

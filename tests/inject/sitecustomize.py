@@ -15,6 +15,8 @@ HOLD_LIMIT seconds, then lets go):
                     GZSL_INJECT_HOLD (a study's trials.parquet) has N parts, epochs wait: a study
                     cannot end before the test has stopped it. (A file, not the environment: a
                     test may set it after its Ray's workers have started.)
+    hold-while      every epoch waits while the file GZSL_INJECT_HOLD exists, first writing
+                    GZSL_INJECT_HOLD.held-<pid> (the test sees which processes wait)
     hold-first-pack the first process to train an epoch waits while the file GZSL_INJECT_HOLD exists;
                     any other deletes it at its first epoch: the second executor trains a member
                     before the first can finish the study
@@ -88,6 +90,10 @@ def _held(module) -> None:
     def run_epoch_held(self, *args, **kwargs):
         if MODE == "hold-after":
             _hold_while(lambda: parts() >= _number(os.environ["GZSL_INJECT_HOLD_AFTER"]))
+        elif MODE == "hold-while":
+            if os.path.exists(hold):
+                open(f"{hold}.held-{os.getpid()}", "w").close()
+            _hold_while(lambda: os.path.exists(hold))
         elif self.members:
             if not first:  # this process's first epoch: is it the first process to train?
                 try:
