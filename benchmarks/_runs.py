@@ -77,7 +77,8 @@ def run_job(job: dict, data_root: str | None = None) -> dict:
     import torch
 
     from gzsl.evaluation import FAST_CLASSIFIER
-    from gzsl.training import MAIN, TrainConfig, default_hidden, train
+    from gzsl.datasets import default_hidden
+    from gzsl.training import MAIN, TrainConfig, train
 
     torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
     curve = job.get("curve", "fast")

@@ -54,7 +54,8 @@ from gzsl import graphs
 from gzsl.datasets import load
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
 from gzsl import training
-from gzsl.training import Pack, TrainConfig, default_hidden
+from gzsl.datasets import default_hidden
+from gzsl.training import Pack, TrainConfig
 d = load("synth-cub", "test").to("cuda")
 cfg = TrainConfig(device="cuda", epochs=10, hidden=default_hidden("synth-cub"))
 res = {}

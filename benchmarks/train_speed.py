@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator, fit_classifier  # noqa: E402
-from gzsl.training import Pack, TrainConfig, classifier_config, default_hidden  # noqa: E402
+from gzsl.datasets import default_hidden  # noqa: E402
+from gzsl.training import Pack, TrainConfig, classifier_config  # noqa: E402
 
 RUN = "run"
 
@@ -118,7 +119,8 @@ try:
     from gzsl.datasets import load
 except ImportError:  # before gzsl.datasets
     from gzsl.data import load
-from gzsl.training import TrainConfig, default_hidden, train
+from gzsl.datasets import default_hidden
+from gzsl.training import TrainConfig, train
 config = TrainConfig(epochs=int(epochs) + 2, eval_every=0, classifier="fast", hidden=default_hidden(dataset),
                      device=device)
 seconds = [r.seconds for r in train(load(dataset, "test"), config)]

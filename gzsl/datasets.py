@@ -9,6 +9,7 @@ import os
 from gzsl import synthetic
 from gzsl.data import XLSA17_DATASETS, GZSLData, build, read_xlsa17
 from gzsl.errors import DataError
+from gzsl.model import CADA_HIDDEN
 
 
 def load(name: str, split: str = "val", data_root: str | os.PathLike | None = None, seed: int = 0,
@@ -28,3 +29,9 @@ def load(name: str, split: str = "val", data_root: str | os.PathLike | None = No
     known = ", ".join([*synthetic.PRESETS, *synthetic.ATTRIBUTE_PRESETS, *XLSA17_DATASETS])
     raise DataError(f"unknown dataset {name!r}; choose one of {known} (a synthetic preset's other draws: "
                     "synth-small@1, ...)")
+
+
+def default_hidden(name: str) -> tuple[int, int, int, int]:
+    """The model's hidden widths for a dataset: CADA-VAE's on real data, the preset's on synthetic
+    and attribute presets (cub-sim: CUB's)."""
+    return synthetic.hidden(name) or CADA_HIDDEN

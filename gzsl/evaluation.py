@@ -217,8 +217,8 @@ def fit_classifiers(z: torch.Tensor, y: torch.Tensor, config: ClassifierConfig, 
     classes) the starting weights. Every step is one baddbmm for all K, so K fits dispatch the
     operators of one. Returns the trained (w, b).
 
-    The cross-entropy gradient is written out (softmax minus one-hot) instead of going
-    through autograd: the same steps, about a fifth less time, and this runs every epoch."""
+    The cross-entropy gradient is written out (softmax minus one-hot) instead of going through
+    autograd: the same steps, in less time (docs/benchmarks.md), and this runs every epoch."""
     with _one_cpu_thread(z.device):
         return _fit(z, y, config, w.contiguous().clone(), b.contiguous().clone())
 

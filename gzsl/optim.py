@@ -30,9 +30,8 @@ STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_size, bias_correction2_sqrt,
                 beta1: float, beta2: float, eps: float) -> None:
     """torch.optim.Adam's amsgrad update (its single-tensor form) of tensors with a member axis,
-    in place; step_size (lr / bias_correction1) and bias_correction2_sqrt broadcast per member.
-    (Computing those two inside the compiled update made a CPU kernel recompute them per element:
-    1.5x slower at K = 32.)"""
+    in place; step_size (lr / bias_correction1) and bias_correction2_sqrt broadcast per member,
+    computed outside, once per step (docs/benchmarks.md, "Fewer launches on a GPU")."""
     for p, g, m, v, v_max in zip(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs):
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)

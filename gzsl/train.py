@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-    from gzsl.training import TrainConfig, default_hidden, resolve_device
+    from gzsl.datasets import default_hidden
+    from gzsl.training import TrainConfig, resolve_device
 
     return TrainConfig(
         alpha=args.alpha, gamma=args.gamma, lam=args.lam, latent_size=args.latent_size, lr=args.lr,

@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gzsl import fastpaths, graphs, losses, synthetic
+from gzsl import fastpaths, graphs, losses
 from gzsl.data import GZSLData
 from gzsl.defaults import CROSS_WARMUP, DISTANCE_WARMUP, KL_WARMUP
 from gzsl.defaults import SEARCHED_DEFAULTS as DEFAULTS
@@ -104,12 +104,6 @@ class EpochResult:
     trained: Trained | None = None  # last result of a completed member only (gzsl.modelfile saves it)
     eval_seconds: float = 0.0  # of `seconds`, the evaluation's (the pack's, for all members due)
     path: str = "eager"  # the fast paths the epoch ran with (Pack.path)
-
-
-def default_hidden(dataset: str) -> tuple[int, int, int, int]:
-    """Hidden widths for a dataset: CADA-VAE's on real data, the preset's on synthetic and attribute
-    presets (cub-sim: CUB's)."""
-    return synthetic.hidden(dataset) or CADA_HIDDEN
 
 
 def resolve_device(name: str) -> str:

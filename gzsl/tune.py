@@ -213,13 +213,11 @@ def check_no_secret(results: str) -> None:
 
 def dashboard_sign_in() -> str:
     """How to get past the dashboard's "Authentication Token Required" (Ray's token auth)."""
-    try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    from gzsl.study.internals import token_auth_enabled
 
-        enabled = is_token_auth_enabled()
-    except Exception:  # an older or newer Ray without this module: say nothing rather than guess
+    if not token_auth_enabled():
         return ""
-    return "  (it asks for a token: `ray get-auth-token` prints it, or read ~/.ray/auth_token)" if enabled else ""
+    return "  (it asks for a token: `ray get-auth-token` prints it, or read ~/.ray/auth_token)"
 
 
 def in_ray_job() -> bool:

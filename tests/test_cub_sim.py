@@ -13,7 +13,7 @@ from gzsl.data import AttSplits, read_att_splits
 from gzsl.datasets import load
 from gzsl.errors import DataError
 from gzsl.evaluation import cada_recipe
-from gzsl.training import default_hidden
+from gzsl.datasets import default_hidden
 from tests.conftest import real_att_splits
 
 

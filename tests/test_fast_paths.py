@@ -11,7 +11,8 @@ import gzsl.evaluation as evaluation
 from gzsl import fastpaths, graphs
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, Evaluator, fit_classifiers
-from gzsl.training import Pack, TrainConfig, default_hidden
+from gzsl.datasets import default_hidden
+from gzsl.training import Pack, TrainConfig
 
 SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, latent_size=16, eval_every=1, epochs=2)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -18,7 +18,8 @@ def final_scores(overrides: dict):
     import torch
 
     from gzsl.datasets import load
-    from gzsl.training import TrainConfig, default_hidden, train
+    from gzsl.datasets import default_hidden
+    from gzsl.training import TrainConfig, train
 
     torch.set_num_threads(1)
     config = TrainConfig(hidden=default_hidden("synth-small"), eval_every=0, **overrides)

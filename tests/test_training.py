@@ -8,7 +8,8 @@ import torch
 
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, _cycle_per_class, fit_classifier, harmonic_mean, per_class_accuracy
-from gzsl.training import TrainConfig, default_hidden, ramp, train, weights
+from gzsl.datasets import default_hidden
+from gzsl.training import TrainConfig, ramp, train, weights
 
 # The fast final classifier: these tests check the loop's mechanics; the recipe's H is the guard's (test_science).
 SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, classifier="fast")

@@ -20,12 +20,14 @@ from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.nodes import NodeWatch
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
+from gzsl.study.internals import restored_parts
 from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective
 from gzsl.studies import StudySpec
-from gzsl.training import TrainConfig, default_hidden
+from gzsl.datasets import default_hidden
+from gzsl.training import TrainConfig
 
 
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
@@ -62,7 +64,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
     if resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
-        scheduler = tuner._local_tuner._tune_config.scheduler  # restored as first built: rungs empty
+        _, scheduler, _ = restored_parts(tuner)  # restored as first built: rungs empty
         if isinstance(scheduler, NoiseAwareASHA):
             n = scheduler.restore_rungs(store.read("epochs"), set(store.read("trials").trial_id))
             log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
@@ -103,8 +105,9 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )
     if pool:  # a resumed run's pool and searcher are the restored ones
-        pool = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, PackPool))
-        pool.start(data, tuner._local_tuner._tune_config.search_alg, log)
+        searcher, _, callbacks = restored_parts(tuner)
+        pool = next(c for c in callbacks if isinstance(c, PackPool))
+        pool.start(data, searcher, log)
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
     try:
         tuner.fit()

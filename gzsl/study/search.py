@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from gzsl.errors import ConfigError
+from gzsl.study.internals import asked, optuna_study, stored, told
 from gzsl.study.trial import METRIC, trial_status
 from gzsl.studies import StudySpec
 
@@ -55,11 +56,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._beat_at = 0.0
 
     def suggest(self, trial_id: str):
-        if self.room is not None and trial_id not in self._ot_trials and \
-                sum(t not in self._completed_trials for t in self._ot_trials) >= self.room:
+        if self.room is not None and trial_id not in asked(self) and \
+                sum(t not in told(self) for t in asked(self)) >= self.room:
             return None  # Tune asks again on its next step
         config = super().suggest(trial_id)
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = asked(self)[trial_id]
         ot_trial.set_user_attr("gzsl_owner", self.owner)
         ot_trial.set_user_attr("gzsl_seen", time.time())
         self._heartbeat()
@@ -71,19 +72,19 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if now - self._beat_at < HEARTBEAT_S:
             return
         self._beat_at = now
-        for trial_id, ot_trial in list(self._ot_trials.items()):
-            if trial_id not in self._completed_trials:
+        for trial_id, ot_trial in list(asked(self).items()):
+            if trial_id not in told(self):
                 try:
                     ot_trial.set_user_attr("gzsl_seen", now)
                 except optuna.exceptions.UpdateFinishedTrialError:  # finished before a resume (_stale)
-                    self._completed_trials.add(trial_id)
+                    told(self).add(trial_id)
 
     def _stale(self, trial_id: str) -> bool:
         """After a resume, Tune may rerun a trial whose Optuna twin already finished before the
         crash (the searcher's checkpoint predates it), or one the checkpoint never saw. Optuna
         keeps the first outcome; the rerun is not told again."""
-        ot_trial = self._ot_trials.get(trial_id)
-        return ot_trial is None or self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        ot_trial = asked(self).get(trial_id)
+        return ot_trial is None or stored(optuna_study(self), ot_trial).state.is_finished()
 
     def on_trial_result(self, trial_id: str, result: dict):
         if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
@@ -95,14 +96,14 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._heartbeat()
 
     def _best_value(self, ot_trial) -> float:
-        values = self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values.values()
+        values = stored(optuna_study(self), ot_trial).intermediate_values.values()
         return max(values, default=0.0)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials or self._stale(trial_id):
-            self._completed_trials.add(trial_id)
+        if trial_id in told(self) or self._stale(trial_id):
+            told(self).add(trial_id)
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = asked(self)[trial_id]
         if result and METRIC in result and "training_iteration" in result:
             # Tune may hand the last epoch only to on_trial_complete: record it as an intermediate
             # value too (Optuna ignores, with a warning we silence, a step already reported).
@@ -113,12 +114,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         status = trial_status(result, error, self.max_epochs)
         ot_trial.set_user_attr("status", status)
         if status == "pruned":
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            optuna_study(self).tell(ot_trial, state=TrialState.PRUNED)
         elif status == "error":
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            optuna_study(self).tell(ot_trial, state=TrialState.FAIL)
         else:  # completed: H at its best epoch (the epoch a refit scores, results.chosen_val_H); diverged: 0
-            self._ot_study.tell(ot_trial, self._best_value(ot_trial) if status == "completed" else 0.0)
-        self._completed_trials.add(trial_id)
+            optuna_study(self).tell(ot_trial, self._best_value(ot_trial) if status == "completed" else 0.0)
+        told(self).add(trial_id)
 
 
 STORAGE_ENV = "GZSL_OPTUNA_STORAGE"  # the storage URL, instead of --optuna-storage (keeps it out of `ps`)
@@ -192,7 +193,7 @@ def fail_stale_running(storage, study_name: str, owner: str | None = None, stale
         (owner is not None and t.user_attrs.get("gzsl_owner", owner if t.number < newest else None) == owner)
         or now - t.user_attrs.get("gzsl_seen", now) > stale_after)]
     for t in stale:
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
     return len(stale)
 
 

@@ -8,7 +8,8 @@ from ray import tune
 
 from gzsl.errors import ConfigError
 from gzsl.studies import SEARCHED, StudySpec
-from gzsl.training import EpochResult, TrainConfig, default_hidden, train
+from gzsl.datasets import default_hidden
+from gzsl.training import EpochResult, TrainConfig, train
 
 METRIC, MODE = "val_H", "max"
 

@@ -1,0 +1,62 @@
+"""The names of Ray Tune and Optuna that gzsl.study.internals reads outside their public APIs:
+each still there in the installed versions (an upgrade that removes one fails here, by name), and
+read nowhere else in the study layer."""
+
+import re
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from gzsl.study import internals
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def instances() -> dict:
+    searcher = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="h", mode="max")
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(search_alg=searcher,
+                                                                        scheduler=FIFOScheduler()))
+    study = optuna.create_study()
+    return {"Tuner": tuner, "TunerInternal": tuner._local_tuner, "OptunaSearch": searcher, "Study": study,
+            "Trial": study.ask()}
+
+
+def test_every_name_the_internals_read_is_still_there():
+    objects = instances()
+    missing = [f"{kind}.{name}" for kind, names in internals.NAMES.items() for name in names
+               if not hasattr(objects[kind], name)]
+    assert not missing, f"this Ray/Optuna no longer has {missing}: update gzsl/study/internals.py and pyproject's bounds"
+
+
+def test_the_readers_return_what_they_say():
+    objects = instances()
+    tuner, searcher = objects["Tuner"], objects["OptunaSearch"]
+    found, scheduler, callbacks = internals.restored_parts(tuner)
+    assert found is not None and isinstance(scheduler, FIFOScheduler) and isinstance(callbacks, (list, type(None)))
+    searcher.suggest("t1")
+    assert list(internals.asked(searcher)) == ["t1"] and internals.told(searcher) == set()
+    assert isinstance(internals.optuna_study(searcher), optuna.Study)
+    study, trial = objects["Study"], objects["Trial"]
+    trial.report(0.25, 1)
+    assert internals.stored(study, trial).state == TrialState.RUNNING
+    assert internals.stored(study, trial).intermediate_values == {1: 0.25}
+    study.tell(trial, 0.5)
+    assert internals.stored(study, trial).state == TrialState.COMPLETE
+    assert internals.token_auth_enabled() in (True, False, None)
+
+
+def test_the_study_layer_reads_no_other_private_name():
+    """`self._x` is the module's own state, os._exit a documented call; any other `._x` is a private
+    name of another library, which belongs in gzsl/study/internals.py."""
+    found = []
+    for path in [*(ROOT / "gzsl" / "study").glob("*.py"), ROOT / "gzsl" / "tune.py"]:
+        if path.name == "internals.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            found += [f"{path.name}:{n}: {m}" for m in re.findall(r"(?<!self)(?<!os)\._[a-z]\w*", code)]
+    assert not found, found
