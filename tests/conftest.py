@@ -125,11 +125,11 @@ def ray_session_pids(session: str) -> list[int]:
 def stop_ray_session(session: str) -> None:
     """End one Ray session's processes, never another Ray of this user (`ray stop` ends them all:
     a study running beside the suite would die with it)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig, polls in ((signal.SIGTERM, 15), (signal.SIGKILL, 50)):  # 3 s to end cleanly, then killed
         for pid in ray_session_pids(session):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        for _ in range(50):
+        for _ in range(polls):
             if not ray_session_pids(session):
                 return
             time.sleep(0.2)
