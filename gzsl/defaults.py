@@ -1,13 +1,11 @@
-"""method.md's defaults, without torch: the searched hyperparameters' values and the schedule's
-warm-ups. `gzsl.training.TrainConfig` takes its defaults from here, and so does a study (its first
-trial evaluates them; its first ASHA rung comes after the warm-ups), so both read one table."""
+"""method.md's schedule, without torch: the warm-ups, and the first epoch a study's ASHA rung may
+judge. `gzsl.training.TrainConfig` takes its warm-ups from here, and so does a study (its first ASHA
+rung comes after them), so both read one table. The searched hyperparameters' defaults are in
+gzsl.hyperparams."""
 
 from __future__ import annotations
 
 import math
-
-# The searched hyperparameters at method.md's (CADA-VAE's) values.
-SEARCHED_DEFAULTS = {"alpha": 1.0, "gamma": 1.0, "lam": 2.37, "latent_size": 64, "lr": 1.5e-4, "sampling": "cada"}
 
 # Linear warm-ups as (start, end) fractions of the run (CADA-VAE's epochs 0-93, 21-75, 6-22 of 100).
 KL_WARMUP = (0.0, 0.93)

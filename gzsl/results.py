@@ -20,18 +20,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from gzsl import hyperparams
 from gzsl.errors import ResultsError
 
-TRIALS = pa.schema([
+_TRIALS = [  # without the searched hyperparameters follow "status" (SEARCHED_AFTER)
     ("trial_id", pa.string()),  # Tune's trial id, unique within a study
     ("trial_number", pa.int64()),  # order in which the searcher proposed it
     ("status", pa.string()),  # completed | pruned | diverged | error
-    ("alpha", pa.float64()),
-    ("gamma", pa.float64()),
-    ("lam", pa.float64()),
-    ("latent_size", pa.int64()),
-    ("lr", pa.float64()),
-    ("sampling", pa.string()),  # reparameterization noise, textbook | cada
     ("best_val_H", pa.float64()),  # best validation H over the epochs run (%)
     ("best_val_U", pa.float64()),  # U and S of that epoch
     ("best_val_S", pa.float64()),
@@ -53,7 +48,7 @@ TRIALS = pa.schema([
     ("startup_seconds", pa.float64()),  # trial start to first reported epoch, less that epoch's time
     ("start", pa.string()),  # "defaults", "start 1", ... for the study's starting points; "" when TPE proposed it
     ("path", pa.string()),  # the fast paths it trained with (gzsl.fastpaths): "eager", or e.g. "epoch-graph+..."
-])
+]
 
 EPOCHS = pa.schema([
     ("trial_id", pa.string()),
@@ -70,14 +65,8 @@ EPOCHS = pa.schema([
     ("eval_seconds", pa.float64()),  # of which evaluation (validation H); 0 on epochs without one
 ])
 
-FINAL = pa.schema([
+_FINAL = [  # without the searched hyperparameters follow "seed"
     ("seed", pa.int64()),
-    ("alpha", pa.float64()),
-    ("gamma", pa.float64()),
-    ("lam", pa.float64()),
-    ("latent_size", pa.int64()),
-    ("lr", pa.float64()),
-    ("sampling", pa.string()),
     ("kl_weight", pa.float64()),
     ("epochs", pa.int64()),  # the schedule (warm-ups) the model trained under
     ("scored_epoch", pa.int64()),  # the epoch scored: the chosen trial's best validation epoch
@@ -93,7 +82,7 @@ FINAL = pa.schema([
     ("model", pa.string()),  # the saved model (gzsl.modelfile), relative to the results folder; null if diverged
     ("seconds", pa.float64()),
     ("status", pa.string()),
-])
+]
 
 CONFIRM = pa.schema([  # one row per (finalist, fresh validation split): gzsl.study.confirm
     ("trial_id", pa.string()),  # the finalist's trial
@@ -138,8 +127,21 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("schema_version", pa.int64()),  # SCHEMA_VERSION of the gzsl that wrote this folder
 ])
 
-TABLES = {"trials": TRIALS, "epochs": EPOCHS, "confirm": CONFIRM, "final": FINAL, "study": STUDY}
-# The schema above. A folder written under another one is refused with one line (check_version),
+TABLES = ("trials", "epochs", "confirm", "final", "study")
+# Where each table's columns of the searched hyperparameters go (one per row of gzsl.hyperparams).
+SEARCHED_AFTER = {"trials": "status", "final": "seed"}
+
+
+def schema(table: str) -> pa.Schema:
+    """A table's Arrow schema: trials and final with a column per searched hyperparameter."""
+    fixed = {"trials": _TRIALS, "epochs": EPOCHS, "confirm": CONFIRM, "final": _FINAL, "study": STUDY}[table]
+    if table not in SEARCHED_AFTER:
+        return fixed
+    at = [name for name, _ in fixed].index(SEARCHED_AFTER[table]) + 1
+    return pa.schema(fixed[:at] + [(h.name, h.arrow_type) for h in hyperparams.SEARCHED] + fixed[at:])
+
+
+# The schemas above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
 SCHEMA_VERSION = 5
 
@@ -161,9 +163,9 @@ class ResultStore:
         """Write rows as one new part; False (nothing written) when that part already exists."""
         if not rows or self.has_part(table, part):
             return False
-        schema = TABLES[table]
+        columns = schema(table)
         self.fs.create_dir(self._dir(table), recursive=True)
-        data = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
+        data = pa.Table.from_pylist([{f.name: row.get(f.name) for f in columns} for row in rows], schema=columns)
         final = f"{self._dir(table)}/part-{part}.parquet"
         tmp = f"{self._dir(table)}/.tmp-{part}.parquet"  # hidden from readers until complete
         pq.write_table(data, tmp, filesystem=self.fs)
@@ -173,8 +175,8 @@ class ResultStore:
     def read(self, table: str):
         """The table as a pandas DataFrame (empty, with the schema's columns, when absent)."""
         if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:
-            return TABLES[table].empty_table().to_pandas()
-        return pq.read_table(self._dir(table), filesystem=self.fs, schema=TABLES[table]).to_pandas()
+            return schema(table).empty_table().to_pandas()
+        return pq.read_table(self._dir(table), filesystem=self.fs, schema=schema(table)).to_pandas()
 
     def check_version(self) -> None:
         """ResultsError (one line) when this folder was written under another SCHEMA_VERSION."""

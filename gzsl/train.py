@@ -17,6 +17,7 @@ import math
 import sys
 import time
 
+from gzsl import hyperparams
 from gzsl.errors import GzslError
 
 
@@ -42,7 +43,6 @@ def positive_float(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    from gzsl.model import SAMPLING
     from gzsl.training import TrainConfig
 
     d = TrainConfig()
@@ -60,16 +60,10 @@ def parser() -> argparse.ArgumentParser:
                       help="val: train on training classes, score on validation classes (tuning); "
                            "test: train on trainval, score on test_seen/test_unseen")
     hp = p.add_argument_group("searched hyperparameters")
-    hp.add_argument("--alpha", type=positive_float, default=d.alpha, help="weight of KL(z^p)")
-    hp.add_argument("--gamma", type=positive_float, default=d.gamma, help="weight of the shuffling classification loss")
-    hp.add_argument("--lam", type=positive_float, default=d.lam, help="weight of modality alignment (L_CR + beta L_DD)")
-    hp.add_argument("--latent-size", type=positive_int, default=d.latent_size, help="size of z^t and of z^p")
-    hp.add_argument("--lr", type=positive_float, default=d.lr, help="Adam (amsgrad) learning rate")
+    for h in hyperparams.SEARCHED:
+        hp.add_argument(h.flag, type=h.parse, default=h.default, metavar="{" + ",".join(h.choices) + "}" if h.choices else None, help=h.help)
     hp.add_argument("--kl-weight", type=positive_float, default=d.kl_weight,
                     help="end value of the KL warm-up (CADA-VAE: 0.25; 1 collapses the posteriors)")
-    hp.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
-                    help="reparameterization: cada (the default, CADA-VAE's code: sigma = exp(logvar), one noise "
-                         "draw per row) or textbook (sigma = exp(logvar/2), noise per dimension)")
     hp.add_argument("--classifier", choices=("cada", "fast"), default=d.classifier,
                     help="final classifier: cada (CADA-VAE's recipe, 23 epochs at batch 32: what published rows "
                          "report) or fast (3 epochs at batch 2048: a quick look)")
@@ -94,8 +88,8 @@ def config_from_args(args):
     from gzsl.training import TrainConfig, resolve_device
 
     return TrainConfig(
-        alpha=args.alpha, gamma=args.gamma, lam=args.lam, latent_size=args.latent_size, lr=args.lr,
-        kl_weight=args.kl_weight, sampling=args.sampling, classifier=args.classifier,
+        **{h.name: getattr(args, h.name) for h in hyperparams.SEARCHED},
+        kl_weight=args.kl_weight, classifier=args.classifier,
         epochs=args.epochs, batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
         disentangle=not args.no_disentangle, device=resolve_device(args.device),
         hidden=tuple(args.hidden) if args.hidden else default_hidden(args.dataset),

@@ -23,14 +23,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gzsl import fastpaths, graphs, losses
+from gzsl import fastpaths, graphs, hyperparams, losses
 from gzsl.data import GZSLData
 from gzsl.defaults import CROSS_WARMUP, DISTANCE_WARMUP, KL_WARMUP
-from gzsl.defaults import SEARCHED_DEFAULTS as DEFAULTS
 from gzsl.errors import GzslError
 from gzsl.evaluation import CLASSIFIER_EPOCH, CLASSIFIERS, ClassifierConfig, Evaluator, LatentClassifier, Scores, cada_recipe, fit_many
 from gzsl.model import CADA_HIDDEN, DisentangledVAE, ModelConfig, noise
 from gzsl.optim import MemberAdam
+
+
+DEFAULTS = hyperparams.defaults()
 
 
 @dataclass(frozen=True)

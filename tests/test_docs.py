@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gzsl.results import TABLES
+from gzsl import hyperparams
+from gzsl.results import TABLES, schema
 from gzsl.studies import _SECTIONS, shipped_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def test_the_readme_shows_the_demo_study_as_shipped():
 
 def test_the_readme_describes_every_study_file_key():
     rows = set(re.findall(r"^\| `\[(\w+)\] (\w+)` \|", STUDY_FILES, re.M))
-    assert rows == {(section, key) for section, keys in _SECTIONS.items() for key in keys}
+    assert rows == {(section, key) for section, keys in _SECTIONS.items() for key in keys} | {("space", n) for n in hyperparams.names()}
 
 
 @pytest.mark.parametrize("table", list(TABLES))
@@ -32,7 +33,7 @@ def test_the_readme_lists_every_parquet_column(table):
     lines = RESULTS[start:].split("\n\n", 2)[1].splitlines()  # the table after the heading line
     first_cells = [line.split("|")[1] for line in lines[2:]]
     documented = [name for cell in first_cells for name in re.findall(r"`(\w+)`", cell)]
-    assert sorted(documented) == sorted(TABLES[table].names)
+    assert sorted(documented) == sorted(schema(table).names)
 
 
 def test_the_readme_is_a_guide_whose_links_resolve():

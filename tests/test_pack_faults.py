@@ -477,7 +477,6 @@ def test_a_join_that_fails_halfway_leaves_the_pack_as_it_was(monkeypatch, data):
     """An out-of-memory while the model grows (at its third layer) or while Adam's state grows:
     the join fails, every layer and the optimizer keep K members, and the next epoch trains as in
     a pack that never saw the join."""
-    from gzsl.datasets import default_hidden
     from gzsl.training import Pack, TrainConfig
 
     config = TrainConfig(hidden=(32, 32, 16, 16), batch_size=512, latent_size=16, lr=2e-3, eval_every=0, epochs=3)

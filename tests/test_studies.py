@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from gzsl.errors import ConfigError
-from gzsl.studies import CLASSIFIERS, SAMPLINGS, Param, load_study
+from gzsl import hyperparams
+from gzsl.studies import CLASSIFIERS, Param, load_study
 
 GOOD = """
 [study]
@@ -114,7 +115,7 @@ def test_the_study_file_knows_the_models_samplings_and_classifiers():
     from gzsl.evaluation import CLASSIFIERS as EVAL_CLASSIFIERS
     from gzsl.model import SAMPLING
 
-    assert SAMPLINGS == SAMPLING and CLASSIFIERS == tuple(EVAL_CLASSIFIERS)
+    assert hyperparams.get("sampling").choices == SAMPLING and CLASSIFIERS == tuple(EVAL_CLASSIFIERS)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -185,7 +186,6 @@ def test_bad_study_table_values_are_one_line(tmp_path, line, message):
 def test_every_study_starts_from_the_defaults_then_its_own_points(tmp_path):
     """The first trial is method.md's defaults, brought inside the space (latent 64 is not among
     [16, 32]: the nearest choice); [search] start adds points, each filled in from the defaults."""
-    from gzsl.defaults import SEARCHED_DEFAULTS
     from gzsl.studies import start_label
     from gzsl.training import TrainConfig
 
@@ -196,6 +196,7 @@ def test_every_study_starts_from_the_defaults_then_its_own_points(tmp_path):
     assert start_label(spec, {"alpha": 0.5, "latent_size": 32, "lr": 1.5e-4}) == "start 1"
     assert start_label(spec, {"alpha": 0.51, "latent_size": 32}) == ""  # what TPE proposed
     # The defaults are TrainConfig's, and a shipped study's lie inside its space unchanged.
-    assert {k: getattr(TrainConfig(), k) for k in SEARCHED_DEFAULTS} == SEARCHED_DEFAULTS
+    defaults = hyperparams.defaults()
+    assert {k: getattr(TrainConfig(), k) for k in defaults} == defaults
     cub = load_study("cub_full")
-    assert cub.start[0] == ("defaults", {k: SEARCHED_DEFAULTS[k] for k in ("alpha", "gamma", "lam", "latent_size", "lr")})
+    assert cub.start[0] == ("defaults", {k: defaults[k] for k in ("alpha", "gamma", "lam", "latent_size", "lr")})

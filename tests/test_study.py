@@ -18,8 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ray_sessions, stop_ray_session
-from gzsl.results import (CONFIRM, EPOCHS, FINAL, SCHEMA_VERSION, STUDY as STUDY_SCHEMA, TRIALS, ResultStore, best_trial,
-                          confirmed, finalists)
+from gzsl.results import SCHEMA_VERSION, ResultStore, best_trial, confirmed, finalists, schema
 
 INJECT = str(Path(__file__).parent / "inject")  # tests/inject/sitecustomize.py: faults and holds in Ray's workers
 STUDY = """
@@ -91,9 +90,9 @@ def test_a_short_study_end_to_end(short_study):
     final = pd.read_parquet(results / "final.parquet")
     meta = pd.read_parquet(results / "study.parquet")
     # The documented schema, readable by pyarrow as one table per folder of parts.
-    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
-    assert list(epochs.columns) == EPOCHS.names and list(final.columns) == FINAL.names
-    assert list(meta.columns) == STUDY_SCHEMA.names
+    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == schema("trials").names
+    assert list(epochs.columns) == schema("epochs").names and list(final.columns) == schema("final").names
+    assert list(meta.columns) == schema("study").names
     assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.5, 3.43, "searched")  # beta: TrainConfig's default
     assert meta.classifier[0] == "fast"
     assert len(trials) == 6 and trials.trial_id.is_unique
@@ -127,7 +126,7 @@ def test_a_short_study_end_to_end(short_study):
     # The best 2 trials and the defaults, each retrained on one fresh validation split (other classes),
     # scored at its best epoch; the choice is made there (results.confirmed, unit-tested below).
     confirm = pd.read_parquet(results / "confirm.parquet")
-    assert list(confirm.columns) == CONFIRM.names
+    assert list(confirm.columns) == schema("confirm").names
     ranked = trials[trials.status == "completed"].sort_values("best_val_H", ascending=False)
     expected = set(ranked.trial_id[:2]) | set(trials.trial_id[trials.start == "defaults"])
     assert set(confirm.trial_id) == expected and (confirm.val_split == 1).all() and len(confirm) == len(expected)
@@ -268,7 +267,7 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     assert len(epochs) == trials.epochs_run.sum()
     states, _ = optuna_states(results, "crash")
     assert "RUNNING" not in states
-    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == TRIALS.names
+    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == schema("trials").names
     assert trials.pack_id.str.fullmatch(r"gzsl-crash-[0-9a-f]{8}-pack-\d+").all() and trials.pack_id.nunique() == 1
     side_by_side = [(g.started_at.shift(-1) < g.ended_at).any() for _, g in trials.sort_values("started_at")
                     .groupby("pack_id")]

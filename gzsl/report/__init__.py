@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from gzsl import hyperparams
 from gzsl.report import figures as fig
 from gzsl.report import page
 from gzsl.report import records as rec
@@ -69,7 +70,7 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     if s.best is None:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
-    rows = [[p, b[p]] for p in rec.PARAMS]
+    rows = [[p, b[p]] for p in hyperparams.names()]
     rows.append(["best epoch (the refit scores it)", b["best_epoch"]])
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Chosen configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
@@ -202,20 +203,20 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
         rows.append([("html", f"<b>{escape(r.name)}</b>"), s.dataset, s.n_trials, best_h, test_h,
                      cada[2] if cada else None,
                      (ours.mean["H"] - cada[2]) if (ours and ours.published_recipe and cada) else None,
-                     *[best.get(p) if best else None for p in rec.PARAMS]])
+                     *[best.get(p) if best else None for p in hyperparams.names()]])
         imp = rec.importance(r)
         imp_rows.append((r.name, dict(zip(imp.params, imp.importance))))
     import plotly.graph_objects as go
 
     bar = go.Figure()
-    for p in rec.PARAMS:
+    for p in hyperparams.names():
         bar.add_trace(go.Bar(name=escape(p), x=[escape(n) for n, _ in imp_rows], y=[d.get(p, 0.0) for _, d in imp_rows]))
     bar.update_layout(barmode="group")
     bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA on final H; on H at the first ASHA rung "
                            "where fewer than 3 trials completed)", height=380)
     table = page.table_html(["study", "dataset", "trials", "best val H", "test H (CADA-VAE's classifier recipe)",
                              "CADA-VAE H", "test H - CADA-VAE",
-                             *[f"best {p}" for p in rec.PARAMS]], rows, left={"study", "dataset"})
+                             *[f"best {p}" for p in hyperparams.names()]], rows, left={"study", "dataset"})
     sections = [("table", "Studies side by side", table), ("importance", "Importance per study",
                                                            page.figure_html(bar, "fig-importance-compare"))]
     return page.page("Study comparison: " + ", ".join(r.name for r in studies), sections,

@@ -12,10 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gzsl import hyperparams
 from gzsl.report import records as rec
 
 STATUS_COLORS = {"completed": "#1f77b4", "pruned": "#b0b0b0", "diverged": "#d62728", "error": "#9467bd"}
-LOG_PARAMS = {"alpha", "gamma", "lam", "lr"}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
@@ -89,7 +89,7 @@ def parallel_coordinates(r: rec.StudyResults, params: list[str]) -> go.Figure:
     value = t.best_val_H.fillna(0.0)
     dims = []
     for p in params:
-        if p in LOG_PARAMS:
+        if not hyperparams.get(p).categorical:  # searched log-uniform: log axes
             import numpy as np
             vals = np.log10(t[p].astype(float))
             dims.append(dict(label=f"log10 {escape(p)}", values=vals))
@@ -117,15 +117,15 @@ def slices(r: rec.StudyResults, params: list[str]) -> go.Figure:
                 x=group[p], y=group.best_val_H.fillna(0.0), mode="markers", name=status, legendgroup=status,
                 showlegend=status not in shown, marker=dict(color=STATUS_COLORS.get(status, "#333"), size=7),
                 text=[escape(x) for x in group.trial_id],
-                hovertemplate=f"{escape(p)} %{{x{'' if p in rec.CATEGORICAL else ':.4g'}}}<br>best val H %{{y:.2f}}"
+                hovertemplate=f"{escape(p)} %{{x{'' if hyperparams.get(p).categorical else ':.4g'}}}<br>best val H %{{y:.2f}}"
                               "<br>%{text}<extra></extra>"), 1, i)
             shown.add(status)
-        if p in LOG_PARAMS:
+        if not hyperparams.get(p).categorical:
             fig.update_xaxes(type="log", row=1, col=i)
-        elif p in rec.CATEGORICAL:
+        else:
             fig.update_xaxes(type="category", row=1, col=i)
     fig.update_yaxes(title_text="best validation H (%)", row=1, col=1)
-    return _layout(fig, "Effect of each hyperparameter (log axes for alpha, gamma, lambda, lr)", height=400)
+    return _layout(fig, "Effect of each hyperparameter (log axes for ranges)", height=400)
 
 
 def timeline(bars: list[rec.TimelineBar]) -> go.Figure:

@@ -10,11 +10,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from gzsl import hyperparams
 from gzsl.errors import NoResultsYet
 from gzsl.results import ResultStore, confirmed
 
-PARAMS = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
-CATEGORICAL = ("latent_size", "sampling")  # drawn as categories; sampling's values are strings
 
 # docs/method.md, "Reference numbers" (attribute semantics, ResNet-101 features): (U, S, H).
 REFERENCES = {
@@ -214,8 +213,8 @@ def asha_rungs(meta: dict) -> list[int]:
 
 
 def searched_params(r: StudyResults) -> list[str]:
-    names = [p for p in PARAMS if p in r.meta.get("space", {})]
-    return names or [p for p in PARAMS if p in r.trials and r.trials[p].nunique() > 1]
+    names = [p for p in hyperparams.names() if p in r.meta.get("space", {})]
+    return names or [p for p in hyperparams.names() if p in r.trials and r.trials[p].nunique() > 1]
 
 
 def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None = None) -> optuna.Study:
@@ -224,8 +223,7 @@ def optuna_study(r: StudyResults, statuses=("completed",), values: dict | None =
     study = optuna.create_study(direction="maximize", study_name=r.name)
     dists = distributions(r)
     for _, row in r.trials[r.trials.status.isin(statuses)].iterrows():
-        params = {p: (int(row[p]) if p == "latent_size" else str(row[p]) if p == "sampling" else float(row[p]))
-                  for p in dists}
+        params = {p: hyperparams.get(p).cast(row[p]) for p in dists}
         if values is not None and row.trial_id not in values:
             continue
         value = values[row.trial_id] if values is not None else row.best_val_H
@@ -239,18 +237,14 @@ def distributions(r: StudyResults) -> dict:
     space = r.meta.get("space", {})
     dists = {}
     for p in searched_params(r):
-        spec = space.get(p)
-        if spec and "choices" in spec:
-            dists[p] = optuna.distributions.CategoricalDistribution(spec["choices"])
-        elif spec:
-            dists[p] = optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec.get("log", True))
-        elif p == "latent_size":
-            dists[p] = optuna.distributions.CategoricalDistribution(sorted(int(v) for v in r.trials[p].unique()))
-        elif p == "sampling":
-            dists[p] = optuna.distributions.CategoricalDistribution(sorted(r.trials[p].dropna().unique()))
+        spec, h = space.get(p), hyperparams.get(p)
+        if spec:
+            dists[p] = h.distribution(spec.get("low"), spec.get("high"), spec.get("log", True), spec.get("choices"))
+        elif h.categorical:  # a results folder without its space: the values the trials took
+            dists[p] = h.distribution(choices=sorted(r.trials[p].dropna().unique()))
         else:
             lo, hi = float(r.trials[p].min()), float(r.trials[p].max())
-            dists[p] = optuna.distributions.FloatDistribution(lo, hi * (1 + 1e-9) + 1e-12, log=lo > 0)
+            dists[p] = h.distribution(lo, hi * (1 + 1e-9) + 1e-12, log=lo > 0)
     return dists
 
 

@@ -9,12 +9,14 @@ settings, the resources of one trial and a seed. Every error names the file and 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from gzsl.defaults import SEARCHED_DEFAULTS, first_rung
+from gzsl import hyperparams
+from gzsl.defaults import first_rung
 from gzsl.errors import ConfigError
 
 try:
@@ -22,8 +24,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04 cluster images): the same parser, from PyPI
     import tomli as tomllib
 
-SEARCHED = ("alpha", "gamma", "lam", "latent_size", "lr", "sampling")
-SAMPLINGS = ("cada", "textbook")  # gzsl.model.SAMPLING, kept here so loading a study needs no torch
 CLASSIFIERS = ("cada", "fast")  # gzsl.evaluation.CLASSIFIERS' names
 FIXED = ("beta", "kl_weight", "sampling", "classifier")  # [training] keys passed to TrainConfig as they are
 
@@ -76,6 +76,14 @@ class StudySpec:
     confirm_top: int = 3
     confirm_splits: int = 2
 
+    def largest(self, name: str):
+        """The largest value a trial of this study can give a searched hyperparameter: the space's
+        top choice or high, else the study's fixed value or method.md's default."""
+        for p in self.space:
+            if p.name == name:
+                return max(p.choices) if p.choices is not None else p.high
+        return self.fixed.get(name, hyperparams.get(name).default)
+
 
 _SECTIONS = {
     "study": {"dataset": str, "data_root": str, "split": str, "seed": int},
@@ -85,8 +93,12 @@ _SECTIONS = {
     "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float},
     "confirm": {"top": int, "splits": int},
     "resources": {"cpu": float, "gpu": float, "pack": int},
-    "space": {name: dict for name in SEARCHED},
+    "space": {},  # the searched hyperparameters (gzsl.params), each a table
 }
+
+
+def _keys(section: str) -> dict:
+    return {name: dict for name in hyperparams.names()} if section == "space" else _SECTIONS[section]
 
 
 def shipped_folder():
@@ -141,9 +153,9 @@ def parse(raw: dict, path: Path) -> StudySpec:
         if not isinstance(value, dict):
             fail(section, "must be a table ([section])")
         for key, v in value.items():
-            want = _SECTIONS[section].get(key)
+            want = _keys(section).get(key)
             if want is None:
-                fail(f"{section}.{key}", f"unknown key; expected one of {', '.join(_SECTIONS[section])}")
+                fail(f"{section}.{key}", f"unknown key; expected one of {', '.join(_keys(section))}")
             ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
             if not ok or (want is int and isinstance(v, bool)):
                 fail(f"{section}.{key}", f"expected {want.__name__}, got {type(v).__name__} {v!r}")
@@ -164,10 +176,9 @@ def parse(raw: dict, path: Path) -> StudySpec:
             fail(f"{section}.{key}", f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
         return v
 
-    space = tuple(_param(name, raw.get("space", {}).get(name), path) for name in SEARCHED
-                  if name in raw.get("space", {}))
+    space = tuple(_param(h, raw["space"][h.name], fail) for h in hyperparams.SEARCHED if h.name in raw.get("space", {}))
     if not space:
-        fail("space", "empty search space; give at least one of " + ", ".join(SEARCHED))
+        fail("space", "empty search space; give at least one of " + ", ".join(hyperparams.names()))
     pack = positive("resources", "pack", 1)
     resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items() if k != "pack"}
     for k, v in resources.items():
@@ -217,7 +228,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
 def start_points(space: tuple[Param, ...], given: list, fail) -> tuple[tuple[str, dict], ...]:
     """The trials evaluated first: method.md's defaults inside the space's bounds, then each entry of
     [search] start (a table of searched parameters; those it leaves out take the defaults' values)."""
-    defaults = {p.name: _inside(p, SEARCHED_DEFAULTS[p.name]) for p in space}
+    defaults = {p.name: _inside(p, hyperparams.get(p.name).default) for p in space}
     points = [("defaults", defaults)]
     for i, entry in enumerate(given, 1):
         key = f"search.start[{i}]"
@@ -258,7 +269,7 @@ def _start_value(p: Param, value, key: str, fail):
         if value not in p.choices or isinstance(value, bool):
             fail(key, f"{value!r} is not one of space.{p.name}.choices {list(p.choices)}")
         return p.choices[list(p.choices).index(value)]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if hyperparams.get(p.name).problem(value):
         fail(key, f"expected a number, got {value!r}")
     if not p.low <= value <= p.high:
         fail(key, f"{value} is outside space.{p.name} [{p.low:g}, {p.high:g}]; widen the space or move the point")
@@ -277,61 +288,49 @@ def _fixed(training: dict, searched: set[str], fail) -> dict:
         fixed[k] = float(fixed[k])
     if "classifier" in fixed and fixed["classifier"] not in CLASSIFIERS:
         fail("training.classifier", f"expected 'cada' (CADA-VAE's recipe) or 'fast', got {fixed['classifier']!r}")
-    if "sampling" in fixed:
-        if fixed["sampling"] not in SAMPLINGS:
-            fail("training.sampling", f"expected 'cada' or 'textbook', got {fixed['sampling']!r}")
-        if "sampling" in searched:
-            fail("space.sampling", f"searched, and also fixed by training.sampling = {fixed['sampling']!r}; "
-                                   "remove one of them")
+    samplings = hyperparams.get("sampling").choices
+    if "sampling" in fixed and fixed["sampling"] not in samplings:
+        fail("training.sampling", f"expected {' or '.join(map(repr, samplings))}, got {fixed['sampling']!r}")
+    for k in sorted(searched & set(fixed)):
+        fail(f"space.{k}", f"searched, and also fixed by training.{k} = {fixed[k]!r}; remove one of them")
     return fixed
 
 
-def _param(name: str, table: dict, path: Path) -> Param:
-    key = f"space.{name}"
-    if name == "sampling":
-        return _sampling_param(table, path)
+def _param(h: hyperparams.Hyperparameter, table: dict, fail) -> Param:
+    """A [space] entry for hyperparameter h: a range (floats: low, high, log) or a list of choices."""
+    key = f"space.{h.name}"
     if set(table) == {"choices"}:
-        choices = table["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{path}: {key}.choices: expected a non-empty list, got {choices!r}")
-        if name == "latent_size" and not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
-                                             for c in choices):
-            raise ConfigError(f"{path}: {key}.choices: latent sizes must be positive integers, got {choices}")
-        if name != "latent_size" and not all(_positive_number(c) for c in choices):
-            raise ConfigError(f"{path}: {key}.choices: {name} takes positive numbers, got {choices}")
-        return Param(name, choices=tuple(float(c) for c in choices) if name != "latent_size" else tuple(choices))
+        return Param(h.name, choices=_choices(h, table["choices"], key, fail))
+    if h.categorical:
+        fail(key, f"{h.name} is categorical; give choices = {json.dumps(list(h.example))}")
     unknown = set(table) - {"low", "high", "log"}
     if unknown:
-        raise ConfigError(f"{path}: {key}.{sorted(unknown)[0]}: unknown key; expected low, high, log or choices")
+        fail(f"{key}.{sorted(unknown)[0]}", "unknown key; expected low, high, log or choices")
     if "low" not in table or "high" not in table:
-        raise ConfigError(f"{path}: {key}: expected low and high (or choices)")
+        fail(key, "expected low and high (or choices)")
     low, high, log = table["low"], table["high"], table.get("log", True)
     if not isinstance(log, bool):
-        raise ConfigError(f"{path}: {key}.log: expected true or false (no quotes), got {log!r}")
+        fail(f"{key}.log", f"expected true or false (no quotes), got {log!r}")
     for k, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{path}: {key}.{k}: expected a number, got {v!r}")
+            fail(f"{key}.{k}", f"expected a number, got {v!r}")
     if not low < high:
-        raise ConfigError(f"{path}: {key}: empty range, low {low} must be below high {high}")
+        fail(key, f"empty range, low {low} must be below high {high}")
     if log and low <= 0:
-        raise ConfigError(f"{path}: {key}.low: a log-uniform range needs low > 0, got {low}")
-    if low <= 0:  # alpha, gamma, lam or lr at 0 switches a part of the method off, or training
-        raise ConfigError(f"{path}: {key}.low: {name} must stay > 0, got {low}")
-    if name == "latent_size":
-        raise ConfigError(f"{path}: {key}: latent size is categorical; give choices = [16, 32, 64, 128]")
-    return Param(name, float(low), float(high), bool(log))
+        fail(f"{key}.low", f"a log-uniform range needs low > 0, got {low}")
+    if h.problem(low):  # alpha, gamma, lam or lr at 0 switches a part of the method off, or training
+        fail(f"{key}.low", f"{h.problem(low)}, got {low}")
+    return Param(h.name, float(low), float(high), bool(log))
 
 
-def _positive_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def _sampling_param(table: dict, path: Path) -> Param:
-    key = "space.sampling"
-    if set(table) != {"choices"}:
-        raise ConfigError(f"{path}: {key}: sampling is categorical; give choices = [\"cada\", \"textbook\"]")
-    choices = table["choices"]
-    ok = isinstance(choices, list) and choices and all(c in SAMPLINGS for c in choices)
-    if not ok or len(set(choices)) != len(choices):
-        raise ConfigError(f"{path}: {key}.choices: expected 'cada' and/or 'textbook', each once, got {choices!r}")
-    return Param("sampling", choices=tuple(choices))
+def _choices(h: hyperparams.Hyperparameter, choices, key: str, fail) -> tuple:
+    if h.kind is str:
+        ok = isinstance(choices, list) and choices and not any(h.problem(c) for c in choices)
+        if not ok or len(set(choices)) != len(choices):
+            fail(f"{key}.choices", f"expected {' and/or '.join(map(repr, h.choices))}, each once, got {choices!r}")
+        return tuple(choices)
+    if not isinstance(choices, list) or not choices:
+        fail(f"{key}.choices", f"expected a non-empty list, got {choices!r}")
+    if any(h.problem(c) for c in choices) or (h.kind is int and not all(isinstance(c, int) for c in choices)):
+        fail(f"{key}.choices", f"{h.name} takes positive {'integers' if h.kind is int else 'numbers'}, got {choices}")
+    return tuple(h.cast(c) for c in choices)

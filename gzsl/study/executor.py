@@ -23,10 +23,7 @@ MAX_STRIKES = 3  # epochs failed in a row, none trained in between: the executor
 
 def max_latent(spec: StudySpec) -> int:
     """The widest latent a trial of this study can have: the pack pads every member to it."""
-    for p in spec.space:
-        if p.name == "latent_size":
-            return int(max(p.choices)) if p.choices is not None else int(p.high)
-    return int(spec.fixed.get("latent_size", TrainConfig.latent_size))
+    return int(spec.largest("latent_size"))
 
 
 class MemberError(RuntimeError):

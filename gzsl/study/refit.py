@@ -10,12 +10,12 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from gzsl import modelfile
+from gzsl import hyperparams, modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
 from gzsl.results import ResultStore, chosen_val_H, confirmed
 from gzsl.study.callback import say
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
-from gzsl.studies import SEARCHED, StudySpec
+from gzsl.studies import StudySpec
 from gzsl.training import MAIN, classifier_config, train
 
 
@@ -29,9 +29,7 @@ def best_params(store: ResultStore, h_noise: float = 0.0) -> dict | None:
 def trial_params(trial: dict) -> dict:
     """A trials.parquet row as the parameters a refit or a confirmation trains: the searched values,
     the trial's id, its validation H and its best epoch (where they score)."""
-    return {"alpha": float(trial["alpha"]), "gamma": float(trial["gamma"]), "lam": float(trial["lam"]),
-            "latent_size": int(trial["latent_size"]), "lr": float(trial["lr"]), "sampling": trial["sampling"],
-            "trial_id": trial["trial_id"], "val_H": float(chosen_val_H(trial)), "epoch": _epoch(trial.get("best_epoch"))}
+    return {**hyperparams.cast(trial), "trial_id": trial["trial_id"], "val_H": float(chosen_val_H(trial)), "epoch": _epoch(trial.get("best_epoch"))}
 
 
 def _epoch(best_epoch) -> int:
@@ -68,7 +66,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     saved, model_bytes = None, None
     if last.trained is not None:
         saved, model_bytes = model_path(seed), modelfile.to_bytes(last.trained, cfg, data, cada, last.epoch)
-    return {"model_bytes": model_bytes, "seed": seed, **{k: getattr(cfg, k) for k in SEARCHED}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
+    return {"model_bytes": model_bytes, "seed": seed, **{k: getattr(cfg, k) for k in hyperparams.names()}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
             "scored_epoch": last.epoch,
             "classifier_epochs": classifier_config(cfg, data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,

@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from gzsl import hyperparams
 from gzsl.errors import ConfigError
 from gzsl.study.internals import asked, optuna_study, stored, told
 from gzsl.study.trial import METRIC, trial_status
@@ -18,13 +19,7 @@ from gzsl.studies import StudySpec
 
 
 def search_space(spec: StudySpec) -> dict:
-    space = {}
-    for p in spec.space:
-        if p.choices is not None:
-            space[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
-        else:
-            space[p.name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log)
-    return space
+    return {p.name: hyperparams.get(p.name).distribution(p.low, p.high, p.log, p.choices) for p in spec.space}
 
 
 # Signs of life, so that a run never fails another live run's trials (fail_stale_running): each
@@ -43,8 +38,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     its intermediate values (reported each epoch by on_trial_result). Each trial
     carries its owner and heartbeat (see HEARTBEAT_S).
 
-    `room`, when set, caps the trials in flight: a packed study proposes only as many
-    configurations as its started executors can train (gzsl.study.pack.PackPool raises it as
+    Its cap on the trials in flight is Tune's `set_max_concurrency` (what a ConcurrencyLimiter,
+    and so `max_concurrent_trials`, sets): a packed study proposes only as many configurations as
+    its started executors can train (gzsl.study.pack.PackPool raises the cap, from Tune's loop, as
     executors start), so that a cluster still waiting for nodes does not turn TPE into random
     search by holding proposals that no executor can take yet."""
 
@@ -52,12 +48,17 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
         self.owner = owner
-        self.room: int | None = None
+        self._cap: int | None = None
         self._beat_at = 0.0
 
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Tune's Searcher API: this searcher caps its trials in flight itself (True)."""
+        self._cap = max_concurrent
+        return True
+
     def suggest(self, trial_id: str):
-        if self.room is not None and trial_id not in asked(self) and \
-                sum(t not in told(self) for t in asked(self)) >= self.room:
+        if self._cap is not None and trial_id not in asked(self) and \
+                sum(t not in told(self) for t in asked(self)) >= self._cap:
             return None  # Tune asks again on its next step
         config = super().suggest(trial_id)
         ot_trial = asked(self)[trial_id]

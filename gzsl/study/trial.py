@@ -6,28 +6,22 @@ from __future__ import annotations
 import torch
 from ray import tune
 
-from gzsl.errors import ConfigError
-from gzsl.studies import SEARCHED, StudySpec
+from gzsl import hyperparams
 from gzsl.datasets import default_hidden
+from gzsl.errors import ConfigError
+from gzsl.studies import StudySpec
 from gzsl.training import EpochResult, TrainConfig, train
 
 METRIC, MODE = "val_H", "max"
 
 
-def train_config(spec: StudySpec, params: dict, seed: int, device: str = "cpu") -> TrainConfig:
+def train_config(spec: StudySpec, values: dict, seed: int, device: str = "cpu") -> TrainConfig:
     """A trial's TrainConfig: the study's fixed settings plus the searched parameters (a refit's
-    params, from trials.parquet, may repeat a fixed `sampling`: the recorded value is used)."""
-    searched = {k: _cast(k, v) for k, v in params.items() if k in SEARCHED}
+    values, from trials.parquet, may repeat a fixed `sampling`: the recorded value is used)."""
     return TrainConfig(
-        **{**spec.fixed, **searched}, epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every,
+        **{**spec.fixed, **hyperparams.cast(values)}, epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every,
         seed=seed, hidden=spec.hidden or default_hidden(spec.dataset), device=device,
     )
-
-
-def _cast(name: str, value):
-    if name == "latent_size":
-        return int(value)
-    return str(value) if name == "sampling" else float(value)
 
 
 def trial_device(gpu_ids: list) -> str:
