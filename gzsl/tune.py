@@ -75,7 +75,8 @@ def _run(args, start: float) -> int:
     check_no_secret(results)
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
-    from gzsl.defaults import SEARCHED_DEFAULTS, alignment_on, first_rung
+    from gzsl import hyperparams
+    from gzsl.defaults import alignment_on, first_rung
 
     if spec.grace_period < alignment_on(spec.epochs):
         # Before the alignment warm-ups end, H measures how far they have got, not the configuration
@@ -100,7 +101,7 @@ def _run(args, start: float) -> int:
     import ray
     from ray.job_config import JobConfig
 
-    study.check_start(spec, results, args.resume)  # before starting Ray: a wrong start fails at once
+    experiment = study.check_start(spec, results, args.resume)  # before starting Ray: a wrong start fails at once
     local = {} if args.address else {"num_cpus": args.num_cpus, **({"include_dashboard": False} if args.no_dashboard else {})}
     # The job's name and metadata on the dashboard's Jobs page (its UI shows metadata["job_name"]).
     job = JobConfig(metadata={"job_name": f"gzsl.tune {spec.name}", "study": spec.name,
@@ -109,14 +110,6 @@ def _run(args, start: float) -> int:
     # ray.init(address=None) would join, and with num_cpus refuse).
     info = ray.init(address=args.address or "local", log_to_driver=False, configure_logging=False, job_config=job, **local)
     dashboard = getattr(info, "dashboard_url", "") or ""
-    concurrent = args.max_concurrent if args.max_concurrent is not None else spec.max_concurrent
-    if spec.pack > 1:  # a packed study's trials wait for a member slot, not for resources
-        pending = min(study.workers_that_fit(spec, ray.cluster_resources(), concurrent) * spec.pack,
-                      args.num_samples or spec.num_samples)
-    else:
-        pending = study.pending_trials(spec.resources, ray.cluster_resources(), args.num_samples or spec.num_samples,
-                                       concurrent, cluster=bool(args.address))
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(pending))
     print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
           f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor} "
@@ -126,13 +119,14 @@ def _run(args, start: float) -> int:
     print(f"results: {results}", flush=True)
     for label, point in spec.start:
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
-        moved = [k for k, v in point.items() if label == "defaults" and v != SEARCHED_DEFAULTS[k]]
+        moved = [k for k, v in point.items() if label == "defaults" and v != hyperparams.get(k).default]
         print(f"first trials: {label}: {shown}" + (f" (method.md's; {', '.join(moved)} moved inside the space)"
                                                    if moved else ""))
     if dashboard:
         print(f"Ray dashboard: http://{dashboard}{dashboard_sign_in()}", flush=True)
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
-                            optuna_url=args.optuna_storage, resume=args.resume, cluster=bool(args.address))
+                            optuna_url=args.optuna_storage, resume=args.resume, cluster=bool(args.address),
+                            experiment=experiment)
     trials = store.read("trials")
     target = int(store.read("study").sort_values("started_at").num_samples.iloc[-1])  # this run's budget
     if len(trials) < target:

@@ -7,8 +7,8 @@ splits (confirm), and the chosen configuration is refit (refit).
 
 from gzsl.study.callback import ParquetCallback
 from gzsl.study.confirm import confirm
-from gzsl.study.driver import (check_local_gpu, check_start, pending_trials, resumed_budget, run_study, study_row,
-                               tune_storage)
+from gzsl.study.driver import (RunPlan, check_local_gpu, check_start, pending_trials, plan_run, resumed_budget,
+                               run_study, study_row, tune_storage)
 from gzsl.study.pack import workers_that_fit
 from gzsl.study.refit import best_params, final_refit
 from gzsl.study.scheduler import NoiseAwareASHA
@@ -16,8 +16,8 @@ from gzsl.study.search import (HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSear
                                fail_stale_running, optuna_storage, search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective, train_config, trial_device, trial_status
 
-__all__ = ["HEARTBEAT_S", "METRIC", "MODE", "STALE_AFTER_S", "ParquetCallback", "PrunedAwareOptunaSearch",
-           "NoiseAwareASHA", "best_params", "check_local_gpu", "confirm", "check_start", "default_optuna_url",
-           "fail_stale_running",
-           "final_refit", "objective", "optuna_storage", "pending_trials", "resumed_budget", "run_study",
-           "search_space", "shown_url", "study_row", "train_config", "trial_device", "trial_status", "tune_storage", "workers_that_fit"]
+__all__ = ["HEARTBEAT_S", "METRIC", "MODE", "STALE_AFTER_S", "NoiseAwareASHA", "ParquetCallback",
+           "PrunedAwareOptunaSearch", "RunPlan", "best_params", "check_local_gpu", "check_start", "confirm",
+           "default_optuna_url", "fail_stale_running", "final_refit", "objective", "optuna_storage", "pending_trials",
+           "plan_run", "resumed_budget", "run_study", "search_space", "shown_url", "study_row", "train_config",
+           "trial_device", "trial_status", "tune_storage", "workers_that_fit"]

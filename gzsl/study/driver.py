@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,29 +15,60 @@ import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
 from gzsl.results import SCHEMA_VERSION, ResultStore
+from gzsl.studies import StudySpec
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
+from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
 from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
-from gzsl.study.internals import restored_parts
 from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective
-from gzsl.studies import StudySpec
-from gzsl.datasets import default_hidden
 from gzsl.training import TrainConfig
+
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's: trials it may hold waiting for resources (a user's value wins)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How a run spreads its trials, computed once from the study, the flags and the cluster."""
+
+    num_samples: int  # the trial budget
+    executors: int  # a packed study's executors ([resources] pack > 1); 0 when each trial trains alone
+    concurrent: int  # trials in flight at most; 0: as many as the resources hold
+    pending: int  # trials Tune may hold waiting for resources (PENDING_ENV)
+
+
+def plan_run(spec: StudySpec, resources: dict, num_samples: int | None = None, max_concurrent: int | None = None,
+             cluster: bool = False) -> RunPlan:
+    """The run's plan on a Ray of these `resources` (ray.cluster_resources()). Alone, a trial takes
+    its [resources] and Tune holds what pending_trials says. Packed, executors take the resources
+    and trials wait for a member slot: locally as many executors as fit, on a cluster (which may
+    grow) as many as the budget or --max-concurrent can use."""
+    num_samples = num_samples or spec.num_samples
+    concurrent = max_concurrent if max_concurrent is not None else spec.max_concurrent
+    if spec.pack == 1:
+        return RunPlan(num_samples, 0, concurrent, pending_trials(spec.resources, resources, num_samples, concurrent,
+                                                                  cluster))
+    executors = -(-(concurrent or num_samples) // spec.pack) if cluster else workers_that_fit(spec, resources,
+                                                                                             concurrent)
+    slots = executors * spec.pack
+    return RunPlan(num_samples, executors, slots, max(1, min(slots, num_samples)))
 
 
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
               max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
-              sampler: str = "tpe", early_stopping: bool = True, cluster: bool = False, log=say):
+              sampler: str = "tpe", early_stopping: bool = True, cluster: bool = False, experiment: str | None = None,
+              log=say):
     """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
     and `early_stopping=False` give the plain baseline (random search, every trial to the end).
     `cluster`: Ray is a cluster that may grow (--address); a packed study then asks for all the
-    executors it can use, not only those that fit now (gzsl.study.pack.PackPool)."""
+    executors it can use, not only those that fit now (gzsl.study.pack.PackPool). `experiment`: what
+    check_start returned, where the caller already checked the start (gzsl.tune, before starting Ray)."""
     # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
     # and Tune must not reject them as missing the metric.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -45,20 +76,17 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     quiet_trial_failures()  # our line per errored trial replaces Tune's traceback
     if resume:
         num_samples = resumed_budget(store, num_samples, results_uri)
-    num_samples = num_samples or spec.num_samples
+    plan = plan_run(spec, ray.cluster_resources(), num_samples, max_concurrent, cluster)
+    num_samples = plan.num_samples
     spec = replace(spec, num_samples=num_samples)
-    concurrent = max_concurrent if max_concurrent is not None else spec.max_concurrent
     storage_url = optuna_url or default_optuna_url(results_uri)
     storage = optuna_storage(storage_url)
-    experiment = check_start(spec, results_uri, resume)
+    experiment = experiment or check_start(spec, results_uri, resume)
     pool = None
-    if spec.pack > 1:  # executors each train their members as one fused model (gzsl.study.pack)
-        n = workers_that_fit(spec, ray.cluster_resources(), concurrent) if not cluster else \
-            -(-(concurrent or num_samples) // spec.pack)
-        pool = PackPool(spec, executor_names(experiment, n), elastic=cluster)
+    if plan.executors:  # executors each train their members as one fused model (gzsl.study.pack)
+        pool = PackPool(spec, executor_names(experiment, plan.executors), elastic=cluster)
         trainable = tune.with_resources(tune.with_parameters(packed_objective, spec=spec, names=pool.names),
                                         trial_resources(spec))
-        concurrent = n * spec.pack  # the searcher's room keeps it to the executors started
     else:
         resources = {k: v for k, v in spec.resources.items() if v > 0}
         trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
@@ -97,7 +125,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
-                                        max_concurrent_trials=concurrent or None, reuse_actors=True),
+                                        max_concurrent_trials=plan.concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=tune_storage(results_uri), verbose=0,
                 callbacks=[ParquetCallback(store, spec, log), NodeWatch(spec.max_failures, spec.pack > 1, log)]
@@ -109,9 +137,13 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         pool = next(c for c in callbacks if isinstance(c, PackPool))
         pool.start(data, searcher, log)
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
+    user_pending = os.environ.get(PENDING_ENV)
+    os.environ[PENDING_ENV] = user_pending or str(plan.pending)  # read when fit() builds Tune's loop
     try:
         tuner.fit()
     finally:
+        if user_pending is None:
+            os.environ.pop(PENDING_ENV, None)
         if pool:
             pool.stop()
     if len(store.part_ids("trials")) >= num_samples:

@@ -260,17 +260,18 @@ class PackPool(tune.Callback):
         return len(up)
 
     def _set_room(self) -> None:
+        """The searcher's cap: the member slots of the executors up. Set from Tune's loop (start,
+        before fit, and on_step_begin, before each time Tune asks the searcher), never from the
+        watching thread; again each step, since a resumed searcher restores the cap it saved."""
         if self._searcher is not None:
-            self._searcher.room = len(self._up) * self.spec.pack
+            self._searcher.set_max_concurrency(len(self._up) * self.spec.pack)
 
     def _watch(self) -> None:
-        """A driver thread (Tune's loop can block for minutes while the searcher has no room): each
-        second, count the executors that are up and give the searcher their room, again each time,
-        since a resumed searcher restores the room it saved."""
+        """A driver thread (Tune's loop can block while it waits on its trials): each second, count
+        the executors that have started and those gone for good."""
         while not self._stopped.wait(1.0):
             self._started()
             self._gone()
-            self._set_room()
 
     def _started(self) -> None:
         done = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)[0] if self._pending else []
@@ -314,6 +315,7 @@ class PackPool(tune.Callback):
     def on_step_begin(self, iteration, trials, **info):
         if self.failure is not None:
             raise ClusterError(self.failure)
+        self._set_room()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         for handle in list(self._up.values()):
