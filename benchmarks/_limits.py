@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gzsl.training import Pack, TrainConfig
+from gzsl.trainer import Pack, TrainConfig
 
 BYTES_PER_PARAMETER_STEP = 12 * 4
 # name fragment -> (fp32 FLOP/s, memory bytes/s), SXM datasheets

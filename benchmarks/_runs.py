@@ -69,7 +69,7 @@ def recipes() -> dict:
 def run_job(job: dict, data_root: str | None = None) -> dict:
     """job: {"dataset", "split", "config": TrainConfig overrides, "recipes": [names of recipes()],
     "curve": "fast" | "cada", "preset": an attribute preset's overridden settings} ("recipe": true
-    is ["cada"]). Trains one model with gzsl.training.train and returns its H at each evaluated
+    is ["cada"]). Trains one model with gzsl.trainer.train and returns its H at each evaluated
     epoch (`curve`'s classifier, the fast one by default: cheap at every epoch) and its final
     scores: the fast classifier and each recipe, fit on the same latents. data_root: the xlsa17
     folder, for real datasets and attribute presets (not part of the job: results files stay
@@ -78,7 +78,7 @@ def run_job(job: dict, data_root: str | None = None) -> dict:
 
     from gzsl.evaluation import FAST_CLASSIFIER
     from gzsl.datasets import default_hidden
-    from gzsl.training import MAIN, TrainConfig, train
+    from gzsl.trainer import MAIN, TrainConfig, train
 
     torch.set_num_threads(1)  # one process per core: OpenMP threads must not fight
     curve = job.get("curve", "fast")

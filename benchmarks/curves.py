@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _runs import run_all, with_data_id, workers_default  # noqa: E402
 
-from gzsl.training import TrainConfig  # noqa: E402
+from gzsl.trainer import TrainConfig  # noqa: E402
 
 MEASURED = Path(__file__).parent / "measured"
 DEFAULT = {k: getattr(TrainConfig, k) for k in ("alpha", "gamma", "lam", "latent_size", "lr")}

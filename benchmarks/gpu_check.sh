@@ -53,9 +53,9 @@ import gzsl.evaluation as evaluation
 from gzsl import graphs
 from gzsl.datasets import load
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator
-from gzsl import training
+from gzsl import trainer
 from gzsl.datasets import default_hidden
-from gzsl.training import Pack, TrainConfig
+from gzsl.trainer import Pack, TrainConfig
 d = load("synth-cub", "test").to("cuda")
 cfg = TrainConfig(device="cuda", epochs=10, hidden=default_hidden("synth-cub"))
 res = {}
@@ -71,7 +71,7 @@ for name, one_call, captured in (("plain", False, False), ("one_call", True, Fal
         pack.train_epoch()
     torch.cuda.synchronize(); per_epoch = (time.perf_counter() - t) / 5
     res[f"{name}_steps_per_second"] = round(len(d.train.y) / cfg.batch_size / per_epoch)
-    res[f"{name}_fell_back"] = (one_call and not pack.optimizer.one_call) or graphs.failed(training.TRAINING_EPOCH)
+    res[f"{name}_fell_back"] = (one_call and not pack.optimizer.one_call) or graphs.failed(trainer.TRAINING_EPOCH)
 graphs.ENABLED = True
 model = pack.member("run")
 for name, c in (("fast", FAST_CLASSIFIER), ("cada", CADA_RECIPE)):

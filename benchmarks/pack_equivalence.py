@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gzsl.datasets import load  # noqa: E402
 from gzsl.datasets import default_hidden  # noqa: E402
-from gzsl.training import TrainConfig, train, train_pack  # noqa: E402
+from gzsl.trainer import TrainConfig, train, train_pack  # noqa: E402
 
 CONFIGS = {  # latent sizes 16-64 in one pack (padded to 64); the rest as a study would draw them
     "L16": dict(latent_size=16, lr=1.2e-3, alpha=0.6, gamma=2.0, lam=3.0),

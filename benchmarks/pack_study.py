@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gzsl.studies import load_study  # noqa: E402
+from gzsl.studyfile import load_study  # noqa: E402
 
 
 def variant(study: str, pack: int, folder: Path) -> Path:

@@ -51,7 +51,7 @@ from gzsl import graphs  # noqa: E402
 from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402
 from gzsl.datasets import default_hidden  # noqa: E402
-from gzsl.training import Pack, TrainConfig, training_tensors  # noqa: E402
+from gzsl.trainer import Pack, TrainConfig, training_tensors  # noqa: E402
 
 
 def members(k: int, latents: list[int], hidden, device: str) -> list[TrainConfig]:

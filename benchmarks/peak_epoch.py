@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _runs import run_all, suffix, workers_default  # noqa: E402
 from val_test_agreement import draw_configs  # noqa: E402
 
-from gzsl.studies import load_study  # noqa: E402
-from gzsl.training import TrainConfig  # noqa: E402
+from gzsl.studyfile import load_study  # noqa: E402
+from gzsl.trainer import TrainConfig  # noqa: E402
 
 DEFAULT = {k: getattr(TrainConfig, k) for k in ("alpha", "gamma", "lam", "latent_size", "lr")}
 

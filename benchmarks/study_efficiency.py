@@ -27,7 +27,7 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "4")
 import ray  # noqa: E402
 
 from gzsl.datasets import load  # noqa: E402
-from gzsl.studies import load_study  # noqa: E402
+from gzsl.studyfile import load_study  # noqa: E402
 from gzsl.study import run_study  # noqa: E402
 
 

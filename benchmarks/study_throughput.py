@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
 from gzsl.datasets import load  # noqa: E402
-from gzsl.studies import load_study  # noqa: E402
 from gzsl.study.trial import train_config  # noqa: E402
+from gzsl.studyfile import load_study  # noqa: E402
 
 
 def variant(study: str, folder: Path, pack: int, device: str, cpus: int, solo_gpu: float, epochs: int | None,
@@ -74,9 +74,9 @@ def variant(study: str, folder: Path, pack: int, device: str, cpus: int, solo_gp
 def shares(trials: pd.DataFrame, epochs: pd.DataFrame, workers: int) -> dict:
     """Wall time, configuration-epochs per second and the shares of the workers' time."""
     wall = (trials.ended_at.max() - trials.started_at.min()).total_seconds()
-    e = epochs.merge(trials[["trial_id", "pack_id"]], on="trial_id")
-    solo = e[e.pack_id.fillna("") == ""]
-    packed = e[e.pack_id.fillna("") != ""].drop_duplicates(["pack_id", "seconds", "eval_seconds"])
+    e = epochs.merge(trials[["trial_id", "executor_id"]], on="trial_id")
+    solo = e[e.executor_id.fillna("") == ""]
+    packed = e[e.executor_id.fillna("") != ""].drop_duplicates(["executor_id", "seconds", "eval_seconds"])
     busy = pd.concat([solo, packed])
     evaluating = busy.eval_seconds.fillna(0).sum()
     training = busy.seconds.sum() - evaluating

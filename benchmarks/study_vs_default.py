@@ -75,7 +75,7 @@ def defaults_job(job: dict) -> dict:
     from gzsl.datasets import load
     from gzsl.evaluation import FAST_CLASSIFIER
     from gzsl.datasets import default_hidden
-    from gzsl.training import MAIN, TrainConfig, train
+    from gzsl.trainer import MAIN, TrainConfig, train
 
     torch.set_num_threads(1)  # one process per core
     cfg = TrainConfig(epochs=job["epochs"], eval_every=0, classifier="cada", seed=job["seed"],

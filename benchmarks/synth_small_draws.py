@@ -14,7 +14,7 @@ import torch
 
 from gzsl.datasets import load
 from gzsl.datasets import default_hidden
-from gzsl.training import TrainConfig, train
+from gzsl.trainer import TrainConfig, train
 
 CONFIGS = {"defaults": {}, "chosen on draw 0": dict(alpha=1.013, gamma=0.425, lam=0.986, latent_size=128, lr=0.000852)}
 

@@ -12,7 +12,7 @@ Prints, all measured side by side in this run:
 
 With --baseline PATH (another checkout, e.g. the commit before a change), instead: seconds per
 training epoch of one configuration (K = 1) on the test split, this tree's and PATH's, each run
-through its own `gzsl.training.train` in a subprocess that imports that tree's gzsl, the two
+through its own `gzsl.trainer.train` in a subprocess that imports that tree's gzsl, the two
 alternating round after round (the machine's speed drifts).
 """
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, FAST_CLASSIFIER, Evaluator, fit_classifier  # noqa: E402
 from gzsl.datasets import default_hidden  # noqa: E402
-from gzsl.training import Pack, TrainConfig, classifier_config  # noqa: E402
+from gzsl.trainer import Pack, TrainConfig, classifier_config  # noqa: E402
 
 RUN = "run"
 
@@ -100,7 +100,7 @@ def optimizer_epoch(data, cfg: TrainConfig, steps: int, device) -> float:
 
 
 def one_member(data, cfg: TrainConfig) -> Pack:
-    """The trainer of one configuration, as gzsl.training.train runs it."""
+    """The trainer of one configuration, as gzsl.trainer.train runs it."""
     pack = Pack(data, cfg)
     pack.join(RUN, cfg)
     return pack
@@ -119,8 +119,14 @@ try:
     from gzsl.datasets import load
 except ImportError:  # before gzsl.datasets
     from gzsl.data import load
-from gzsl.datasets import default_hidden
-from gzsl.training import TrainConfig, train
+try:
+    from gzsl.trainer import TrainConfig, train
+except ImportError:  # before gzsl.training was renamed gzsl.trainer
+    from gzsl.training import TrainConfig, train
+try:
+    from gzsl.datasets import default_hidden
+except ImportError:  # before default_hidden moved to gzsl.datasets
+    from gzsl.training import default_hidden
 config = TrainConfig(epochs=int(epochs) + 2, eval_every=0, classifier="fast", hidden=default_hidden(dataset),
                      device=device)
 seconds = [r.seconds for r in train(load(dataset, "test"), config)]

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _runs import run_all, suffix, workers_default  # noqa: E402
 
-from gzsl.studies import load_study  # noqa: E402
+from gzsl.studyfile import load_study  # noqa: E402
 
 RECIPES = ["cada", "cada_redraw", "b256", "b1024"]
 

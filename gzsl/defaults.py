@@ -1,5 +1,5 @@
 """method.md's schedule, without torch: the warm-ups, and the first epoch a study's ASHA rung may
-judge. `gzsl.training.TrainConfig` takes its warm-ups from here, and so does a study (its first ASHA
+judge. `gzsl.trainer.TrainConfig` takes its warm-ups from here, and so does a study (its first ASHA
 rung comes after them), so both read one table. The searched hyperparameters' defaults are in
 gzsl.hyperparams."""
 

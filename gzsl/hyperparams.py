@@ -4,7 +4,7 @@ Each row of `SEARCHED` says what a study, a trial, the Parquet files, the report
 `python -m gzsl.train` need to know about one hyperparameter: its name (a `TrainConfig` field,
 a study's `[space]` key, a Parquet column, the CLI flag with dashes), its kind (a positive
 float, a positive integer, or one of a few strings), method.md's default and a line of help.
-Everything else derives from here: the study file's checks (gzsl.studies), the cast of a
+Everything else derives from here: the study file's checks (gzsl.studyfile), the cast of a
 trial's proposed values (gzsl.study.trial), the Optuna distributions (gzsl.study.search,
 gzsl.report.records), the Arrow columns (gzsl.results) and the CLI flags (gzsl.train).
 Adding a searched hyperparameter is one row here (and the `TrainConfig` field it sets).

@@ -24,7 +24,7 @@ from gzsl.data import GZSLData
 from gzsl.errors import DataError, GzslError
 from gzsl.evaluation import ClassifierConfig, LatentClassifier, Scores, predict
 from gzsl.model import DisentangledVAE, ModelConfig
-from gzsl.training import Trained, TrainConfig
+from gzsl.trainer import Trained, TrainConfig
 
 FORMAT = "gzsl-model"
 VERSION = 1

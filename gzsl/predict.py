@@ -54,7 +54,7 @@ def score(saved, args) -> dict:
     """The saved model's U/S/H on its split's evaluation sets, as it was scored when saved."""
     from gzsl.datasets import load
     from gzsl.evaluation import Evaluator
-    from gzsl.training import resolve_device
+    from gzsl.trainer import resolve_device
 
     device = resolve_device(args.device)
     data = load(args.dataset or saved.dataset, args.split or saved.split, args.data_root, seed=saved.split_seed)

@@ -41,7 +41,7 @@ _TRIALS = [  # without the searched hyperparameters follow "status" (SEARCHED_AF
     ("node_id", pa.string()),  # Ray node that ran it
     ("node_ip", pa.string()),
     ("gpu_id", pa.string()),  # the GPU ids Ray assigned the trial (ray.get_gpu_ids()), "" on CPU
-    ("pack_id", pa.string()),  # the pack that trained it with other trials ([resources] pack > 1), "" alone
+    ("executor_id", pa.string()),  # the executor that trained it in its pack ([resources] pack > 1), "" alone
     ("gpu_mem_mb", pa.float64()),  # peak GPU memory of the trial, null on CPU
     ("seed", pa.int64()),
     ("error", pa.string()),  # the exception, for status error
@@ -113,8 +113,8 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("confirm_top", pa.int64()),  # finalists confirmed besides the defaults (0: the search's best is chosen)
     ("confirm_splits", pa.int64()),  # fresh validation splits each finalist is retrained on
     ("num_samples", pa.int64()),
-    ("resources", pa.string()),  # JSON, per trial (per worker when pack > 1)
-    ("pack", pa.int64()),  # configurations trained as one model per worker
+    ("resources", pa.string()),  # JSON, per trial (per executor when pack > 1)
+    ("pack", pa.int64()),  # configurations (members) trained as one model per executor
     ("space", pa.string()),  # JSON: name -> {low, high, log} or {choices}
     ("start", pa.string()),  # JSON: [[label, params], ...], the trials evaluated first (defaults first)
     ("beta", pa.float64()),  # fixed by the study, or TrainConfig's default
@@ -143,7 +143,7 @@ def schema(table: str) -> pa.Schema:
 
 # The schemas above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class ResultStore:

@@ -43,7 +43,7 @@ def positive_float(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    from gzsl.training import TrainConfig
+    from gzsl.trainer import TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     from gzsl.datasets import default_hidden
-    from gzsl.training import TrainConfig, resolve_device
+    from gzsl.trainer import TrainConfig, resolve_device
 
     return TrainConfig(
         **{h.name: getattr(args, h.name) for h in hyperparams.SEARCHED},
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from gzsl.datasets import load
-        from gzsl.training import train
+        from gzsl.trainer import train
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -62,7 +62,7 @@ def _run(args, start: float) -> int:
 
     from gzsl.datasets import load
     from gzsl.errors import ConfigError
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     spec = load_study(args.study)
     if args.data_root:
@@ -114,7 +114,7 @@ def _run(args, start: float) -> int:
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
           f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor} "
           f"(a rung stops nobody below H {spec.h_floor:g}, nor within {spec.h_noise:g} H of its cutoff), "
-          f"up to {spec.epochs} epochs, " + (f"resources/worker {spec.resources}, {spec.pack} configurations per worker"
+          f"up to {spec.epochs} epochs, " + (f"resources/executor {spec.resources}, {spec.pack} members per executor"
                                               if spec.pack > 1 else f"resources/trial {spec.resources}"))
     print(f"results: {results}", flush=True)
     for label, point in spec.start:

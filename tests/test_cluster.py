@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gzsl.studies import load_study
+from gzsl.studyfile import load_study
 from tests.conftest import ray_session_pids, ray_sessions, stop_ray_session
 from tests.test_study import INJECT, write_study
 
@@ -176,20 +176,20 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
         assert proc.returncode == 0, out
         # The executor that fits starts at once, or, on a loaded machine, after the pool's first 60 s
         # wait (its process still importing torch): then it is reported started with the other asked.
-        assert ("packed trials: 1 worker(s) x 2 configurations" in out and "1 more asked of the cluster" in out) or (
-            "packed trials: 0 worker(s) x 2 configurations" in out and "2 more asked of the cluster" in out), out
+        assert ("packed trials: 1 executor(s) x 2 members" in out and "1 more asked of the cluster" in out) or (
+            "packed trials: 0 executor(s) x 2 members" in out and "2 more asked of the cluster" in out), out
         assert "started (2 of 2 up)" in out
         trials = pd.read_parquet(results / "trials.parquet")
         assert len(trials) == 8 and (trials.status == "completed").all()
-        assert trials.pack_id.nunique() == 2, trials[["pack_id", "started_at"]]
+        assert trials.executor_id.nunique() == 2, trials[["executor_id", "started_at"]]
         assert not hold.exists()  # the second executor trained an epoch while the first held
         # The searcher proposed for the second executor only once it was up: until its first trial
         # began, at most 2 trials were in flight (without the searcher's room, 4 would have been
         # proposed at once, two of them waiting for the second executor from the start).
-        first_late = trials[trials.pack_id.str.endswith("-1")].started_at.min()
+        first_late = trials[trials.executor_id.str.endswith("-1")].started_at.min()
         before = trials[trials.started_at < first_late]
         assert 1 <= len(before) and max(((before.started_at <= t) & (before.ended_at > t)).sum()
-                                        for t in before.started_at) <= 2, trials[["pack_id", "started_at", "ended_at"]]
+                                        for t in before.started_at) <= 2, trials[["executor_id", "started_at", "ended_at"]]
     finally:
         other_job.kill()
         head.stop()

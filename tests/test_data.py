@@ -151,7 +151,7 @@ def test_the_data_layer_imports_no_generator_and_no_model():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "gzsl.errors" in imported  # the walk sees gzsl's imports
-    assert not imported & {"gzsl", "gzsl.synthetic", "gzsl.model", "gzsl.training", "gzsl.datasets"}
+    assert not imported & {"gzsl", "gzsl.synthetic", "gzsl.model", "gzsl.trainer", "gzsl.datasets"}
 
 
 def test_fresh_validation_splits_partition_the_training_classes_before_repeating():

@@ -9,7 +9,7 @@ import pytest
 
 from gzsl import hyperparams
 from gzsl.results import TABLES, schema
-from gzsl.studies import _SECTIONS, shipped_folder
+from gzsl.studyfile import _SECTIONS, shipped_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -12,7 +12,7 @@ from gzsl import fastpaths, graphs
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, Evaluator, fit_classifiers
 from gzsl.datasets import default_hidden
-from gzsl.training import Pack, TrainConfig
+from gzsl.trainer import Pack, TrainConfig
 
 SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, latent_size=16, eval_every=1, epochs=2)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -178,7 +178,7 @@ def test_an_epoch_drawn_first_then_stepped_trains_as_step_by_step_drawing_did():
 def test_captured_training_epochs_train_as_eager_ones(monkeypatch):
     """Epoch 1 of a membership runs eagerly, epoch 2 is captured, epoch 3 replays; a member that
     leaves makes a new membership (eager, captured, replayed again). All as the eager pack."""
-    from gzsl import training
+    from gzsl import trainer
     data = load("synth-small", "val").to("cuda")
     configs = {key: TrainConfig(**{**SMALL.__dict__, "device": "cuda", "lr": lr, "seed": i, "sampling": sampling})
                for i, (key, lr, sampling) in enumerate((("a", 1e-3, "cada"), ("b", 3e-4, "textbook"), ("c", 2e-3, "cada")))}
@@ -196,7 +196,7 @@ def test_captured_training_epochs_train_as_eager_ones(monkeypatch):
             if captured and epoch in (2, 5):
                 assert pack._graph is not None, "no captured epoch replayed"
         runs[captured] = (history, [p.detach().clone() for p in pack.model.parameters()])
-    assert not graphs.failed(training.TRAINING_EPOCH), "the capture failed (see the warning); epochs ran eagerly"
+    assert not graphs.failed(trainer.TRAINING_EPOCH), "the capture failed (see the warning); epochs ran eagerly"
     assert fastpaths.fallbacks() == {}  # the first replay passed its self-check
     for got, want in zip(runs[True][0], runs[False][0]):
         assert got.keys() == want.keys()
@@ -258,8 +258,8 @@ def six_epochs_captured_and_eager(monkeypatch, epoch):
 def test_a_membership_runs_eagerly_then_is_captured_then_replayed(monkeypatch):
     """The pack's use of a captured epoch, with a stand-in for the CUDA graph (no GPU here):
     which epochs run eagerly, which capture, which replay, and that the numbers are the eager ones."""
-    from gzsl import training
-    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == training.TRAINING_EPOCH)
+    from gzsl import trainer
+    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == trainer.TRAINING_EPOCH)
     side = []
     monkeypatch.setattr(graphs, "on_side_stream", lambda fn, *args: (side.append(1), fn(*args))[1])
     monkeypatch.setattr(graphs, "Graph", StandInGraph)
@@ -298,8 +298,8 @@ def test_a_capture_that_fails_once_runs_that_membership_eagerly_and_is_tried_at_
     """An out-of-memory while capturing just after a pack grew: that membership's epochs run
     eagerly (not a capture attempt per epoch), the next membership is captured and replayed, and
     the numbers are the eager ones throughout."""
-    from gzsl import training
-    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == training.TRAINING_EPOCH)
+    from gzsl import trainer
+    monkeypatch.setattr(graphs, "wanted", lambda device, what: what == trainer.TRAINING_EPOCH)
     monkeypatch.setattr(graphs, "on_side_stream", lambda fn, *args: fn(*args))
     attempts = []
 

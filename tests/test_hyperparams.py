@@ -39,7 +39,7 @@ def write(tmp_path, text=STUDY):
 def test_a_new_row_reaches_the_space_and_a_trials_config(with_beta, tmp_path):
     from gzsl.study.search import search_space
     from gzsl.study.trial import train_config
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     spec = load_study(write(tmp_path))
     assert search_space(spec)["beta"] == optuna.distributions.FloatDistribution(1.0, 10.0, log=True)
@@ -48,7 +48,7 @@ def test_a_new_row_reaches_the_space_and_a_trials_config(with_beta, tmp_path):
 
 
 def test_a_new_row_is_checked_as_its_kind_says(with_beta, tmp_path):
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     path = write(tmp_path, STUDY.replace("low = 1.0, high = 10.0", "low = 0, high = 10.0, log = false"))
     with pytest.raises(ConfigError, match=r"space\.beta\.low: beta must stay > 0, got 0$"):
@@ -61,7 +61,7 @@ def test_a_new_row_is_checked_as_its_kind_says(with_beta, tmp_path):
 def test_a_new_row_reaches_the_parquet_row(with_beta, tmp_path):
     from gzsl.results import ResultStore, schema
     from gzsl.study import ParquetCallback
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     spec = load_study(write(tmp_path))
     store = ResultStore(str(tmp_path / "results"))
@@ -90,7 +90,7 @@ def test_a_new_row_reaches_the_cli(with_beta, capsys):
 
 def test_the_table_is_the_models():
     """Each row sets a TrainConfig field whose default is the row's (method.md's) value."""
-    from gzsl.training import TrainConfig
+    from gzsl.trainer import TrainConfig
 
     for h in hyperparams.SEARCHED:
         assert isinstance(getattr(TrainConfig(), h.name), h.kind) and getattr(TrainConfig(), h.name) == h.default

@@ -23,13 +23,13 @@ def test_a_wheel_ships_the_studies(tmp_path):
                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     wheel = next((tmp_path / "dist").glob("gzsl-*.whl"))
-    # pyproject.toml lists the packages (the studies/ folder is mapped into gzsl/studies/shipped/):
+    # pyproject.toml lists the packages (the studies/ folder is mapped into gzsl/studyfile/shipped/):
     # a package left off that list would be missing from every install but an editable one.
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "gzsl").rglob("*.py")}
     assert modules <= set(zipfile.ZipFile(wheel).namelist()), modules - set(zipfile.ZipFile(wheel).namelist())
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import gzsl, sys; from gzsl.studies import load_study, shipped_studies; "
+    code = ("import gzsl, sys; from gzsl.studyfile import load_study, shipped_studies; "
             "print(gzsl.__file__); print(sorted(shipped_studies())); "
             "s = load_study('cub_full'); print(s.dataset, s.epochs, s.grace_period)")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
@@ -62,7 +62,7 @@ def test_study_files_load_on_python_310(tmp_path):
         pytest.skip(f"could not install tomli for Python 3.10: {get.stderr.strip().splitlines()[-1:]}")
     code = ("import pathlib, sys; assert sys.version_info[:2] == (3, 10); "
             "[compile(p.read_text(), str(p), 'exec') for p in pathlib.Path('gzsl').rglob('*.py')]; "
-            "from gzsl.studies import load_study, shipped_studies, tomllib; print(tomllib.__name__); "
+            "from gzsl.studyfile import load_study, shipped_studies, tomllib; print(tomllib.__name__); "
             "print(sorted(n for n in shipped_studies() if load_study(n)))")
     run = subprocess.run([python, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin"})

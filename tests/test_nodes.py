@@ -199,4 +199,4 @@ def test_a_study_goes_on_when_its_worker_node_is_lost(cluster, tmp_path, pack):
     states, _ = optuna_states(results, f"lost{pack}")
     assert "RUNNING" not in states and len(states) == 12, states
     if pack > 1:  # the executors that were on A started again on B, under their names
-        assert "is gone" not in out and trials.pack_id.str.match(r"gzsl-lost2-\w+-pack-[01]$").all(), trials.pack_id
+        assert "is gone" not in out and trials.executor_id.str.match(r"gzsl-lost2-\w+-executor-[01]$").all(), trials.executor_id

@@ -20,7 +20,7 @@ PARAMS = {"alpha": 1.0, "gamma": 1.0, "latent_size": 16, "lr": 2e-3}
 
 
 def packed_spec(tmp_path, pack=2, epochs=3, cpu=1):
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     study = write_study(tmp_path, name="faults", epochs=epochs, grace=epochs, eval_every=epochs, latent="[16]",
                         training_extra=TINY)
@@ -59,7 +59,7 @@ def test_a_member_that_fails_in_its_epoch_fails_its_trial_only(tmp_path):
     failed = trials[trials.status == "error"].iloc[0]
     assert "CUDA out of memory" in failed.error and "\n" not in failed.error
     assert (trials[trials.status == "completed"].epochs_run == 3).all()
-    assert trials.pack_id[trials.status == "completed"].nunique() == 1  # the same executor went on
+    assert trials.executor_id[trials.status == "completed"].nunique() == 1  # the same executor went on
     states, _ = optuna_states(results, "oom")
     assert sorted(states) == ["COMPLETE"] * 3 + ["FAIL"]
 
@@ -80,7 +80,7 @@ def test_a_packed_study_whose_executors_are_all_gone_fails_in_one_line(tmp_path)
     p = subprocess.run(tune_cmd(study, results), capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 2, p.stdout[-3000:] + p.stderr[-3000:]
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: every pack executor of study gone is gone (gzsl-gone-") and "--resume" in last, \
+    assert last.startswith("error: every executor of study gone is gone (gzsl-gone-") and "--resume" in last, \
         p.stderr[-3000:]
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     assert "restarts spent (0 of 1 up)" in p.stdout
@@ -104,7 +104,7 @@ def data():
 def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
     """An Executor driven by step() in this process; an epoch raises a CUDA out-of-memory whenever
     fails(keys of the members in it)."""
-    from gzsl.training import Pack
+    from gzsl.trainer import Pack
     from gzsl.study.executor import Executor
 
     run_epoch = Pack.run_epoch
@@ -115,13 +115,13 @@ def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
         return run_epoch(self, *args, **kwargs)
 
     monkeypatch.setattr(Pack, "run_epoch", run_epoch_with_fault)
-    return Executor(packed_spec(tmp_path, pack=pack, epochs=epochs), data, "cpu", {"pack_id": "p0"}, run=False)
+    return Executor(packed_spec(tmp_path, pack=pack, epochs=epochs), data, "cpu", {"executor_id": "p0"}, run=False)
 
 
 def run_out(executor, limit=30):
     """step() until nothing is left to train (at most `limit` epochs)."""
     for _ in range(limit):
-        if not executor.step():
+        if not executor.run_epoch():
             return
     pytest.fail(f"still training after {limit} epochs")
 
@@ -164,9 +164,9 @@ def test_a_pack_that_fails_with_no_new_member_starts_again_and_one_that_keeps_fa
     executor = plain_executor(tmp_path, monkeypatch, data, fails=lambda keys: fault["on"], epochs=5)
     for key in ("a@1", "b@1"):
         executor.try_join(key, PARAMS)
-    assert executor.step()  # epoch 1 of both
+    assert executor.run_epoch()  # epoch 1 of both
     fault["on"] = True
-    assert executor.step()  # no member is new: the pack's fault; both fail and it starts again, empty
+    assert executor.run_epoch()  # no member is new: the pack's fault; both fail and it starts again, empty
     for key in ("a@1", "b@1"):  # the epoch each trained, then the error
         rows, error = taken(executor, key)
         assert [r["epoch"] for r in rows] == [1] and error.startswith("an epoch of pack p0 failed: RuntimeError")
@@ -177,7 +177,7 @@ def test_a_pack_that_fails_with_no_new_member_starts_again_and_one_that_keeps_fa
         run_out(executor)
         rows, error = taken(executor, f"c{i}@1")
         assert rows == [] and "CUDA out of memory" in error
-    assert error.startswith(f"pack executor p0 is out of rotation: {MAX_STRIKES} epochs in a row failed")
+    assert error.startswith(f"executor p0 is out of rotation: {MAX_STRIKES} epochs in a row failed")
     assert executor.load() is None and not executor.try_join("late@1", PARAMS)
     with pytest.raises(MemberError, match="out of rotation"):
         executor.next_result("late@1", 0)
@@ -201,9 +201,9 @@ def local_ray():
 
 
 def started_pool(spec, data, experiment):
-    from gzsl.study.pack import PackPool, executor_names
+    from gzsl.study.pack import ExecutorPool, executor_names
 
-    pool = PackPool(spec, executor_names(experiment, 1), elastic=False)
+    pool = ExecutorPool(spec, executor_names(experiment, 1), elastic=False)
     assert pool.start(data, searcher=None, log=lambda *_: None) == 1
     return pool
 
@@ -268,7 +268,7 @@ def test_a_trial_that_finds_no_live_executor_fails_with_one_line(local_ray):
         join_executor(StartedExecutors(names), "t1@a", PARAMS, wait_s=2.0)
     assert time.monotonic() - start < 60
     message = str(err.value)
-    assert "\n" not in message and "no live pack executor" in message and "faults-never-0" in message
+    assert "\n" not in message and "no live executor" in message and "faults-never-0" in message
     assert "none of the 2 executors was found" in message
 
 
@@ -352,7 +352,7 @@ def test_a_recovered_trial_is_recorded_from_its_new_attempt_numbered_by_first_st
     trial_number stays the order in which it was proposed."""
     from gzsl.results import ResultStore
     from gzsl.study import ParquetCallback
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     spec = load_study(str(write_study(tmp_path, epochs=5)))
     store = ResultStore(str(tmp_path / "results"))
@@ -385,18 +385,18 @@ def test_a_member_joins_when_the_pack_evaluates_so_their_classifiers_fit_at_once
     """eval_every = 2: a trial that asks to join while the pack's member is between evaluations
     waits for the next evaluated epoch; from then on both are scored in the same pack epochs (one
     fit for both: the same epoch and evaluation seconds)."""
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
     from gzsl.study.executor import Executor
 
     study = write_study(tmp_path, name="aligned", epochs=6, grace=6, eval_every=2, latent="[16]", training_extra=TINY)
     study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 3\n"))
-    executor = Executor(load_study(str(study)), data, "cpu", {"pack_id": "p0"}, run=False)
+    executor = Executor(load_study(str(study)), data, "cpu", {"executor_id": "p0"}, run=False)
     assert executor.try_join("a@1", PARAMS)
-    executor.step()  # a: epoch 1
+    executor.run_epoch()  # a: epoch 1
     assert executor.try_join("b@1", PARAMS) and executor.load() == 2
-    executor.step()  # b waits: a is between evaluations; a: epoch 2, evaluated
+    executor.run_epoch()  # b waits: a is between evaluations; a: epoch 2, evaluated
     assert executor.members() == ["a@1"]
-    executor.step()  # b joins
+    executor.run_epoch()  # b joins
     assert executor.members() == ["a@1", "b@1"]
     run_out(executor)
     (a, _), (b, _) = taken(executor, "a@1"), taken(executor, "b@1")
@@ -424,14 +424,14 @@ def test_a_packed_executor_caps_its_gpu_memory_at_its_share(tmp_path, monkeypatc
         def __init__(self, data, config, width=None):
             self.data = data
     monkeypatch.setattr(executor_module, "Pack", NoPack)
-    executor_module.Executor(spec, None, "cuda", {"pack_id": "p0"}, run=False)
+    executor_module.Executor(spec, None, "cuda", {"executor_id": "p0"}, run=False)
     assert caps == [(0.25, "cuda")]
-    executor_module.Executor(spec, None, "cpu", {"pack_id": "p1"}, run=False)
+    executor_module.Executor(spec, None, "cpu", {"executor_id": "p1"}, run=False)
     assert caps == [(0.25, "cuda")]  # nothing to cap on a CPU
 
 
 def _every_epoch_spec(tmp_path, name):
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     study = write_study(tmp_path, name=name, epochs=3, grace=3, eval_every=1, latent="[16]", training_extra=TINY)
     study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n"))
@@ -443,10 +443,10 @@ def test_the_survivors_of_a_failed_epoch_train_as_if_the_failing_member_never_jo
     of both and the epoch's random draws: the pack goes back to the boundary, b fails alone, and a's
     losses are bit for bit those of a pack b never joined."""
     from gzsl.study.executor import Executor
-    from gzsl.training import Pack
+    from gzsl.trainer import Pack
 
     def a_alone():
-        ex = Executor(_every_epoch_spec(tmp_path, "clean"), data, "cpu", {"pack_id": "p0"}, run=False)
+        ex = Executor(_every_epoch_spec(tmp_path, "clean"), data, "cpu", {"executor_id": "p0"}, run=False)
         assert ex.try_join("a@1", PARAMS)
         run_out(ex)
         return taken(ex, "a@1")[0]
@@ -460,7 +460,7 @@ def test_the_survivors_of_a_failed_epoch_train_as_if_the_failing_member_never_jo
                 raise torch.OutOfMemoryError("CUDA out of memory (injected at step 2)")
         return step(self, *args, **kwargs)
     monkeypatch.setattr(Pack, "step", step_with_fault)
-    ex = Executor(_every_epoch_spec(tmp_path, "faulty"), data, "cpu", {"pack_id": "p0"}, run=False)
+    ex = Executor(_every_epoch_spec(tmp_path, "faulty"), data, "cpu", {"executor_id": "p0"}, run=False)
     assert ex.try_join("a@1", PARAMS)
     assert ex.step()  # a's epoch 1
     assert ex.try_join("b@1", {**PARAMS, "lr": 3e-3})
@@ -477,7 +477,7 @@ def test_a_join_that_fails_halfway_leaves_the_pack_as_it_was(monkeypatch, data):
     """An out-of-memory while the model grows (at its third layer) or while Adam's state grows:
     the join fails, every layer and the optimizer keep K members, and the next epoch trains as in
     a pack that never saw the join."""
-    from gzsl.training import Pack, TrainConfig
+    from gzsl.trainer import Pack, TrainConfig
 
     config = TrainConfig(hidden=(32, 32, 16, 16), batch_size=512, latent_size=16, lr=2e-3, eval_every=0, epochs=3)
     other = TrainConfig(**{**config.__dict__, "seed": 1})

@@ -1,4 +1,4 @@
-"""Packs (gzsl.training.Pack): K configurations trained as one model. A member must train as its
+"""Packs (gzsl.trainer.Pack): K configurations trained as one model. A member must train as its
 own run would, whatever the others do; `train` is the pack of one."""
 
 import math
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from gzsl import evaluation
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, fit_classifiers
-from gzsl.training import Pack, TrainConfig, build_model, train, train_pack
+from gzsl.trainer import Pack, TrainConfig, build_model, train, train_pack
 
 TINY = (64, 64, 32, 32)
 

@@ -89,10 +89,10 @@ def test_records_match_the_parquet(study_results):
     assert {x.trial_id: x.split_H[1] for x in finalists} == pytest.approx(dict(zip(r.confirm.trial_id, r.confirm.val_H)))
     assert s.confirmed == {x.trial_id: x.mean for x in finalists}
     bars = rec.timeline(r)
-    for worker in {b.worker for b in bars}:  # trials sharing a slot never overlap
-        lane = sorted((b.start, b.end) for b in bars if b.worker == worker)
+    for where in {b.lane for b in bars}:  # trials sharing a slot never overlap
+        lane = sorted((b.start, b.end) for b in bars if b.lane == where)
         assert all(a[1] <= b[0] for a, b in zip(lane, lane[1:]))
-    assert len({b.worker for b in bars}) >= 2  # two trials ran at once on this node
+    assert len({b.lane for b in bars}) >= 2  # two trials ran at once on this node
 
 
 def test_figures_have_one_trace_per_thing_they_show(study_results):
@@ -325,15 +325,15 @@ def test_the_timeline_puts_a_packs_members_in_the_packs_own_slots():
     t0 = pd.Timestamp("2026-01-01", tz="UTC")
     at = lambda s: t0 + pd.Timedelta(seconds=s)  # noqa: E731
     trials = pd.DataFrame([
-        dict(trial_id="a", node_ip="10.0.0.1", node_id="n1", gpu_id="0", pack_id="gzsl-pack-1234abcd-0",
+        dict(trial_id="a", node_ip="10.0.0.1", node_id="n1", gpu_id="0", executor_id="gzsl-s-1234abcd-executor-0",
              started_at=at(0), ended_at=at(10), status="completed"),
-        dict(trial_id="b", node_ip="10.0.0.1", node_id="n1", gpu_id="0", pack_id="gzsl-pack-1234abcd-0",
+        dict(trial_id="b", node_ip="10.0.0.1", node_id="n1", gpu_id="0", executor_id="gzsl-s-1234abcd-executor-0",
              started_at=at(1), ended_at=at(5), status="pruned"),
-        dict(trial_id="c", node_ip="10.0.0.1", node_id="n1", gpu_id="0", pack_id="gzsl-pack-1234abcd-0",
+        dict(trial_id="c", node_ip="10.0.0.1", node_id="n1", gpu_id="0", executor_id="gzsl-s-1234abcd-executor-0",
              started_at=at(6), ended_at=at(9), status="pruned"),
-        dict(trial_id="d", node_ip="10.0.0.1", node_id="n1", gpu_id="", pack_id="",
+        dict(trial_id="d", node_ip="10.0.0.1", node_id="n1", gpu_id="", executor_id="",
              started_at=at(2), ended_at=at(4), status="completed"),
     ])
-    bars = {b.trial_id: b.worker for b in rec.timeline(rec.StudyResults("s", {}, trials, None, None))}
-    assert bars == {"a": "10.0.0.1 gpu 0 pack 0 slot 1", "b": "10.0.0.1 gpu 0 pack 0 slot 2",
-                    "c": "10.0.0.1 gpu 0 pack 0 slot 2", "d": "10.0.0.1 cpu slot 1"}
+    bars = {b.trial_id: b.lane for b in rec.timeline(rec.StudyResults("s", {}, trials, None, None))}
+    assert bars == {"a": "10.0.0.1 gpu 0 executor 0 slot 1", "b": "10.0.0.1 gpu 0 executor 0 slot 2",
+                    "c": "10.0.0.1 gpu 0 executor 0 slot 2", "d": "10.0.0.1 cpu slot 1"}

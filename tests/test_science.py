@@ -9,7 +9,7 @@ import multiprocessing as mp
 import pytest
 
 # synth-small's test split, 100 epochs, CADA-VAE's sampling and classifier recipe, seeds 0/1/2, with the one
-# trainer (gzsl.training.Pack) and, in brackets, with the solo trainer before it (other random streams):
+# trainer (gzsl.trainer.Pack) and, in brackets, with the solo trainer before it (other random streams):
 FLOOR_H = 45.0  # the default reaches it (H 57.8/57.7/53.3 [55.1/53.7/55.9])
 COLLAPSED_BELOW_H = 47.0  # the KL-weight-1 variant stays under it (H 42.3/45.6/36.2 [34.7/37.3/41.5])
 
@@ -19,7 +19,7 @@ def final_scores(overrides: dict):
 
     from gzsl.datasets import load
     from gzsl.datasets import default_hidden
-    from gzsl.training import TrainConfig, train
+    from gzsl.trainer import TrainConfig, train
 
     torch.set_num_threads(1)
     config = TrainConfig(hidden=default_hidden("synth-small"), eval_every=0, **overrides)

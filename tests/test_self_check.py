@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gzsl import evaluation, fastpaths, graphs, optim, training
+from gzsl import evaluation, fastpaths, graphs, optim, trainer
 from gzsl.evaluation import ClassifierConfig
 from gzsl.optim import MemberAdam, adam_update
 from tests.test_fast_paths import six_epochs_captured_and_eager
@@ -42,7 +42,7 @@ def capture_on_cpu(monkeypatch, what, graph=StaleGraph):
 
 
 def test_a_training_graph_that_replays_stale_inputs_is_caught_and_the_pack_trains_as_eager(monkeypatch):
-    capture_on_cpu(monkeypatch, training.TRAINING_EPOCH)
+    capture_on_cpu(monkeypatch, trainer.TRAINING_EPOCH)
     with pytest.warns(UserWarning, match=r"^epoch-graph: differs from the eager path, output tensor \d+ off by "
                                          r"\S+ \(tolerance 0.001\); running it eagerly in this process$"):
         runs = six_epochs_captured_and_eager(monkeypatch, lambda pack: (pack.train_epoch(), pack.path()))
@@ -57,12 +57,12 @@ def test_a_training_graph_that_replays_stale_inputs_is_caught_and_the_pack_train
 def test_a_right_training_graph_passes_its_check_once_per_process(monkeypatch):
     from tests.test_fast_paths import StandInGraph
 
-    capture_on_cpu(monkeypatch, training.TRAINING_EPOCH, StandInGraph)
+    capture_on_cpu(monkeypatch, trainer.TRAINING_EPOCH, StandInGraph)
     checked = []
     run = fastpaths.run
     monkeypatch.setattr(fastpaths, "run", lambda what, *a: (checked.append(what), run(what, *a))[1])
     runs = six_epochs_captured_and_eager(monkeypatch, lambda pack: (pack.train_epoch(), pack.path()))
-    assert checked == [training.TRAINING_EPOCH] and fastpaths.fallbacks() == {}  # two captures, one check
+    assert checked == [trainer.TRAINING_EPOCH] and fastpaths.fallbacks() == {}  # two captures, one check
     assert runs[True][2] == ["epoch-graph"] * 6
     assert runs[True][0] == runs[False][0]
 

@@ -244,7 +244,7 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
             proc.send_signal(signal.SIGINT)
             out = proc.communicate(timeout=600)[0].decode()
             assert proc.returncode == 130 and "--resume" in out
-            assert "packed trials: 1 worker(s) x 4 configurations" in out
+            assert "packed trials: 1 executor(s) x 4 members" in out
         else:  # the driver and the local Ray it started die at once
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -268,10 +268,10 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     states, _ = optuna_states(results, "crash")
     assert "RUNNING" not in states
     assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == schema("trials").names
-    assert trials.pack_id.str.fullmatch(r"gzsl-crash-[0-9a-f]{8}-pack-\d+").all() and trials.pack_id.nunique() == 1
+    assert trials.executor_id.str.fullmatch(r"gzsl-crash-[0-9a-f]{8}-executor-\d+").all() and trials.executor_id.nunique() == 1
     side_by_side = [(g.started_at.shift(-1) < g.ended_at).any() for _, g in trials.sort_values("started_at")
-                    .groupby("pack_id")]
-    assert any(side_by_side), trials[["pack_id", "started_at", "ended_at"]]  # members trained together
+                    .groupby("executor_id")]
+    assert any(side_by_side), trials[["executor_id", "started_at", "ended_at"]]  # members trained together
 
 
 @pytest.mark.parametrize("args, message", [
@@ -308,7 +308,7 @@ def test_a_local_packed_study_that_asks_for_a_gpu_here_without_one_is_one_line_e
 def _started_run(tmp_path, **study):
     """A study file and a results folder holding the start of its run (study.parquet's first row, and
     Tune's tuner.pkl, which is what --resume looks for); returns (study file, results)."""
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
     from gzsl.study import study_row, tune_storage
 
     path, results = write_study(tmp_path, name="changed", **study), tmp_path / "results"
@@ -334,7 +334,7 @@ def _started_run(tmp_path, **study):
 ], ids=["epochs", "space", "pack", "grace_period", "seed", "kl_weight", "batch_size", "eval_every", "hidden"])
 def test_resume_refuses_a_study_file_changed_since_the_run_started(tmp_path, edit, key):
     from gzsl.errors import ConfigError
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
     from gzsl.study import check_start
 
     path, results = _started_run(tmp_path)
@@ -416,7 +416,7 @@ def test_a_promoted_trial_is_never_stopped_on_its_stale_rung_value():
 
 def test_the_first_rung_comes_after_the_alignment_warm_ups():
     from gzsl.defaults import CROSS_WARMUP, alignment_on, first_rung
-    from gzsl.training import TrainConfig, weights
+    from gzsl.trainer import TrainConfig, weights
 
     for epochs, eval_every in ((100, 5), (30, 2), (16, 1), (100, 1)):
         rung = first_rung(epochs, eval_every)
@@ -501,7 +501,7 @@ def test_pending_trials_let_an_autoscaling_cluster_grow_by_several_nodes():
 
 
 def spec_of(tmp_path, training_extra="", space_extra=""):
-    from gzsl.studies import load_study
+    from gzsl.studyfile import load_study
 
     return load_study(str(write_study(tmp_path, training_extra=training_extra, space_extra=space_extra)))
 
@@ -592,6 +592,6 @@ def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path, resource
     assert (trials.status == "completed").any()
     assert (trials.gpu_id != "").all() and (trials.gpu_mem_mb > 0).all(), trials[["gpu_id", "gpu_mem_mb"]]
     if "pack" in resources:
-        assert trials.pack_id.nunique() == 1 and "packed trials: 1 worker(s) x 4 configurations" in p.stdout
+        assert trials.executor_id.nunique() == 1 and "packed trials: 1 executor(s) x 4 members" in p.stdout
     final = pd.read_parquet(results / "final.parquet")
     assert len(final) == 1 and final.test_H.iloc[0] > 0

@@ -174,15 +174,15 @@ def _params_html(r: rec.StudyResults, params: list[str]) -> str:
 def _trials_html(r: rec.StudyResults, params: list[str]) -> str:
     t = r.trials
     cols = ["#", "trial", "start", "status", *params, "best val H", "best epoch", "last val H", "epochs", "seconds",
-            "worker", "path", "error"]
+            "ran on", "path", "error"]
     rows = []
     for _, x in t.iterrows():
-        worker = (x.node_ip or "") + (f" gpu {x.gpu_id}" if isinstance(x.gpu_id, str) and x.gpu_id else "")
-        if isinstance(x.get("pack_id"), str) and x.pack_id:
-            worker += f" pack {x.pack_id.rsplit('-', 1)[-1]}"
+        where = (x.node_ip or "") + (f" gpu {x.gpu_id}" if isinstance(x.gpu_id, str) and x.gpu_id else "")
+        if isinstance(x.get("executor_id"), str) and x.executor_id:
+            where += f" executor {x.executor_id.rsplit('-', 1)[-1]}"
         rows.append([int(x.trial_number), x.trial_id, x.start or "", x.status, *[x[p] for p in params], x.best_val_H,
-                     x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, worker, x.get("path") or "", x.error])
-    return page.table_html(cols, rows, left={"trial", "start", "status", "worker", "path", "error"},
+                     x.best_epoch, x.last_val_H, int(x.epochs_run), x.seconds, where, x.get("path") or "", x.error])
+    return page.table_html(cols, rows, left={"trial", "start", "status", "ran on", "path", "error"},
                            row_ids=[f"trial-{tid}" for tid in t.trial_id],
                            row_classes=[f"status-{s}" for s in t.status])
 

@@ -133,7 +133,7 @@ def timeline(bars: list[rec.TimelineBar]) -> go.Figure:
     shown = set()
     for b in bars:
         ms = (b.end - b.start).total_seconds() * 1000
-        fig.add_trace(go.Bar(base=[b.start], x=[ms], y=[escape(b.worker)], orientation="h", name=b.status,
+        fig.add_trace(go.Bar(base=[b.start], x=[ms], y=[escape(b.lane)], orientation="h", name=b.status,
                              legendgroup=b.status, showlegend=b.status not in shown,
                              marker_color=STATUS_COLORS.get(b.status, "#333"), opacity=0.8,
                              hovertemplate=f"trial {escape(b.trial_id)} ({escape(b.status)}), "
@@ -141,8 +141,8 @@ def timeline(bars: list[rec.TimelineBar]) -> go.Figure:
         shown.add(b.status)
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(type="date", title_text="time (UTC)")
-    # Lanes in reading order from the top: node, device, pack, slot (numbers compared as numbers).
+    # Lanes in reading order from the top: node, device, executor, slot (numbers compared as numbers).
     natural = lambda w: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", w)]  # noqa: E731
-    lanes = sorted({escape(b.worker) for b in bars}, key=natural)
+    lanes = sorted({escape(b.lane) for b in bars}, key=natural)
     fig.update_yaxes(categoryorder="array", categoryarray=lanes[::-1])
-    return _layout(fig, "Trial timeline by worker", height=max(260, 90 + 40 * len(lanes)))
+    return _layout(fig, "Trial timeline by node, device and slot", height=max(260, 90 + 40 * len(lanes)))

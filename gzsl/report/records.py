@@ -283,23 +283,23 @@ def importance(r: StudyResults) -> Importance:
 
 class TimelineBar(NamedTuple):
     trial_id: str
-    worker: str  # node (and GPU) that ran it, and the slot on it: trials that overlapped get separate slots
+    lane: str  # node (and GPU, and executor) that ran it, and the slot on it: trials that overlapped get separate slots
     start: pd.Timestamp
     end: pd.Timestamp
     status: str
 
 
 def timeline(r: StudyResults) -> list[TimelineBar]:
-    bars, lanes = [], {}  # worker -> end time of the last trial in each slot
+    bars, lanes = [], {}  # where -> end time of the last trial in each slot
     for _, row in r.trials.sort_values("started_at").iterrows():
         node = row.node_ip or (row.node_id or "?")[:8]
-        worker = f"{node} gpu {row.gpu_id}" if isinstance(row.gpu_id, str) and row.gpu_id else f"{node} cpu"
-        if isinstance(row.get("pack_id"), str) and row.pack_id:  # a pack's members: its slots
-            worker += f" pack {row.pack_id.rsplit('-', 1)[-1]}"
-        ends = lanes.setdefault(worker, [])
+        where = f"{node} gpu {row.gpu_id}" if isinstance(row.gpu_id, str) and row.gpu_id else f"{node} cpu"
+        if isinstance(row.get("executor_id"), str) and row.executor_id:  # a pack's members: its slots
+            where += f" executor {row.executor_id.rsplit('-', 1)[-1]}"
+        ends = lanes.setdefault(where, [])
         slot = next((i for i, end in enumerate(ends) if end <= row.started_at), len(ends))
         if slot == len(ends):
             ends.append(row.ended_at)
         ends[slot] = row.ended_at
-        bars.append(TimelineBar(row.trial_id, f"{worker} slot {slot + 1}", row.started_at, row.ended_at, row.status))
+        bars.append(TimelineBar(row.trial_id, f"{where} slot {slot + 1}", row.started_at, row.ended_at, row.status))
     return bars

@@ -1,5 +1,5 @@
 """The study layer, the only package that imports Ray: Ray Tune schedules trials of
-`gzsl.training.train` (trial), Optuna's TPE proposes them (search), ASHA stops weak ones on
+`gzsl.trainer.train` (trial), Optuna's TPE proposes them (search), ASHA stops weak ones on
 validation H (scheduler), a driver-side callback writes every finished trial to Parquet
 (callback), the driver runs it all (driver), the finalists are confirmed on fresh validation
 splits (confirm), and the chosen configuration is refit (refit).
@@ -9,7 +9,7 @@ from gzsl.study.callback import ParquetCallback
 from gzsl.study.confirm import confirm
 from gzsl.study.driver import (RunPlan, check_local_gpu, check_start, pending_trials, plan_run, resumed_budget,
                                run_study, study_row, tune_storage)
-from gzsl.study.pack import workers_that_fit
+from gzsl.study.pack import executors_that_fit
 from gzsl.study.refit import best_params, final_refit
 from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSearch, default_optuna_url,
@@ -20,4 +20,4 @@ __all__ = ["HEARTBEAT_S", "METRIC", "MODE", "STALE_AFTER_S", "NoiseAwareASHA", "
            "PrunedAwareOptunaSearch", "RunPlan", "best_params", "check_local_gpu", "check_start", "confirm",
            "default_optuna_url", "fail_stale_running", "final_refit", "objective", "optuna_storage", "pending_trials",
            "plan_run", "resumed_budget", "run_study", "search_space", "shown_url", "study_row", "train_config",
-           "trial_device", "trial_status", "tune_storage", "workers_that_fit"]
+           "trial_device", "trial_status", "tune_storage", "executors_that_fit"]

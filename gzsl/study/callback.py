@@ -13,7 +13,7 @@ from ray import tune
 from gzsl import hyperparams
 from gzsl.results import ResultStore
 from gzsl.study.trial import METRIC, train_config, trial_status
-from gzsl.studies import StudySpec, start_label
+from gzsl.studyfile import StudySpec, start_label
 
 
 def say(line: str) -> None:
@@ -86,7 +86,7 @@ class ParquetCallback(tune.Callback):
             "started_at": datetime.fromtimestamp(started, timezone.utc),
             "ended_at": datetime.fromtimestamp(ended, timezone.utc),
             "node_id": last.get("node_id"), "node_ip": last.get("node_ip"), "gpu_id": last.get("gpu_id", ""),
-            "pack_id": last.get("pack_id", ""),
+            "executor_id": last.get("executor_id", ""),
             "gpu_mem_mb": max((e.get("gpu_mem_mb") or 0 for e in epochs), default=None) if any(
                 "gpu_mem_mb" in e for e in epochs) else None,
             "seed": self.spec.seed, "error": error,

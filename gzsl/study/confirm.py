@@ -19,8 +19,8 @@ from gzsl.results import ResultStore
 from gzsl.study.callback import say
 from gzsl.study.refit import trial_params
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
-from gzsl.studies import StudySpec
-from gzsl.training import train
+from gzsl.studyfile import StudySpec
+from gzsl.trainer import train
 
 
 def part(trial_id: str, split: int) -> str:

@@ -18,16 +18,16 @@ from ray.tune.schedulers import FIFOScheduler
 from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
 from gzsl.results import SCHEMA_VERSION, ResultStore
-from gzsl.studies import StudySpec
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
-from gzsl.study.pack import PackPool, executor_names, packed_objective, trial_resources, workers_that_fit
+from gzsl.study.pack import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
 from gzsl.study.scheduler import NoiseAwareASHA
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective
-from gzsl.training import TrainConfig
+from gzsl.studyfile import StudySpec
+from gzsl.trainer import TrainConfig
 
 PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's: trials it may hold waiting for resources (a user's value wins)
 
@@ -53,7 +53,7 @@ def plan_run(spec: StudySpec, resources: dict, num_samples: int | None = None, m
     if spec.pack == 1:
         return RunPlan(num_samples, 0, concurrent, pending_trials(spec.resources, resources, num_samples, concurrent,
                                                                   cluster))
-    executors = -(-(concurrent or num_samples) // spec.pack) if cluster else workers_that_fit(spec, resources,
+    executors = -(-(concurrent or num_samples) // spec.pack) if cluster else executors_that_fit(spec, resources,
                                                                                              concurrent)
     slots = executors * spec.pack
     return RunPlan(num_samples, executors, slots, max(1, min(slots, num_samples)))
@@ -67,7 +67,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
     and `early_stopping=False` give the plain baseline (random search, every trial to the end).
     `cluster`: Ray is a cluster that may grow (--address); a packed study then asks for all the
-    executors it can use, not only those that fit now (gzsl.study.pack.PackPool). `experiment`: what
+    executors it can use, not only those that fit now (gzsl.study.pack.ExecutorPool). `experiment`: what
     check_start returned, where the caller already checked the start (gzsl.tune, before starting Ray)."""
     # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
     # and Tune must not reject them as missing the metric.
@@ -84,7 +84,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     experiment = experiment or check_start(spec, results_uri, resume)
     pool = None
     if plan.executors:  # executors each train their members as one fused model (gzsl.study.pack)
-        pool = PackPool(spec, executor_names(experiment, plan.executors), elastic=cluster)
+        pool = ExecutorPool(spec, executor_names(experiment, plan.executors), elastic=cluster)
         trainable = tune.with_resources(tune.with_parameters(packed_objective, spec=spec, names=pool.names),
                                         trial_resources(spec))
     else:
@@ -134,7 +134,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         )
     if pool:  # a resumed run's pool and searcher are the restored ones
         searcher, _, callbacks = restored_parts(tuner)
-        pool = next(c for c in callbacks if isinstance(c, PackPool))
+        pool = next(c for c in callbacks if isinstance(c, ExecutorPool))
         pool.start(data, searcher, log)
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
     user_pending = os.environ.get(PENDING_ENV)

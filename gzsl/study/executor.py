@@ -1,5 +1,5 @@
-"""A pack executor's core, free of Ray: the members of one worker trained as one pack
-(gzsl.training.Pack) in a thread, joining and leaving between epochs, each member's epochs
+"""An executor's core, free of Ray: its members trained as one pack
+(gzsl.trainer.Pack) in a thread, joining and leaving between epochs, each member's epochs
 queued for its trial.
 
 Faults: a member's error fails its trial only; an executor that cannot go on (MAX_STRIKES
@@ -13,9 +13,9 @@ import uuid
 
 import torch
 
-from gzsl.studies import StudySpec
 from gzsl.study.trial import cap_gpu_memory, epoch_metrics, train_config
-from gzsl.training import Pack, TrainConfig
+from gzsl.studyfile import StudySpec
+from gzsl.trainer import Pack, TrainConfig
 
 LEFT = "left"  # next_result's answer to a member that is no longer in the pack
 MAX_STRIKES = 3  # epochs failed in a row, none trained in between: the executor cannot go on
@@ -47,8 +47,8 @@ def one_line(exc: BaseException) -> str:
 
 class Executor:
     """Trains the joined members between epochs of the pack; joins and leaves wait for the next
-    epoch boundary. Results wait in a queue per member until its trial takes them. (PackExecutor is
-    this class as a Ray actor; tests drive it by step().)
+    epoch boundary. Results wait in a queue per member until its trial takes them. (ExecutorActor is
+    this class as a Ray actor; tests drive it by run_epoch().)
 
     A member's fault fails its trial only. An epoch that raises is blamed on the members that had
     not finished an epoch in the pack (a configuration that cannot be allocated, a CUDA out-of-memory
@@ -139,7 +139,7 @@ class Executor:
     def _loop(self) -> None:
         try:
             while not self.broken:
-                if not self.step():
+                if not self.run_epoch():
                     with self.cv:
                         self.cv.wait_for(lambda: self.joining or self.held or self.broken, timeout=1.0)
         except Exception as exc:  # outside any epoch: the executor itself cannot go on
@@ -148,9 +148,9 @@ class Executor:
         self.out_of_rotation()
 
     def out_of_rotation(self) -> None:
-        """Called once the executor cannot go on (PackExecutor: exit, for Ray to start it again)."""
+        """Called once the executor cannot go on (ExecutorActor: exit, for Ray to start it again)."""
 
-    def step(self) -> bool:
+    def run_epoch(self) -> bool:
         """One epoch boundary, then an epoch of the members; False when there was none to train."""
         with self.cv:
             if self.broken:
@@ -203,7 +203,7 @@ class Executor:
             try:
                 self.pack.join(key, config)
             except Exception as exc:  # its model cannot be made here (e.g. out of memory): it fails alone
-                self._fail(key, f"could not join pack {self.where['pack_id']}: {one_line(exc)}")
+                self._fail(key, f"could not join executor {self.where['executor_id']}: {one_line(exc)}")
                 continue
             self.configs[key] = config
             self.new.add(key)
@@ -222,13 +222,13 @@ class Executor:
         if self.strikes >= MAX_STRIKES:
             self._break(f"{self.strikes} epochs in a row failed, the last with {why}")
         elif not new:
-            self._restart(f"an epoch of pack {self.where['pack_id']} failed: {why}")
+            self._restart(f"an epoch of executor {self.where['executor_id']} failed: {why}")
         else:
             try:
                 self.pack.restore(saved)  # the steps and random draws of the failed epoch undone
                 self._blame(new, epochs, why)
             except Exception as exc:  # the pack's state is beyond repair
-                self._restart(f"an epoch of pack {self.where['pack_id']} failed: {why}; then {one_line(exc)}")
+                self._restart(f"an epoch of executor {self.where['executor_id']} failed: {why}; then {one_line(exc)}")
         self.cv.notify_all()
 
     def _blame(self, new: list[str], epochs: dict[str, int], why: str) -> None:
@@ -236,7 +236,7 @@ class Executor:
             self.pack.leave(key)
             config = self._forget(key)
             if len(new) == 1:
-                self._fail(key, f"its first epoch in pack {self.where['pack_id']} failed: {why}")
+                self._fail(key, f"its first epoch in executor {self.where['executor_id']} failed: {why}")
             else:
                 self.held[key] = config
         for m in self.pack.members:  # the others train the failed epoch again: their epochs stay 1, 2, 3...
@@ -252,7 +252,7 @@ class Executor:
         self.pack = Pack(self.data, self.first, max_latent(self.spec))
 
     def _break(self, why: str) -> None:
-        self.broken = f"pack executor {self.where['pack_id']} is out of rotation: {why}"
+        self.broken = f"executor {self.where['executor_id']} is out of rotation: {why}"
         for key in list(self.queues):
             self._fail(key, self.broken)
         self.joining.clear()

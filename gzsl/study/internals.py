@@ -1,7 +1,7 @@
 """What the study reads of Ray Tune and Optuna that their public APIs do not give, in one place.
 
 - Tune has no public way to reach a restored Tuner's searcher, scheduler and callbacks (a resumed
-  study re-arms them: the pack pool's room, the rung table rebuilt from epochs.parquet), nor to
+  study re-arms them: the executor pool's searcher, the rung table rebuilt from epochs.parquet), nor to
   ask whether Ray's token authentication is on (the dashboard line says how to sign in).
 - Tune's OptunaSearch keeps the Optuna trial of each Tune trial, and which it has told, without
   accessors; gzsl.study.search extends it (PRUNED for stopped trials, heartbeats, a resume's

@@ -14,7 +14,7 @@ LOOK_S = 2.0  # how often the driver asks Ray for its nodes (one call to the GCS
 
 class NodeWatch(tune.Callback):
     """Runs in the driver: says which node joined or was lost, and what happens to a lost node's
-    work (Ray starts its pack executors again elsewhere; Tune retries its trials up to
+    work (Ray starts its executors again elsewhere; Tune retries its trials up to
     max_failures times). Locally there is one node, which lives as long as the driver."""
 
     def __init__(self, max_failures: int, packed: bool, log=say):
@@ -39,7 +39,7 @@ class NodeWatch(tune.Callback):
             for node in self._alive.keys() - alive.keys():
                 retried = (f"Tune retries each of its trials up to {self.max_failures} time(s) (max_failures)"
                            if self.max_failures else "its trials fail (max_failures = 0: none is retried)")
-                moved = "Ray starts its pack executors again elsewhere; " if self.packed else ""
+                moved = "Ray starts its executors again elsewhere; " if self.packed else ""
                 self.log(f"node {self._alive[node]} lost: {moved}{retried}")
         self._alive = alive
 

@@ -1,7 +1,7 @@
 """Packed trials inside Ray Tune ([resources] pack = K > 1).
 
-An executor actor per worker (a GPU, or a CPU worker: the study's [resources]) owns the data on
-its device and trains whatever members are joined as one pack (gzsl.training.Pack). Each Tune
+An executor actor (the study's [resources]: a GPU or a share of one, or CPUs) owns the data on
+its device and trains whatever members are joined as one pack (gzsl.trainer.Pack). Each Tune
 trial stays one configuration: a thin function that joins an executor, reports the epochs the
 executor hands it, and leaves when it ends or ASHA stops it (the driver's callback tells the
 executor, so a stopped member never lingers). OptunaSearch, ASHA, the Parquet callback, resume
@@ -25,12 +25,12 @@ from ray import tune
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 
 from gzsl.errors import ClusterError
-from gzsl.studies import StudySpec
 from gzsl.study.callback import say
 from gzsl.study.executor import LEFT, Executor, MemberError, member_key, one_line, trial_of
 from gzsl.study.trial import placement, report, trial_device
+from gzsl.studyfile import StudySpec
 
-STUB_CPU = 0.01  # what one worker's trial functions hold together; its executor holds the rest
+STUB_CPU = 0.01  # what one executor's trial functions hold together; the executor holds the rest
 MAX_RESTARTS = 3  # times Ray starts an executor again (out of rotation, or its process died)
 TOLD_S = 60.0  # how long an executor out of rotation waits for its members' trials to take their error
 NO_EXECUTOR_S = 300.0  # a trial that finds no live executor this long fails
@@ -49,16 +49,16 @@ def trial_resources(spec: StudySpec) -> dict:
 
 def executor_names(experiment: str, n: int) -> list[str]:
     """The names of a study's executors (all it can use: its concurrency, or its budget, in packs),
-    as the dashboard's Actors page shows them: the study, a tag of its results folder, the worker."""
+    as the dashboard's Actors page shows them: the study, a tag of its results folder, a number."""
     import hashlib
 
     tag = hashlib.sha1(experiment.encode()).hexdigest()[:8]
     study = Path(experiment).name
-    return [f"gzsl-{study}-{tag}-pack-{i}" for i in range(n)]
+    return [f"gzsl-{study}-{tag}-executor-{i}" for i in range(n)]
 
 
-def workers_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0, at_least: int = 1) -> int:
-    """Workers the cluster holds now (at least `at_least`), fewer when --max-concurrent asks for
+def executors_that_fit(spec: StudySpec, cluster: dict, max_concurrent: int = 0, at_least: int = 1) -> int:
+    """Executors the cluster holds now (at least `at_least`), fewer when --max-concurrent asks for
     fewer trials at once."""
     res = {k: v for k, v in spec.resources.items() if v > 0}
     fits = min((int(cluster.get(k.upper(), 0) // v) for k, v in res.items()), default=1)
@@ -72,8 +72,8 @@ class NoExecutor(RuntimeError):
 
 
 @ray.remote
-class PackExecutor(Executor):
-    """An Executor as the Ray actor of one worker (its study's [resources]), named so that trials
+class ExecutorActor(Executor):
+    """An Executor as a Ray actor (its study's [resources]), named so that trials
     find it. Out of rotation, it exits once its members' trials have been told why, and Ray starts
     it again under its name (max_restarts), with a fresh process and device."""
 
@@ -81,10 +81,10 @@ class PackExecutor(Executor):
         torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
         gpu_ids = ray.get_gpu_ids()
         self.name = name
-        super().__init__(spec, data, trial_device(gpu_ids), {**placement(gpu_ids), "pack_id": name})
+        super().__init__(spec, data, trial_device(gpu_ids), {**placement(gpu_ids), "executor_id": name})
 
     def __repr__(self) -> str:  # the dashboard's "repr" column
-        return f"PackExecutor({self.name}: up to {self.spec.pack} members of study {self.spec.name})"
+        return f"ExecutorActor({self.name}: up to {self.spec.pack} members of study {self.spec.name})"
 
     def out_of_rotation(self) -> None:
         with self.cv:  # a trial leaves once it has its error (bounded: a trial's process may be gone)
@@ -117,7 +117,7 @@ def next_row(executor, key: str) -> dict | str | None:
     except MemberError as exc:  # Ray's error: MemberError and RayTaskError, with the executor's traceback
         raise MemberError(exc.cause.args[0] if isinstance(exc, RayTaskError) else str(exc)) from None
     except RayActorError as exc:
-        raise MemberError(f"its pack executor died: {one_line(exc)}") from None
+        raise MemberError(f"its executor died: {one_line(exc)}") from None
 
 
 def join_executor(executors: StartedExecutors, key: str, config: dict, wait_s: float = NO_EXECUTOR_S):
@@ -204,11 +204,11 @@ class StartedExecutors:
             detail = ", ".join(f"{n} {what}" for n, what in (
                 (len(self.lost - set(self.found)), "died"), (len(self.out), "out of rotation"),
                 (len(set(self.names) - set(self.found) - self.lost), "not found")) if n)
-        return (f"no live pack executor for {wait_s:.0f} s among the study's {len(self.names)} ({shown}): "
+        return (f"no live executor for {wait_s:.0f} s among the study's {len(self.names)} ({shown}): "
                 f"{detail}; see the driver's 'packed trials:' lines")
 
 
-class PackPool(tune.Callback):
+class ExecutorPool(tune.Callback):
     """Runs in the driver: starts the study's executors, gives the searcher room for as many
     trials as the started executors hold, and tells an executor at once when one of its trials
     ended (ASHA stopped it, or it failed), whatever the trial's function is doing.
@@ -238,11 +238,11 @@ class PackPool(tune.Callback):
         for the rest); returns how many are up."""
         self._searcher, self._log = searcher, log
         # A cluster may be shared, and may grow: count what its free resources hold now.
-        n = min(len(self.names), workers_that_fit(self.spec, ray.available_resources(), at_least=0) if self.elastic
-                else workers_that_fit(self.spec, ray.cluster_resources()))
+        n = min(len(self.names), executors_that_fit(self.spec, ray.available_resources(), at_least=0) if self.elastic
+                else executors_that_fit(self.spec, ray.cluster_resources()))
         data_ref = self._data = ray.put(data)  # kept: Ray starts an executor again from it
         for name in self.names[:len(self.names) if self.elastic else n]:
-            handle = PackExecutor.options(name=name, max_concurrency=2 * self.spec.pack + 4, max_restarts=MAX_RESTARTS,
+            handle = ExecutorActor.options(name=name, max_concurrency=2 * self.spec.pack + 4, max_restarts=MAX_RESTARTS,
                                           **executor_resources(self.spec)).remote(self.spec, data_ref, name)
             self._handles.append(handle)
             self._pending[handle.members.remote()] = (name, handle)
@@ -254,9 +254,9 @@ class PackPool(tune.Callback):
             self._up[name] = handle
         self._set_room()
         more = f"; {len(self._pending)} more asked of the cluster as it grows" if self._pending else ""
-        log(f"packed trials: {len(up)} worker(s) x {self.spec.pack} configurations, each worker "
+        log(f"packed trials: {len(up)} executor(s) x {self.spec.pack} members, each executor "
             f"{self.spec.resources}{more}")
-        threading.Thread(target=self._watch, daemon=True, name="gzsl-pack-pool").start()
+        threading.Thread(target=self._watch, daemon=True, name="gzsl-executor-pool").start()
         return len(up)
 
     def _set_room(self) -> None:
@@ -280,10 +280,10 @@ class PackPool(tune.Callback):
             try:
                 ray.get(ref)
             except Exception as exc:  # it takes no trials; the study goes on with the others
-                self._log(f"packed trials: worker {name} failed to start ({type(exc).__name__}: {exc})")
+                self._log(f"packed trials: executor {name} failed to start ({type(exc).__name__}: {exc})")
                 continue
             self._up[name] = handle
-            self._log(f"packed trials: worker {name} started ({len(self._up)} of {len(self._handles)} up)")
+            self._log(f"packed trials: executor {name} started ({len(self._up)} of {len(self._handles)} up)")
 
     def _gone(self) -> None:
         """Executors dead for good (Ray's restarts spent). When none
@@ -302,13 +302,13 @@ class PackPool(tune.Callback):
                 self._deaths[name] = self._deaths.get(name, 0) + 1
                 if self._deaths[name] >= 2:
                     del self._up[name]
-                    self._log(f"packed trials: worker {name} is gone, its restarts spent ({len(self._up)} of "
+                    self._log(f"packed trials: executor {name} is gone, its restarts spent ({len(self._up)} of "
                               f"{len(self._handles)} up)")
             except RayActorError:  # restarting, or unreachable for now
                 pass
         if self._handles and not self._up and not self._pending and self.failure is None:
             names = ", ".join(self.names[:len(self._handles)])
-            self.failure = (f"every pack executor of study {self.spec.name} is gone ({names}), each started "
+            self.failure = (f"every executor of study {self.spec.name} is gone ({names}), each started "
                             f"{MAX_RESTARTS + 1} times: see the driver's 'packed trials:' lines and Ray's logs "
                             "(ray logs), then continue with --resume and the same --results")
 

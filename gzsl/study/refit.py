@@ -15,8 +15,8 @@ from gzsl.evaluation import FAST_CLASSIFIER
 from gzsl.results import ResultStore, chosen_val_H, confirmed
 from gzsl.study.callback import say
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
-from gzsl.studies import StudySpec
-from gzsl.training import MAIN, classifier_config, train
+from gzsl.studyfile import StudySpec
+from gzsl.trainer import MAIN, classifier_config, train
 
 
 def best_params(store: ResultStore, h_noise: float = 0.0) -> dict | None:

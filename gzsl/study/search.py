@@ -15,7 +15,7 @@ from gzsl import hyperparams
 from gzsl.errors import ConfigError
 from gzsl.study.internals import asked, optuna_study, stored, told
 from gzsl.study.trial import METRIC, trial_status
-from gzsl.studies import StudySpec
+from gzsl.studyfile import StudySpec
 
 
 def search_space(spec: StudySpec) -> dict:
@@ -40,7 +40,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     Its cap on the trials in flight is Tune's `set_max_concurrency` (what a ConcurrencyLimiter,
     and so `max_concurrent_trials`, sets): a packed study proposes only as many configurations as
-    its started executors can train (gzsl.study.pack.PackPool raises the cap, from Tune's loop, as
+    its started executors can train (gzsl.study.pack.ExecutorPool raises the cap, from Tune's loop, as
     executors start), so that a cluster still waiting for nodes does not turn TPE into random
     search by holding proposals that no executor can take yet."""
 

@@ -1,4 +1,4 @@
-"""The trial: one configuration trained by gzsl.training.train inside a Tune function trainable,
+"""The trial: one configuration trained by gzsl.trainer.train inside a Tune function trainable,
 reporting every epoch; its device is what Ray assigned it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from ray import tune
 from gzsl import hyperparams
 from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
-from gzsl.studies import StudySpec
-from gzsl.training import EpochResult, TrainConfig, train
+from gzsl.studyfile import StudySpec
+from gzsl.trainer import EpochResult, TrainConfig, train
 
 METRIC, MODE = "val_H", "max"
 
@@ -69,18 +69,18 @@ _GAUGES = {}
 
 def report(row: dict, spec: StudySpec) -> None:
     """tune.report, and the trial's epoch and validation H as Ray metrics (gauges gzsl_trial_epoch
-    and gzsl_trial_val_h, tagged study, trial and pack: the executor that trains it, "" alone) for
+    and gzsl_trial_val_h, tagged study, trial and executor: the one that trains it, "" alone) for
     a Prometheus/Grafana that scrapes Ray."""
     tune.report(row)
     try:
         from ray.util.metrics import Gauge
 
         if not _GAUGES:
-            tags = ("study", "trial", "pack")
+            tags = ("study", "trial", "executor")
             _GAUGES["epoch"] = Gauge("gzsl_trial_epoch", "epochs a gzsl trial has trained", tag_keys=tags)
             _GAUGES["val_H"] = Gauge("gzsl_trial_val_h", "validation H (%) of a gzsl trial's last evaluated epoch",
                                      tag_keys=tags)
-        tags = {"study": spec.name, "trial": tune.get_context().get_trial_id(), "pack": row.get("pack_id", "")}
+        tags = {"study": spec.name, "trial": tune.get_context().get_trial_id(), "executor": row.get("executor_id", "")}
         _GAUGES["epoch"].set(row["epoch"], tags=tags)
         if METRIC in row:
             _GAUGES["val_H"].set(row[METRIC], tags=tags)

@@ -1,5 +1,5 @@
 """Test-only fault injection, loaded by every Python process started with this folder on PYTHONPATH
-(the study's driver, and Ray's workers, which inherit its environment). Once gzsl.training is
+(the study's driver, and Ray's workers, which inherit its environment). Once gzsl.trainer is
 imported, Pack.run_epoch raises the way a CUDA out-of-memory would for the members
 GZSL_INJECT_FAULT names:
     first   the first member this process trains, in every epoch it is in the pack
@@ -127,7 +127,7 @@ def _patch(module) -> None:
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "gzsl.training":
+        if name != "gzsl.trainer":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -271,8 +271,8 @@ class Pack:
                 t.copy_(snap["model"][name])
         self.optimizer.restore(snap["optimizer"])
         self.order.set_state(snap["order"])
-        for m, (_, noise, epoch) in zip(self.members, snap["members"]):
-            m.noise.set_state(noise)
+        for m, (_, noise_state, epoch) in zip(self.members, snap["members"]):
+            m.noise.set_state(noise_state)
             m.epoch = epoch
 
     def _check_fits(self, key: str, config: TrainConfig) -> None:

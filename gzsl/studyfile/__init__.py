@@ -60,8 +60,8 @@ class StudySpec:
     seed: int
     hidden: tuple[int, int, int, int] | None = None
     fixed: dict = field(default_factory=dict)  # TrainConfig fields held fixed: beta, kl_weight, sampling, classifier
-    # Configurations trained together as one fused model per worker ([resources] pack; 1: one
-    # trial per worker, as without packing). With pack > 1, `resources` are a worker's.
+    # Configurations (members) trained together as one model per executor ([resources] pack; 1:
+    # each trial alone, without executors). With pack > 1, `resources` are an executor's.
     pack: int = 1
     # The configurations evaluated before TPE proposes any, in order: (label, params). The first is
     # always method.md's defaults ("defaults", brought inside the space's bounds), then each entry of
@@ -103,7 +103,7 @@ def _keys(section: str) -> dict:
 
 def shipped_folder():
     """Where the shipped study files are: `studies/` beside `gzsl/` in a source tree (a checkout on
-    PYTHONPATH, an editable install), or `gzsl/studies/shipped/` in an installed wheel, which
+    PYTHONPATH, an editable install), or `gzsl/studyfile/shipped/` in an installed wheel, which
     carries that folder as package data (pyproject.toml's package-dir)."""
     installed = resources.files(__name__) / "shipped"
     return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "studies"

@@ -7,7 +7,7 @@ import pytest
 
 from gzsl.errors import ConfigError
 from gzsl import hyperparams
-from gzsl.studies import CLASSIFIERS, Param, load_study
+from gzsl.studyfile import CLASSIFIERS, Param, load_study
 
 GOOD = """
 [study]
@@ -186,8 +186,8 @@ def test_bad_study_table_values_are_one_line(tmp_path, line, message):
 def test_every_study_starts_from_the_defaults_then_its_own_points(tmp_path):
     """The first trial is method.md's defaults, brought inside the space (latent 64 is not among
     [16, 32]: the nearest choice); [search] start adds points, each filled in from the defaults."""
-    from gzsl.studies import start_label
-    from gzsl.training import TrainConfig
+    from gzsl.studyfile import start_label
+    from gzsl.trainer import TrainConfig
 
     spec = load_text(tmp_path, GOOD + '[search]\nstart = [{ alpha = 0.5 }, { alpha = 2.0, latent_size = 16 }]\n')
     assert spec.start == (("defaults", {"alpha": 1.0, "latent_size": 32}),

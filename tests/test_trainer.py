@@ -9,7 +9,7 @@ import torch
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, _cycle_per_class, fit_classifier, harmonic_mean, per_class_accuracy
 from gzsl.datasets import default_hidden
-from gzsl.training import TrainConfig, ramp, train, weights
+from gzsl.trainer import TrainConfig, ramp, train, weights
 
 # The fast final classifier: these tests check the loop's mechanics; the recipe's H is the guard's (test_science).
 SMALL = TrainConfig(hidden=default_hidden("synth-small"), lr=1e-3, classifier="fast")
@@ -64,7 +64,7 @@ def test_a_run_scored_at_an_earlier_epoch_stops_there_on_the_full_schedule(small
 
 
 def test_the_classifier_recipe_takes_the_datasets_epochs():
-    from gzsl.training import classifier_config
+    from gzsl.trainer import classifier_config
 
     recipe = {name: classifier_config(SMALL.__class__(classifier="cada"), name).epochs
               for name in ("CUB", "SUN", "AWA1", "AWA2", "synth-small", "synth-cub")}
@@ -154,7 +154,7 @@ def test_an_epoch_of_the_val_protocol_takes_the_steps_of_its_refit(small_val):
     """The val protocol trains on fewer images than the refit on trainval (the training classes less
     a holdout): its epochs draw trainval's image count, each pass a permutation, so a configuration
     is searched with the updates its refit will take. On trainval an epoch is one pass, as before."""
-    from gzsl.training import Pack
+    from gzsl.trainer import Pack
 
     test = load("synth-small", "test")
     assert small_val.epoch_images == test.epoch_images == len(test.train) > len(small_val.train)
