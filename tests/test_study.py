@@ -497,6 +497,26 @@ def test_pending_trials_let_an_autoscaling_cluster_grow_by_several_nodes():
     assert pending_trials(cpu_trial, {"CPU": 0.5}, num_samples=16) == 1
 
 
+def test_a_run_plan_spreads_trials_alone_or_in_executors():
+    """plan_run: the one place a run's budget, executors, trials in flight and pending trials are
+    worked out, alone ([resources] per trial) and packed (per executor, K members each)."""
+    from dataclasses import replace
+
+    from gzsl.study import RunPlan, plan_run
+    from gzsl.studyfile import load_study
+
+    demo = load_study("demo")  # cpu = 1 a trial, max_concurrent 2, 16 trials
+    assert plan_run(demo, {"CPU": 2.0}) == RunPlan(num_samples=16, executors=0, concurrent=2, pending=2)
+    assert plan_run(demo, {"CPU": 8.0}, num_samples=4, max_concurrent=0) == RunPlan(4, 0, 0, 4)
+    packed = replace(demo, pack=4, resources={"cpu": 2.0}, max_concurrent=0)
+    # Locally the executors that fit (one of two CPUs), each with 4 member slots.
+    assert plan_run(packed, {"CPU": 2.0}) == RunPlan(16, 1, 4, 4)
+    assert plan_run(packed, {"CPU": 8.0}, num_samples=6) == RunPlan(6, 4, 16, 6)
+    # On a cluster that may grow: as many as the budget (or --max-concurrent) can use, fitting or not.
+    assert plan_run(packed, {"CPU": 2.0}, cluster=True) == RunPlan(16, 4, 16, 16)
+    assert plan_run(packed, {"CPU": 2.0}, max_concurrent=5, cluster=True) == RunPlan(16, 2, 8, 8)
+
+
 # --------------------------------------------------------------------------- fixed and searched settings, no Ray run
 
 
