@@ -102,7 +102,7 @@ def data():
 
 
 def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
-    """An Executor driven by step() in this process; an epoch raises a CUDA out-of-memory whenever
+    """An Executor driven by run_epoch() in this process; an epoch raises a CUDA out-of-memory whenever
     fails(keys of the members in it)."""
     from gzsl.trainer import Pack
     from gzsl.study.executor import Executor
@@ -119,7 +119,7 @@ def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
 
 
 def run_out(executor, limit=30):
-    """step() until nothing is left to train (at most `limit` epochs)."""
+    """run_epoch() until nothing is left to train (at most `limit` epochs)."""
     for _ in range(limit):
         if not executor.run_epoch():
             return
@@ -148,7 +148,7 @@ def test_members_that_join_together_are_told_apart_when_their_epoch_fails(tmp_pa
     for key in ("good1@a", "bad@a", "good2@a"):
         assert executor.try_join(key, PARAMS)
     run_out(executor)
-    assert taken(executor, "bad@a") == ([], "its first epoch in pack p0 failed: RuntimeError: CUDA out of memory "
+    assert taken(executor, "bad@a") == ([], "its first epoch in executor p0 failed: RuntimeError: CUDA out of memory "
                                             "(injected)")
     for key in ("good1@a", "good2@a"):
         rows, error = taken(executor, key)
@@ -169,7 +169,7 @@ def test_a_pack_that_fails_with_no_new_member_starts_again_and_one_that_keeps_fa
     assert executor.run_epoch()  # no member is new: the pack's fault; both fail and it starts again, empty
     for key in ("a@1", "b@1"):  # the epoch each trained, then the error
         rows, error = taken(executor, key)
-        assert [r["epoch"] for r in rows] == [1] and error.startswith("an epoch of pack p0 failed: RuntimeError")
+        assert [r["epoch"] for r in rows] == [1] and error.startswith("an epoch of executor p0 failed: RuntimeError")
         executor.leave(key)
     assert executor.members() == [] and executor.load() == 0
     for i in range(1, MAX_STRIKES):  # epochs keep failing, whoever trains
@@ -462,12 +462,12 @@ def test_the_survivors_of_a_failed_epoch_train_as_if_the_failing_member_never_jo
     monkeypatch.setattr(Pack, "step", step_with_fault)
     ex = Executor(_every_epoch_spec(tmp_path, "faulty"), data, "cpu", {"executor_id": "p0"}, run=False)
     assert ex.try_join("a@1", PARAMS)
-    assert ex.step()  # a's epoch 1
+    assert ex.run_epoch()  # a's epoch 1
     assert ex.try_join("b@1", {**PARAMS, "lr": 3e-3})
     run_out(ex)
     rows, error = taken(ex, "a@1")
     assert error is None and len(calls) == 2
-    assert taken(ex, "b@1")[1].startswith("its first epoch in pack p0 failed: OutOfMemoryError")
+    assert taken(ex, "b@1")[1].startswith("its first epoch in executor p0 failed: OutOfMemoryError")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["loss_total"] for r in rows] == [r["loss_total"] for r in clean]
     assert [r["val_H"] for r in rows] == [r["val_H"] for r in clean]
