@@ -31,6 +31,11 @@ class Hyperparameter:
     choices: tuple[str, ...] = ()  # the values a str takes
     example: tuple = ()  # a [space] example, for the error that asks for choices
 
+    def __post_init__(self):
+        if self.kind not in KINDS or (self.kind is str) != bool(self.choices) or self.problem(self.default):
+            raise ValueError(f"hyperparameter {self.name}: kind must be one of float, int, str (str, and only "
+                             f"str, with choices), and the default {self.default!r} one of its values")
+
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")

@@ -94,3 +94,10 @@ def test_the_table_is_the_models():
 
     for h in hyperparams.SEARCHED:
         assert isinstance(getattr(TrainConfig(), h.name), h.kind) and getattr(TrainConfig(), h.name) == h.default
+
+
+@pytest.mark.parametrize("row", [("beta", float, 0.0, "at 0"), ("beta", list, [1], "a list"),
+                                 ("mode", str, "a", "no choices")])
+def test_a_row_that_cannot_describe_a_hyperparameter_is_refused(row):
+    with pytest.raises(ValueError, match=f"hyperparameter {row[0]}: kind must be"):
+        Hyperparameter(*row)
