@@ -120,6 +120,11 @@ def defaults() -> dict:
     return {h.name: h.default for h in SEARCHED}
 
 
+def of(config) -> dict:
+    """The searched hyperparameters' values of a TrainConfig."""
+    return {h.name: getattr(config, h.name) for h in SEARCHED}
+
+
 def cast(values: dict) -> dict:
     """The searched hyperparameters among `values`, each cast to its kind; other keys left out."""
     return {h.name: h.cast(values[h.name]) for h in SEARCHED if h.name in values}

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from gzsl import hyperparams
 from gzsl.errors import ResultsError
 
-_TRIALS = [  # without the searched hyperparameters follow "status" (SEARCHED_AFTER)
+_TRIALS = [  # less the searched hyperparameters, which schema() puts after "status" (SEARCHED_AFTER)
     ("trial_id", pa.string()),  # Tune's trial id, unique within a study
     ("trial_number", pa.int64()),  # order in which the searcher proposed it
     ("status", pa.string()),  # completed | pruned | diverged | error
@@ -65,7 +65,7 @@ EPOCHS = pa.schema([
     ("eval_seconds", pa.float64()),  # of which evaluation (validation H); 0 on epochs without one
 ])
 
-_FINAL = [  # without the searched hyperparameters follow "seed"
+_FINAL = [  # less the searched hyperparameters, which schema() puts after "seed"
     ("seed", pa.int64()),
     ("kl_weight", pa.float64()),
     ("epochs", pa.int64()),  # the schedule (warm-ups) the model trained under

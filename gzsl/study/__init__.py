@@ -18,6 +18,6 @@ from gzsl.study.trial import METRIC, MODE, objective, train_config, trial_device
 
 __all__ = ["HEARTBEAT_S", "METRIC", "MODE", "STALE_AFTER_S", "NoiseAwareASHA", "ParquetCallback",
            "PrunedAwareOptunaSearch", "RunPlan", "best_params", "check_local_gpu", "check_start", "confirm",
-           "default_optuna_url", "fail_stale_running", "final_refit", "objective", "optuna_storage", "pending_trials",
-           "plan_run", "resumed_budget", "run_study", "search_space", "shown_url", "study_row", "train_config",
-           "trial_device", "trial_status", "tune_storage", "executors_that_fit"]
+           "default_optuna_url", "executors_that_fit", "fail_stale_running", "final_refit", "objective",
+           "optuna_storage", "pending_trials", "plan_run", "resumed_budget", "run_study", "search_space", "shown_url",
+           "study_row", "train_config", "trial_device", "trial_status", "tune_storage"]

@@ -77,7 +77,7 @@ class ParquetCallback(tune.Callback):
         started = self.started.get(tid, time.time())
         ended = time.time()
         used = train_config(self.spec, trial.config, seed=self.spec.seed)  # searched values plus defaults
-        params = {k: getattr(used, k) for k in hyperparams.names()}
+        params = hyperparams.of(used)
         row = {
             "trial_id": tid, "trial_number": self.numbers.get(tid, -1), "status": status, **params,
             "best_val_H": best.get("val_H"), "best_val_U": best.get("val_U"), "best_val_S": best.get("val_S"),

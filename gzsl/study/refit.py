@@ -66,7 +66,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
     saved, model_bytes = None, None
     if last.trained is not None:
         saved, model_bytes = model_path(seed), modelfile.to_bytes(last.trained, cfg, data, cada, last.epoch)
-    return {"model_bytes": model_bytes, "seed": seed, **{k: getattr(cfg, k) for k in hyperparams.names()}, "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
+    return {"model_bytes": model_bytes, "seed": seed, **hyperparams.of(cfg), "kl_weight": cfg.kl_weight, "epochs": cfg.epochs,
             "scored_epoch": last.epoch,
             "classifier_epochs": classifier_config(cfg, data.name).epochs, "test_U": cada.U, "test_S": cada.S, "test_H": cada.H,
             "fast_test_U": fast.U, "fast_test_S": fast.S, "fast_test_H": fast.H,

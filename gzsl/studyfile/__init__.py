@@ -93,7 +93,7 @@ _SECTIONS = {
     "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float},
     "confirm": {"top": int, "splits": int},
     "resources": {"cpu": float, "gpu": float, "pack": int},
-    "space": {},  # the searched hyperparameters (gzsl.params), each a table
+    "space": {},  # the searched hyperparameters (gzsl.hyperparams), each a table: _keys
 }
 
 
