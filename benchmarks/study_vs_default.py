@@ -31,6 +31,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -184,7 +185,7 @@ def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, confirm: pd
 
 
 def over_draws(diffs: dict[str, tuple[float, float]]) -> list[str]:
-    """One line per preset run on several draws (synth-small, synth-small@1, ...): the mean of study - defaults.
+    """A section per preset run on several draws (synth-small, synth-small@1, ...): the mean of study - defaults.
 
     A draw is the same preset generated with another seed: other classes in each split. Where a split has
     few classes (synth-small: 8 test-unseen), which classes were drawn moves test H by more than the seeds do,
@@ -200,8 +201,7 @@ def over_draws(diffs: dict[str, tuple[float, float]]) -> list[str]:
         if len(runs) < 2:
             continue
         d, noise = [r[0] for r in runs], sum(r[1] for r in runs) / len(runs)
-        mean = sum(d) / len(d)
-        se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+        mean, se = statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
         lines += [f"### {base}, over {len(d)} draws", "",
                   f"- test H, study - defaults, per draw: {', '.join(f'{x:+.1f}' for x in d)}; mean {mean:+.1f} "
                   f"(standard error over draws {se:.1f}; seed noise, the draws' mean, {noise:.1f})",
