@@ -100,8 +100,13 @@ def test_kuberay_heads_take_only_their_clusters_pods_and_a_token(manifest):
 
 
 def _env():
-    # A local Ray writes ~/.ray/auth_token; CLI calls against it then need token mode.
-    return {**os.environ, "RAY_AUTH_MODE": "token"}
+    # A local Ray writes ~/.ray/auth_token; CLI calls against it then need token mode, and on a
+    # fresh machine (no local Ray yet) `ray start` in token mode needs the token made first.
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        p = subprocess.run([RAY, "get-auth-token", "--generate"], capture_output=True, text=True, timeout=60, env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+    return env
 
 
 def _ray(*args, timeout=120):
