@@ -14,15 +14,11 @@ ranks the two as their test H does on more draws than validation H does.
 """
 
 import sys
-import time
 
 import torch
 
-from gzsl.datasets import default_hidden, load
 from gzsl.evaluation import _encode_t, harmonic_mean
-from gzsl.trainer import TrainConfig, train
-
-CONFIGS = {"defaults": {}, "chosen on draw 0": dict(alpha=1.013, gamma=0.425, lam=0.986, latent_size=128, lr=0.000852)}
+from synth_small_draws import runs
 
 
 def per_class(correct: torch.Tensor, y: torch.Tensor) -> float:
@@ -57,18 +53,11 @@ def seen_unseen_curve(trained, data) -> tuple[float, float, float]:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    for draw in [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "0,1,2").split(",")]:
-        name = f"synth-small@{draw}" if draw else "synth-small"
-        for split in ("val", "test"):
-            data = load(name, split, seed=0)
-            for label, kw in CONFIGS.items():
-                start = time.time()
-                cfg = TrainConfig(epochs=100, eval_every=100, seed=1000, hidden=default_hidden(name), **kw)
-                for last in train(data, cfg):
-                    pass
-                s = last.scores
-                h0, h_cal, ausuc = seen_unseen_curve(last.trained, data)
-                assert abs(h0 - s.H) < 0.05, (h0, s.H)  # gamma 0 is the protocol's own prediction
-                print(f"draw {draw} {split} {label}: H {s.H:.1f} (U {s.U:.1f} S {s.S:.1f}) calibrated H {h_cal:.1f} "
-                      f"AUSUC {ausuc:.1f} ({time.time() - start:.0f}s)", flush=True)
+    draws = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "0,1,2").split(",")]
+    for name, split, label, data, last, secs in runs(draws, ("val", "test")):
+        s = last.scores
+        h0, h_cal, ausuc = seen_unseen_curve(last.trained, data)
+        assert abs(h0 - s.H) < 0.05, (h0, s.H)  # gamma 0 is the protocol's own prediction
+        draw = name.partition("@")[2] or "0"
+        print(f"draw {draw} {split} {label}: H {s.H:.1f} (U {s.U:.1f} S {s.S:.1f}) calibrated H {h_cal:.1f} "
+              f"AUSUC {ausuc:.1f} ({secs:.0f}s)", flush=True)
