@@ -99,7 +99,8 @@ def main() -> None:
     has_defaults = args.with_defaults and bool(pairs) and pairs[0][0] is configs[0]
     configs, val, test = [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
 
-    print(f"\n{len(pairs)} random configurations of {args.study}'s space on {args.dataset}, "
+    what = f"method.md's defaults and {len(pairs) - 1} random" if has_defaults else f"{len(pairs)} random"
+    print(f"\n{what} configurations of {args.study}'s space on {args.dataset}, "
           f"{args.epochs} epochs (H: fast classifier / CADA-VAE recipe)")
     print(f"{'alpha':>7} {'gamma':>7} {'lam':>7} {'latent':>6} {'lr':>9} | {'val H':>13} | {'test H':>13}")
     for i, (c, v, t) in enumerate(zip(configs, val, test)):
