@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to join ('auto' on a cluster node; default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)")
+    p.add_argument("--gpu", type=float, metavar="SHARE",
+                   help="GPUs per trial (per executor of a packed study), instead of the study file's "
+                        "resources.gpu: 0 trains on CPU, 0.25 puts four trials on a GPU")
     p.add_argument("--num-samples", type=int, help="number of trials (overrides the study's budget)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)")
     p.add_argument("--optuna-storage", default=os.environ.get("GZSL_OPTUNA_STORAGE"),
@@ -62,9 +65,11 @@ def _run(args, start: float) -> int:
 
     from gzsl.datasets import load
     from gzsl.errors import ConfigError
-    from gzsl.studyfile import load_study
+    from gzsl.studyfile import load_study, with_gpu
 
     spec = load_study(args.study)
+    if args.gpu is not None:
+        spec = with_gpu(spec, args.gpu)
     if args.data_root:
         spec = replace(spec, data_root=args.data_root)
     for flag in ("num_samples", "max_concurrent"):
@@ -91,7 +96,7 @@ def _run(args, start: float) -> int:
     from gzsl import study
 
     if not args.address:
-        study.check_local_gpu(spec)  # before loading data and starting Ray: such a study could never run here
+        study.check_local_gpu(spec, "--gpu" if args.gpu is not None else None)  # before loading data and starting Ray: such a study could never run here
     data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables: our lines say it
     # Save Tune's experiment state often: after a crash, trials finished since the last save are

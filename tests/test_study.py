@@ -305,6 +305,26 @@ def test_a_local_packed_study_that_asks_for_a_gpu_here_without_one_is_one_line_e
     assert "results:" not in p.stdout and not (results / "tune").exists()  # Ray never started
 
 
+def test_gpu_flag_replaces_the_study_files_gpu_share(tmp_path):
+    """`--gpu 0` runs a study written for GPUs (resources.gpu = 1) on this CPU-only machine, unedited,
+    and study.parquet records what the trials got; a --gpu torch cannot use here is one line naming
+    the flag."""
+    study, results = write_study(tmp_path, name="gpuflag", epochs=2, samples=1, grace=1), tmp_path / "results"
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 1\n"))
+    p = run_tune(study, results, "--gpu", "0", "--no-confirm", "--no-refit", "--no-report", "--no-dashboard",
+                 timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(ResultStore(str(results)).read("study").resources.iloc[0]) == {"cpu": 1.0, "gpu": 0.0}
+    assert len(ResultStore(str(results)).read("trials")) == 1
+    if not _torch_sees_a_gpu():
+        p = run_tune(study, tmp_path / "other", "--gpu", "0.5", timeout=120)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert p.stderr.startswith("error: --gpu 0.5, but torch sees no GPU") and "--gpu 0" in p.stderr
+    for bad, why in (("-1", "must be a finite number >= 0"), ("1.5", "not schedulable")):
+        p = run_tune(study, tmp_path / "bad", "--gpu", bad, timeout=120)
+        assert p.returncode == 2 and f"--gpu {bad}: " in p.stderr and why in p.stderr, p.stderr
+
+
 def _started_run(tmp_path, **study):
     """A study file and a results folder holding the start of its run (study.parquet's first row, and
     Tune's tuner.pkl, which is what --resume looks for); returns (study file, results)."""
@@ -343,6 +363,25 @@ def test_resume_refuses_a_study_file_changed_since_the_run_started(tmp_path, edi
     with pytest.raises(ConfigError) as err:
         check_start(load_study(str(path)), str(results), resume=True)
     assert key in str(err.value) and "\n" not in str(err.value) and "--resume" in str(err.value)
+
+
+def test_resume_without_the_gpu_flag_the_run_started_with_names_it(tmp_path):
+    from gzsl.errors import ConfigError
+    from gzsl.studyfile import load_study, with_gpu
+    from gzsl.study import check_start, study_row, tune_storage
+
+    path, results = write_study(tmp_path, name="gpu"), tmp_path / "results"
+    path.write_text(path.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 0.5\n"))
+    spec = load_study(str(path))  # started as `--gpu 0`
+    ResultStore(str(results)).write_part("study", "run-1", [study_row(with_gpu(spec, 0), resumed=False,
+                                                                      early_stopping=True)])
+    experiment = Path(tune_storage(str(results))) / spec.name
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"")
+    check_start(with_gpu(spec, 0), str(results), resume=True)  # the same --gpu again: resumes
+    with pytest.raises(ConfigError) as err:
+        check_start(spec, str(results), resume=True)
+    assert "resources.gpu = 0.5" in str(err.value) and "--gpu 0.0" in str(err.value)
 
 
 def test_resume_after_a_pack_change_is_one_line_exit_2(tmp_path):

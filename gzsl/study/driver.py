@@ -207,8 +207,9 @@ def check_unchanged(spec: StudySpec, store: ResultStore, results_uri: str) -> No
     for column, key in RESUMED.items():
         for name, was, is_ in _differences(column, key, started.get(column), now[column]):
             raise ConfigError(f"--resume: {spec.path}: {name} = {is_}, but the run in {results_uri} was started "
-                              f"with {was}, which a resumed run keeps; set {name} back, or start a new run "
-                              "with another --results folder")
+                              f"with {was}, which a resumed run keeps; set {name} back"
+                              + (f" (or pass --gpu {was})" if name == "resources.gpu" and was != "null" else "")
+                              + ", or start a new run with another --results folder")
 
 
 def _differences(column: str, key: str, was, is_):
@@ -220,16 +221,18 @@ def _differences(column: str, key: str, was, is_):
     return [(key, was, is_)] if was != is_ else []
 
 
-def check_local_gpu(spec: StudySpec) -> None:
+def check_local_gpu(spec: StudySpec, flag: str | None = None) -> None:
     """A local study (no --address) trains on this machine: a GPU it asks for must be one torch can
-    use here, or no trial (no executor of a packed study) could ever be placed and it would wait forever."""
+    use here, or no trial (no executor of a packed study) could ever be placed and it would wait forever.
+    flag: the command-line flag that set resources.gpu, if one did (named in the error instead of the file)."""
     import torch
 
     gpu = spec.resources.get("gpu", 0)
     if gpu > 0 and not torch.cuda.is_available():
-        raise ConfigError(f"{spec.path}: resources.gpu = {gpu:g}, but torch sees no GPU on this machine (torch "
-                          f"{torch.__version__}, CUDA build: {torch.version.cuda}), where a study without --address "
-                          "runs: set resources.gpu = 0 to train on CPU, or pass --address of a Ray cluster with GPUs")
+        asked = f"{flag} {gpu:g}" if flag else f"{spec.path}: resources.gpu = {gpu:g}"
+        raise ConfigError(f"{asked}, but torch sees no GPU on this machine (torch {torch.__version__}, CUDA build: "
+                          f"{torch.version.cuda}), where a study without --address runs: pass --gpu 0 (or set "
+                          "resources.gpu = 0) to train on CPU, or --address of a Ray cluster with GPUs")
 
 
 def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:

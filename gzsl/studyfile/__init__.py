@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -181,13 +181,9 @@ def parse(raw: dict, path: Path) -> StudySpec:
         fail("space", "empty search space; give at least one of " + ", ".join(hyperparams.names()))
     pack = positive("resources", "pack", 1)
     resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items() if k != "pack"}
-    for k, v in resources.items():
-        if not (math.isfinite(v) and v >= 0):
-            fail(f"resources.{k}", f"must be a finite number >= 0, got {v}")
-    if resources.get("cpu", 1) <= 0 and resources.get("gpu", 0) <= 0:
-        fail("resources", "a trial needs some cpu or gpu")
-    if resources.get("gpu", 0) > 1 and resources["gpu"] != int(resources["gpu"]):
-        fail("resources.gpu", "a fraction above 1 GPU is not schedulable; use <= 1 or a whole number")
+    problem = resources_problem(resources)
+    if problem:
+        fail(f"resources{'.' + problem[0] if problem[0] else ''}", problem[1])
     hidden = get("training", "hidden")
     if hidden is not None and (len(hidden) != 4 or not all(type(h) is int and h > 0 for h in hidden)):
         fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
@@ -223,6 +219,29 @@ def parse(raw: dict, path: Path) -> StudySpec:
         confirm_top=positive("confirm", "top", StudySpec.confirm_top, allow_zero=True),
         confirm_splits=positive("confirm", "splits", StudySpec.confirm_splits, allow_zero=True),
     )
+
+
+def resources_problem(resources: dict) -> tuple[str, str] | None:
+    """(key, what is wrong) of a trial's resources, or None: each a finite number >= 0, some cpu or
+    gpu, and a GPU share above 1 only whole."""
+    for k, v in resources.items():
+        if not (math.isfinite(v) and v >= 0):
+            return k, f"must be a finite number >= 0, got {v:g}"
+    if resources.get("cpu", 1) <= 0 and resources.get("gpu", 0) <= 0:
+        return "", "a trial needs some cpu or gpu"
+    if resources.get("gpu", 0) > 1 and resources["gpu"] != int(resources["gpu"]):
+        return "gpu", "a fraction above 1 GPU is not schedulable; use <= 1 or a whole number"
+    return None
+
+
+def with_gpu(spec: StudySpec, gpu: float) -> StudySpec:
+    """The study with `gpu` GPUs per trial (per executor with [resources] pack > 1) instead of its
+    file's resources.gpu: `gzsl.tune --gpu 0` runs a GPU study on a CPU-only machine unedited."""
+    resources = {**spec.resources, "gpu": float(gpu)}
+    problem = resources_problem(resources)
+    if problem:
+        raise ConfigError(f"--gpu {gpu:g}: {problem[1]}")
+    return replace(spec, resources=resources)
 
 
 def start_points(space: tuple[Param, ...], given: list, fail) -> tuple[tuple[str, dict], ...]:
