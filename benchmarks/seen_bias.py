@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from gzsl.evaluation import _encode_t, harmonic_mean
+from gzsl.evaluation import harmonic_mean, logits
 from synth_small_draws import runs
 
 
@@ -31,18 +31,17 @@ def seen_unseen_curve(trained, data) -> tuple[float, float, float]:
     """(H at gamma 0, calibrated H, AUSUC) of a trained member on its split's eval sets."""
     n_seen = len(data.seen_classes)
     to_local = {int(c): i for i, c in enumerate(trained.classes)}
-    logits, ys = {}, {}
-    with torch.no_grad():
-        for k, part in (("S", data.eval_seen), ("U", data.eval_unseen)):
-            logits[k] = trained.classifier(_encode_t(trained.model.encoder_v, part.x, 4096)[0])
-            ys[k] = torch.tensor([to_local[int(c)] for c in part.y])
+    scores, ys = {}, {}
+    for k, part in (("S", data.eval_seen), ("U", data.eval_unseen)):
+        scores[k] = logits(trained.model, trained.classifier, part.x, 4096)
+        ys[k] = torch.tensor([to_local[int(c)] for c in part.y])
     # An image's margin (best seen logit - best unseen logit): a gamma above it makes it unseen.
-    margins = torch.cat([lg[:, :n_seen].max(1).values - lg[:, n_seen:].max(1).values for lg in logits.values()])
+    margins = torch.cat([lg[:, :n_seen].max(1).values - lg[:, n_seen:].max(1).values for lg in scores.values()])
     gammas = torch.cat([torch.quantile(margins, torch.linspace(0, 1, 401)) + d for d in (-1e-4, 1e-4)])
     def point(g: float) -> tuple[float, float]:
         acc = {}
         for k in ("S", "U"):
-            lg = logits[k].clone()
+            lg = scores[k].clone()
             lg[:, :n_seen] -= g
             acc[k] = per_class(lg.argmax(1) == ys[k], ys[k])
         return acc["S"], acc["U"]

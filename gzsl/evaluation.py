@@ -140,9 +140,16 @@ class Evaluator:
 
 
 @torch.no_grad()
+def logits(model, classifier, x: torch.Tensor, batch: int = CADA_RECIPE.encode_batch) -> torch.Tensor:
+    """Each image's scores over all classes (columns in Evaluator.classes' order), from mu^t: what
+    `predict` takes the argmax of, and what a calibration (a constant off the seen columns) shifts."""
+    return classifier(_encode_t(model.encoder_v, x, batch)[0])
+
+
+@torch.no_grad()
 def predict(model, classifier, x: torch.Tensor, batch: int = CADA_RECIPE.encode_batch) -> torch.Tensor:
     """Each image's class among all classes (its position in Evaluator.classes), from mu^t."""
-    return classifier(_encode_t(model.encoder_v, x, batch)[0]).argmax(1)
+    return logits(model, classifier, x, batch).argmax(1)
 
 
 Request = tuple[Evaluator, nn.Module, dict[str, ClassifierConfig]]
