@@ -16,6 +16,8 @@ at most the trials in flight, and a rerun or resume cannot duplicate a row.
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -69,7 +71,7 @@ _FINAL = [  # less the searched hyperparameters, which schema() puts after "seed
     ("seed", pa.int64()),
     ("kl_weight", pa.float64()),
     ("epochs", pa.int64()),  # the schedule (warm-ups) the model trained under
-    ("scored_epoch", pa.int64()),  # the epoch scored: the chosen trial's best validation epoch
+    ("scored_epoch", pa.int64()),  # the epoch scored: gzsl.study.refit.refit_epoch of the chosen trial
     # CADA-VAE's classifier recipe (evaluation.cada_recipe: the dataset's epochs, the last one
     # scored): the numbers published rows report.
     ("classifier_epochs", pa.int64()),  # the recipe's epochs on this dataset
@@ -89,7 +91,7 @@ CONFIRM = pa.schema([  # one row per (finalist, fresh validation split): gzsl.st
     ("start", pa.string()),  # its starting-point label ("defaults", ...), "" when TPE proposed it
     ("val_split", pa.int64()),  # the validation classes (gzsl.data.build's val_split, >= 1)
     ("seed", pa.int64()),
-    ("scored_epoch", pa.int64()),  # the trial's best epoch, scored as the refit would
+    ("scored_epoch", pa.int64()),  # refit_epoch of the trial, scored as the refit would
     ("val_U", pa.float64()),
     ("val_S", pa.float64()),
     ("val_H", pa.float64()),
@@ -200,6 +202,28 @@ def chosen_val_H(trial: dict) -> float:
     The refit stops at that epoch and scores it there (validation-chosen stopping), so this is the
     number its test score is set beside."""
     return trial["best_val_H"]
+
+
+def refit_epoch(trial: dict, h_noise: float) -> int:
+    """Where a refit (and a confirmation) of the trial stops and scores: its best validation epoch
+    when H there is ahead of its last epoch's by more than h_noise, a peak the seed noise of H does
+    not explain (docs/benchmarks.md, "Where validation H peaks": chosen configurations can lose 3 to
+    13 H after their peak); otherwise the last epoch it trained, as the method's schedule scores. A
+    peak within the noise of the end is no evidence for stopping early: the argmax of a flat, noisy
+    curve is one more winner's curse. 0 (the schedule's last epoch) where the trial recorded none."""
+    best, last = _epoch(trial.get("best_epoch")), _epoch(trial.get("epochs_run"))
+    best_h, last_h = trial.get("best_val_H"), trial.get("last_val_H")
+    if best and last > best and not _missing(best_h) and not _missing(last_h) and best_h - last_h <= h_noise:
+        return last
+    return best
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _epoch(epoch) -> int:
+    return 0 if _missing(epoch) else int(epoch)
 
 
 def ranked_trials(trials):

@@ -61,7 +61,7 @@ class TrainConfig:
     # Running.
     eval_every: int = 10  # compute validation H every n epochs (and always after the last)
     # 0: train all `epochs` and score the last. n: stop after epoch n and score it (a refit scored at
-    # the epoch its trial peaked on validation); the warm-ups still follow the full `epochs`.
+    # gzsl.results.refit_epoch of its trial); the warm-ups still follow the full `epochs`.
     score_epoch: int = 0
     seed: int = 0
     device: str = "cpu"

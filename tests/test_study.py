@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ray_sessions, stop_ray_session
-from gzsl.results import SCHEMA_VERSION, ResultStore, best_trial, confirmed, finalists, schema
+from gzsl.results import SCHEMA_VERSION, ResultStore, best_trial, confirmed, finalists, refit_epoch, schema
 
 INJECT = str(Path(__file__).parent / "inject")  # tests/inject/sitecustomize.py: faults and holds in Ray's workers
 STUDY = """
@@ -130,7 +130,8 @@ def test_a_short_study_end_to_end(short_study):
     ranked = trials[trials.status == "completed"].sort_values("best_val_H", ascending=False)
     expected = set(ranked.trial_id[:2]) | set(trials.trial_id[trials.start == "defaults"])
     assert set(confirm.trial_id) == expected and (confirm.val_split == 1).all() and len(confirm) == len(expected)
-    assert dict(zip(confirm.trial_id, confirm.scored_epoch)) == {t: trials.set_index("trial_id").best_epoch[t]
+    by_id = trials.set_index("trial_id")
+    assert dict(zip(confirm.trial_id, confirm.scored_epoch)) == {t: refit_epoch({"trial_id": t, **by_id.loc[t]}, 2.0)
                                                                   for t in expected}
     assert confirm.val_H.between(0, 100).all() and (confirm.status == "completed").all()
     best, means = confirmed(trials, confirm, h_noise=2.0)
@@ -138,8 +139,10 @@ def test_a_short_study_end_to_end(short_study):
     assert f"trial {best['trial_id']}" in out.split("confirming")[1] and "<- chosen" in out
     # Final refit of the chosen trial, 2 seeds, scored on test.
     assert len(final) == 2 and (final.latent_size == best["latent_size"]).all() and final.seed.nunique() == 2
-    # Validation-chosen stopping: the refit trains the 16-epoch schedule up to the chosen trial's best epoch.
-    assert (final.epochs == 16).all() and (final.scored_epoch == best["best_epoch"]).all()
+    # Validation-chosen stopping: the refit trains the 16-epoch schedule up to the chosen trial's best
+    # epoch, or to its end where the peak is within h_noise of the last epoch (refit_epoch, unit-tested).
+    assert (final.epochs == 16).all() and (final.scored_epoch == refit_epoch(best, 2.0)).all()
+    assert refit_epoch(best, 2.0) in (best["best_epoch"], 16)
     assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
     # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
     for prefix in ("test_", "fast_test_"):
@@ -472,6 +475,21 @@ def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():
                            "last_val_H": [40.0, 48.0, 60.0, 45.0]})
     assert best_trial(trials)["trial_id"] == "a"  # its peak, not its last epoch; ties: the earlier; never pruned
     assert best_trial(trials[trials.status == "pruned"])["trial_id"] == "c"  # pruned only when none completed
+
+
+def test_a_refit_stops_at_the_peak_only_when_the_peak_is_clear_of_the_seed_noise():
+    """A refit (and a confirmation) scores the trial's best epoch when its H there leads its last
+    epoch's by more than h_noise; a peak within the noise of the end is trained through to the end."""
+    row = {"trial_id": "t", "status": "completed", "best_epoch": 60, "epochs_run": 100}
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 41.0}, 2.0) == 60  # fell 9 H after its peak
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 48.5}, 2.0) == 100  # 1.5 H: noise
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 48.0}, 2.0) == 100  # 2.0 H: not more than it
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 48.5}, 0.0) == 60  # no noise allowed: the peak
+    assert refit_epoch({**row, "best_epoch": 100, "best_val_H": 50.0, "last_val_H": 50.0}, 2.0) == 100
+    stopped = {**row, "status": "pruned", "best_epoch": 70, "epochs_run": 75, "best_val_H": 30.0, "last_val_H": 29.0}
+    assert refit_epoch(stopped, 2.0) == 75  # a stopped trial: the last epoch it trained
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": float("nan")}, 2.0) == 60  # no last H: the peak
+    assert refit_epoch({"trial_id": "t", "best_epoch": None}, 2.0) == 0  # nothing recorded: the schedule's end
 
 
 def _confirm_rows(hs: dict, status: dict | None = None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from gzsl import hyperparams
 from gzsl.report import figures as fig
 from gzsl.report import page
 from gzsl.report import records as rec
-from gzsl.results import chosen_val_H
+from gzsl.results import chosen_val_H, refit_epoch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -71,7 +71,9 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
         return html + '<p class="note">No trial finished with a score.</p>'
     b = s.best
     rows = [[p, b[p]] for p in hyperparams.names()]
-    rows.append(["best epoch (the refit scores it)", b["best_epoch"]])
+    rows.append(["best epoch (validation H)", b["best_epoch"]])
+    rows.append(["refit epoch (the refit stops and scores there: the best epoch unless within h_noise of the last)",
+                 refit_epoch(b, rec.noise(r.meta)) or b["epochs_run"]])
     link = f'<a href="#trial-{escape(b["trial_id"])}">{escape(b["trial_id"])}</a>'
     return (html + f"<p>Chosen configuration (trial {link}, {escape(b['status'])}, {int(b['epochs_run'])} epochs):</p>"
             + page.table_html(["parameter", "value"], rows, left={"parameter"}, sortable=False))
@@ -150,7 +152,7 @@ def _confirm_html(r: rec.StudyResults, s: rec.Summary) -> str:
         table.append([link, x.start, x.search_H, *[x.split_H.get(k) for k in splits],
                       "incomplete" if x.mean is None else x.mean])
     note = (f"The search's best trials and method.md's defaults, each retrained on {len(splits)} other set(s) of "
-            "validation classes (drawn from the training classes) and scored at its best epoch, as the refit "
+            "validation classes (drawn from the training classes) and scored at its refit epoch, as the refit "
             "would. The search's own H is the maximum of many noisy numbers; the choice is made here: a "
             f"finalist replaces the defaults only when its mean is ahead by more than h_noise = {rec.noise(r.meta):g} H.")
     return (f'<p class="note">{escape(note)}</p>'

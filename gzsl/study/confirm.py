@@ -29,7 +29,8 @@ def part(trial_id: str, split: int) -> str:
 
 def _confirm_one(spec: StudySpec, params: dict, data, split: int) -> dict:
     """One finalist on one fresh validation split, trained as its trial was (the study's seed
-    moved by the split: a new initialisation as well as new classes) and scored at its best epoch."""
+    moved by the split: a new initialisation as well as new classes) and scored where its refit would
+    be (refit.refit_epoch)."""
     import ray
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
@@ -57,7 +58,7 @@ def confirm(spec: StudySpec, finalists: list[dict], split_data: dict, store: Res
     res = spec.resources
     task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_confirm_one)
     refs = {k: ray.put(d) for k, d in split_data.items()}
-    pending = [task.remote(spec, {**trial_params(f), "start": f.get("start") or ""}, refs[k], k)
+    pending = [task.remote(spec, {**trial_params(f, spec.h_noise), "start": f.get("start") or ""}, refs[k], k)
                for f in finalists for k in sorted(split_data) if not store.has_part("confirm", part(f["trial_id"], k))]
     while pending:
         done, pending = ray.wait(pending)

@@ -7,12 +7,11 @@ import os
 import time
 from dataclasses import replace
 
-import pandas as pd
 import torch
 
 from gzsl import hyperparams, modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
-from gzsl.results import ResultStore, chosen_val_H, confirmed
+from gzsl.results import ResultStore, chosen_val_H, confirmed, refit_epoch
 from gzsl.study.callback import say
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
@@ -21,20 +20,16 @@ from gzsl.trainer import MAIN, classifier_config, train
 
 def best_params(store: ResultStore, h_noise: float = 0.0) -> dict | None:
     """The configuration to refit (results.confirmed: the search's best trial, or the finalist the
-    confirmation chose), its validation H and the epoch it was reached at (the refit's score_epoch)."""
+    confirmation chose), its validation H and the epoch the refit stops and scores at (refit_epoch)."""
     best, _ = confirmed(store.read("trials"), store.read("confirm"), h_noise)
-    return None if best is None else trial_params(best)
+    return None if best is None else trial_params(best, h_noise)
 
 
-def trial_params(trial: dict) -> dict:
+def trial_params(trial: dict, h_noise: float = 0.0) -> dict:
     """A trials.parquet row as the parameters a refit or a confirmation trains: the searched values,
-    the trial's id, its validation H and its best epoch (where they score)."""
-    return {**hyperparams.cast(trial), "trial_id": trial["trial_id"], "val_H": float(chosen_val_H(trial)), "epoch": _epoch(trial.get("best_epoch"))}
-
-
-def _epoch(best_epoch) -> int:
-    """The refit's score_epoch: the trial's best epoch; 0 (the last) where none was recorded."""
-    return 0 if best_epoch is None or pd.isna(best_epoch) else int(best_epoch)
+    the trial's id, its validation H and the epoch they stop and score at (refit_epoch)."""
+    return {**hyperparams.cast(trial), "trial_id": trial["trial_id"], "val_H": float(chosen_val_H(trial)),
+            "epoch": refit_epoch(trial, h_noise)}
 
 
 def model_path(seed: int) -> str:
@@ -53,7 +48,8 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
 
     torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
     # Test is scored the published way whatever classifier validation H used, the fast one beside it,
-    # at the epoch the chosen trial peaked on validation (the full schedule's warm-ups up to there).
+    # at refit_epoch: where the chosen trial peaked on validation, unless the peak is within the noise
+    # of its last epoch (the full schedule's warm-ups up to there).
     device = trial_device(ray.get_gpu_ids())
     cap_gpu_memory(spec, device)
     cfg = replace(train_config(spec, params, seed=seed, device=device), eval_every=0,
