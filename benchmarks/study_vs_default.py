@@ -171,7 +171,8 @@ def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, confirm: pd
         lines.append(f"- validation H: defaults {dflt.best_val_H.iloc[0]:.2f} ({dflt.status.iloc[0]}), chosen "
                      f"{pick['best_val_H']:.2f} (trial {int(pick['trial_number'])}"
                      f"{', the defaults' if pick['trial_id'] == dflt.trial_id.iloc[0] else ''}: "
-                     + " ".join(f"{k}={pick[k]:.3g}" for k in params) + f", best epoch {int(pick['best_epoch'])})")
+                     + " ".join(f"{k}={pick[k]:.3g}" for k in params) + f", best epoch {int(pick['best_epoch'])}"
+                     + (f", refit to epoch {int(s.scored_epoch.iloc[0])}" if "scored_epoch" in s else "") + ")")
     if means:
         shown = ", ".join(f"trial {int(trials.set_index('trial_id').trial_number[t])}"
                           + (" (defaults)" if len(dflt) and t == dflt.trial_id.iloc[0] else "")
