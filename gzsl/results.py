@@ -71,7 +71,7 @@ _FINAL = [  # less the searched hyperparameters, which schema() puts after "seed
     ("seed", pa.int64()),
     ("kl_weight", pa.float64()),
     ("epochs", pa.int64()),  # the schedule (warm-ups) the model trained under
-    ("scored_epoch", pa.int64()),  # the epoch scored: gzsl.study.refit.refit_epoch of the chosen trial
+    ("scored_epoch", pa.int64()),  # the epoch scored: refit_epoch of the chosen trial (below)
     # CADA-VAE's classifier recipe (evaluation.cada_recipe: the dataset's epochs, the last one
     # scored): the numbers published rows report.
     ("classifier_epochs", pa.int64()),  # the recipe's epochs on this dataset
