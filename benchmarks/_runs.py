@@ -45,14 +45,17 @@ def with_data_id(job: dict) -> dict:
 def load_data(job: dict, seed: int, data_root: str | None = None):
     """A job's data: its dataset by name (data_root: the xlsa17 folder of real datasets and of
     attribute presets such as cub-sim), or, with job["preset"], an attribute preset with those
-    settings replaced (a generator sweep)."""
+    settings replaced (a generator sweep). job["val_split"]: another set of validation classes
+    (gzsl.data.build), 0 by default."""
     from gzsl import synthetic
     from gzsl.data import build
     from gzsl.datasets import load
 
+    val_split = job.get("val_split", 0)
     if job.get("preset"):
-        return build(synthetic.generate_from_attributes(job["dataset"], data_root, **job["preset"]), job["split"], seed)
-    return load(job["dataset"], job["split"], data_root, seed=seed)
+        raw = synthetic.generate_from_attributes(job["dataset"], data_root, **job["preset"])
+        return build(raw, job["split"], seed, val_split)
+    return load(job["dataset"], job["split"], data_root, seed=seed, val_split=val_split)
 
 
 def recipes() -> dict:
@@ -68,7 +71,8 @@ def recipes() -> dict:
 
 def run_job(job: dict, data_root: str | None = None) -> dict:
     """job: {"dataset", "split", "config": TrainConfig overrides, "recipes": [names of recipes()],
-    "curve": "fast" | "cada", "preset": an attribute preset's overridden settings} ("recipe": true
+    "curve": "fast" | "cada", "preset": an attribute preset's overridden settings,
+    "val_split": the validation classes (0 by default)} ("recipe": true
     is ["cada"]). Trains one model with gzsl.trainer.train and returns its H at each evaluated
     epoch (`curve`'s classifier, the fast one by default: cheap at every epoch) and its final
     scores: the fast classifier and each recipe, fit on the same latents. data_root: the xlsa17

@@ -1,7 +1,7 @@
-"""method.md's schedule, without torch: the warm-ups, and the first epoch a study's ASHA rung may
-judge. `gzsl.trainer.TrainConfig` takes its warm-ups from here, and so does a study (its first ASHA
-rung comes after them), so both read one table. The searched hyperparameters' defaults are in
-gzsl.hyperparams."""
+"""method.md's schedule, without torch: the warm-ups, and the epoch after which they have switched
+modality alignment on. `gzsl.trainer.TrainConfig` takes its warm-ups from here, and so does a study's
+stopping policy (gzsl.selection: its highest rung comes after them), so both read one table. The
+searched hyperparameters' defaults are in gzsl.hyperparams."""
 
 from __future__ import annotations
 
@@ -21,12 +21,3 @@ def alignment_on(epochs: int) -> int:
     weight's ramp is left out: it anneals over the whole run (to 93%), by design, rather than
     switching a term on."""
     return math.ceil(max(CROSS_WARMUP[1], DISTANCE_WARMUP[1]) * epochs)
-
-
-def first_rung(epochs: int, eval_every: int) -> int:
-    """ASHA's first rung (grace period) for a schedule of `epochs`: the first evaluated epoch at or
-    after `alignment_on` (a rung between evaluations would judge on the next evaluated epoch)."""
-    on = max(1, alignment_on(epochs))
-    if eval_every > 1:
-        on = -(-on // eval_every) * eval_every
-    return min(on, epochs)

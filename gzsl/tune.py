@@ -81,18 +81,11 @@ def _run(args, start: float) -> int:
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
     from gzsl import hyperparams
-    from gzsl.defaults import alignment_on, first_rung
+    from gzsl.selection import TRUST_TRIALS, rung_epochs
 
-    if spec.grace_period < alignment_on(spec.epochs):
-        # Before the alignment warm-ups end, H measures how far they have got, not the configuration
-        # (gzsl.study.scheduler; docs/benchmarks.md, "Early stopping"): only h_floor and h_noise keep such
-        # a rung from stopping trials on noise.
-        print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} comes before the alignment warm-ups "
-              f"end (epoch {alignment_on(spec.epochs)} of {spec.epochs}); H there ranks the warm-up, not the "
-              f"configuration (leave grace_period out for {first_rung(spec.epochs, spec.eval_every)})")
     if spec.eval_every > 1 and spec.grace_period % spec.eval_every:
         print(f"warning: {spec.path}: asha.grace_period {spec.grace_period} is not a multiple of "
-              f"training.eval_every {spec.eval_every}: the first rung judges on the next evaluated epoch")
+              f"training.eval_every {spec.eval_every}: the lowest rung judges on the next evaluated epoch")
     from gzsl import study
 
     if not args.address:
@@ -117,8 +110,10 @@ def _run(args, start: float) -> int:
     dashboard = getattr(info, "dashboard_url", "") or ""
     print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
-          f"{args.num_samples or spec.num_samples} trials, ASHA grace {spec.grace_period} rf {spec.reduction_factor} "
-          f"(a rung stops nobody below H {spec.h_floor:g}, nor within {spec.h_noise:g} H of its cutoff), "
+          f"{args.num_samples or spec.num_samples} trials, ASHA rf {spec.reduction_factor} at candidate rungs "
+          f"{rung_epochs(spec.epochs, spec.eval_every, spec.reduction_factor, spec.grace_period)} (each judges once its "
+          f"order agrees with the end; the highest after {TRUST_TRIALS} trials "
+          f"reach it; none below H {spec.h_floor:g}, nor within {spec.h_noise:g} H of its cutoff), "
           f"up to {spec.epochs} epochs, " + (f"resources/executor {spec.resources}, {spec.pack} members per executor"
                                               if spec.pack > 1 else f"resources/trial {spec.resources}"))
     print(f"results: {results}", flush=True)

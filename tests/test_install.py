@@ -38,7 +38,7 @@ def test_a_wheel_ships_the_studies(tmp_path):
     where, names, cub = run.stdout.splitlines()
     assert where.startswith(str(site))  # the wheel's copy, not the source tree
     assert set(eval(names)) == SHIPPED
-    assert cub == "CUB 100 75"  # the first rung after the alignment warm-ups (gzsl.defaults.first_rung)
+    assert cub == "CUB 100 10"  # the lowest candidate rung: 10% of the run (gzsl.selection.lowest_rung)
 
 
 def _python310() -> str | None:

@@ -56,7 +56,11 @@ def test_records_match_the_parquet(study_results):
     assert s.defaults["trial_number"] == 0 and s.defaults["start"] == "defaults"
     assert (s.defaults["alpha"], s.defaults["gamma"], s.defaults["lr"]) == (1.0, 1.0, 1e-3)
     assert list(trials.start[trials.trial_number > 0].unique()) in ([""], [])
-    assert rec.asha_rungs(r.meta) == [2, 6]
+    # 16 epochs, H every 2, grace 2, rf 3: the alignment rung 12 (75% of 16), 12 / 3 = 4; 4 / 3 is below 2.
+    rungs = rec.asha_rungs(r)
+    epochs = pd.read_parquet(study_results / "epochs.parquet")
+    reached = epochs[(epochs.epoch == 12) & epochs.val_H.notna()].trial_id.nunique()
+    assert [g.epoch for g in rungs] == [4, 12] and rungs[1].trusted == (reached >= 6)  # six trials: trusted
     curves = rec.learning_curves(r)
     assert len(curves) == 6  # the errored trial has no epochs
     assert {c.status for c in curves} == set(trials[trials.epochs_run > 0].status)
@@ -283,16 +287,17 @@ def test_importance_falls_back_to_the_first_asha_rung_when_few_trials_complete()
         "status": ["completed"] * 2 + ["pruned"] * (n - 2), "alpha": rng.uniform(0.1, 10, n),
         "gamma": gamma, "lam": rng.uniform(0.5, 10, n), "latent_size": rng.choice([16, 64], n),
         "lr": 10 ** rng.uniform(-4, -2, n), "last_val_H": 50.0, "best_val_H": 50.0,
-        "epochs_run": [30] * 2 + [5] * (n - 2), "started_at": now, "ended_at": now})
+        "epochs_run": [6] * 2 + [5] * (n - 2), "started_at": now, "ended_at": now})
     epochs = pd.DataFrame({"trial_id": np.repeat(trials.trial_id, 5), "epoch": np.tile(np.arange(1, 6), n),
                            "val_H": np.repeat(30 + 10 * np.log10(gamma), 5)})
     space = {"alpha": {"low": 0.1, "high": 10, "log": True}, "gamma": {"low": 0.1, "high": 10, "log": True},
              "lam": {"low": 0.5, "high": 10, "log": True}, "latent_size": {"choices": [16, 64]},
              "lr": {"low": 1e-4, "high": 1e-2, "log": True}}
-    meta = {"space": space, "epochs": 30, "grace_period": 5, "reduction_factor": 3, "early_stopping": True}
+    # 6 epochs: one rung, at 5 (75% of 6, rounded up), which judges once six trials reached it.
+    meta = {"space": space, "epochs": 6, "grace_period": 5, "reduction_factor": 3, "early_stopping": True}
     imp = rec.importance(rec.StudyResults("few", meta, trials, epochs, pd.DataFrame()))
     assert imp.params[0] == "gamma" and imp.importance[0] > 0.8
-    assert imp.basis == "H at epoch 5 (the first ASHA rung) of all 16 trials; 2 completed"
+    assert imp.basis == "H at epoch 5 (the lowest trusted rung) of all 16 trials; 2 completed"
     assert "epoch 5" in fig.importance(imp).layout.xaxis.title.text
     # Without ASHA (a FIFO study) there is no rung to fall back on.
     none = rec.importance(rec.StudyResults("few", {**meta, "early_stopping": False}, trials, epochs, pd.DataFrame()))

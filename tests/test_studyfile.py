@@ -33,7 +33,7 @@ def test_defaults_fill_what_a_study_leaves_out(tmp_path):
     path.write_text(GOOD)
     spec = load_study(str(path))
     # The first rung after the alignment warm-ups (75% of the run), its noise guards at their defaults.
-    assert (spec.epochs, spec.num_samples, spec.grace_period, spec.reduction_factor) == (100, 20, 75, 3)
+    assert (spec.epochs, spec.num_samples, spec.grace_period, spec.reduction_factor) == (100, 20, 10, 3)
     assert (spec.h_floor, spec.h_noise) == (5.0, 2.0)
     assert spec.resources == {"cpu": 1.0}
     alpha = spec.space[0]

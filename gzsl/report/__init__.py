@@ -32,7 +32,7 @@ def build_report(r: rec.StudyResults) -> str:
                 ("history", "Optimization history", page.figure_html(fig.optimization_history(rec.history(r)),
                                                                       "fig-history")),
                 ("curves", "Learning curves", page.figure_html(
-                    fig.learning_curves(rec.learning_curves(r), rec.asha_rungs(r.meta)), "fig-curves")),
+                    fig.learning_curves(rec.learning_curves(r), rec.asha_rungs(r)), "fig-curves")),
                 ("params", "Hyperparameters", _params_html(r, params)),
                 ("timeline", "Trial timeline", page.figure_html(fig.timeline(rec.timeline(r)), "fig-timeline")),
                 ("trials", "All trials", _trials_html(r, params))]
@@ -53,6 +53,11 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
              ("wall time", f"{s.wall_seconds / 60:.1f} min"),
              ("trial-epochs trained", f"{s.trial_epochs} of {s.full_epochs}"),
              ("saved by ASHA", f"{saved:.0%}")]
+    rungs = rec.asha_rungs(r)
+    if rungs:
+        trusted = [str(g.epoch) for g in rungs if g.trusted]
+        cards.append(("rungs trusted", f"{', '.join(trusted) or 'none'} <small>(of {', '.join(str(g.epoch) for g in rungs)})"
+                                           "</small>"))
     if s.defaults is not None:
         d = s.defaults
         shown = f"{d['best_val_H']:.2f}" if d["best_val_H"] is not None and d["best_val_H"] == d["best_val_H"] else "none"
@@ -214,7 +219,7 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
     for p in hyperparams.names():
         bar.add_trace(go.Bar(name=escape(p), x=[escape(n) for n, _ in imp_rows], y=[d.get(p, 0.0) for _, d in imp_rows]))
     bar.update_layout(barmode="group")
-    bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA on final H; on H at the first ASHA rung "
+    bar = fig._layout(bar, "Hyperparameter importance per study (fANOVA on final H; on H at the lowest trusted rung "
                            "where fewer than 3 trials completed)", height=380)
     table = page.table_html(["study", "dataset", "trials", "best val H", "test H (CADA-VAE's classifier recipe)",
                              "CADA-VAE H", "test H - CADA-VAE",

@@ -57,7 +57,7 @@ def optimization_history(h: rec.History) -> go.Figure:
                         "dashed green: method.md's defaults)")
 
 
-def learning_curves(curves: list[rec.Curve], rungs: list[int]) -> go.Figure:
+def learning_curves(curves: list[rec.Curve], rungs: list[rec.Rung]) -> go.Figure:
     fig = go.Figure()
     shown = set()
     for c in curves:
@@ -69,12 +69,13 @@ def learning_curves(curves: list[rec.Curve], rungs: list[int]) -> go.Figure:
                       dash="dot" if pruned else "solid"),
             hovertemplate=f"trial {escape(c.trial_id)} ({escape(c.status)})<br>epoch %{{x}}: H %{{y:.2f}}<extra></extra>"))
         shown.add(c.status)
-    for r in rungs:
-        fig.add_vline(x=r, line=dict(color="#ff7f0e", dash="dash", width=1),
-                      annotation_text=f"ASHA rung {r}", annotation_position="top")
+    for r in rungs:  # a rung that never earned trust stopped nobody: drawn faint
+        fig.add_vline(x=r.epoch, line=dict(color="#ff7f0e" if r.trusted else "#bbbbbb", dash="dash", width=1),
+                      annotation_text=f"rung {r.epoch}" + ("" if r.trusted else " (untrusted)"),
+                      annotation_position="top")
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="validation H (%)")
-    return _layout(fig, "Learning curves (pruned trials dotted, ASHA rungs dashed)", height=460)
+    return _layout(fig, "Learning curves (pruned trials dotted; ASHA rungs dashed, grey where the study's order never trusted them)", height=460)
 
 
 def importance(imp: rec.Importance) -> go.Figure:

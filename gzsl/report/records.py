@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from gzsl import hyperparams
+from gzsl import hyperparams, selection
 from gzsl.errors import NoResultsYet
 from gzsl.results import ResultStore, confirmed
 
@@ -200,16 +200,36 @@ def learning_curves(r: StudyResults) -> list[Curve]:
     return curves
 
 
-def asha_rungs(meta: dict) -> list[int]:
-    """Epochs at which ASHA compares trials: grace * rf^k below max_t."""
-    if not meta.get("early_stopping", True) or not meta.get("grace_period"):
+class Rung(NamedTuple):
+    epoch: int
+    trusted: bool  # whether the rung could stop trials by the study's end
+
+
+def asha_rungs(r: StudyResults) -> list[Rung]:
+    """The study's candidate rungs (gzsl.selection.rung_epochs) and which of them its trials made
+    trusted: the study's evaluated epochs fed to the policy again, in the order they happened
+    (each trial's start plus its epochs' seconds), as the scheduler saw them."""
+    meta = r.meta
+    if not meta.get("early_stopping", True) or not meta.get("epochs"):
         return []
-    g, rf, max_t = int(meta["grace_period"]), int(meta["reduction_factor"]), int(meta["epochs"])
-    rungs, k = [], 0
-    while g * rf ** k < max_t:
-        rungs.append(g * rf ** k)
-        k += 1
-    return rungs
+    policy = selection.Halving(int(meta["epochs"]), int(meta.get("eval_every") or 1),
+                               int(meta.get("reduction_factor") or 3), float(_or(meta.get("h_floor"), selection.H_FLOOR)),
+                               float(_or(meta.get("h_noise"), selection.H_NOISE)),
+                               grace_period=int(meta["grace_period"]) if meta.get("grace_period") else None)
+    start = r.trials.set_index("trial_id").started_at.to_dict() if "started_at" in r.trials else {}
+    events = []
+    for tid, e in (r.epochs.sort_values("epoch").groupby("trial_id") if not r.epochs.empty else ()):
+        t0 = pd.Timestamp(start.get(tid, pd.Timestamp(0, tz="UTC"))).value / 1e9
+        at = t0 + (e.seconds.fillna(0) if "seconds" in e else pd.Series(1.0, index=e.index)).cumsum()
+        events += [(t, tid, int(ep), float(h)) for t, ep, h in zip(at, e.epoch, e.val_H) if not pd.isna(h)]
+    for _, tid, ep, h in sorted(events):
+        policy.on_result(tid, ep, h)
+    trusted = set(policy.trusted_rungs())
+    return [Rung(m, m in trusted) for m in policy.rungs]
+
+
+def _or(value, default):
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def searched_params(r: StudyResults) -> list[str]:
@@ -260,18 +280,18 @@ FINAL_H = "completed trials, H at their best epoch"
 
 def importance(r: StudyResults) -> Importance:
     """fANOVA importance of each searched parameter for the final H of completed trials. When
-    ASHA let fewer than 3 trials complete (common in small studies), it explains H at the first
-    ASHA rung instead, over every trial that reached it: the value ASHA itself decided on."""
+    ASHA let fewer than 3 trials complete (common in small studies), it explains H at the lowest
+    trusted rung instead, over every trial that reached it: the value the rung itself decided on."""
     study, basis = optuna_study(r), FINAL_H
     n = len(study.trials)
-    rung = (asha_rungs(r.meta) or [None])[0]
+    rung = next((g.epoch for g in asha_rungs(r) if g.trusted), None)
     if n < 3 and rung is not None and not r.epochs.empty:
         at_rung = r.epochs[(r.epochs.epoch == rung) & r.epochs.val_H.notna()]
         values = dict(zip(at_rung.trial_id, at_rung.val_H))
         early = optuna_study(r, statuses=tuple(r.trials.status.unique()), values=values)
         if len(early.trials) >= 3:
             study = early
-            basis = f"H at epoch {rung} (the first ASHA rung) of all {len(early.trials)} trials; {n} completed"
+            basis = f"H at epoch {rung} (the lowest trusted rung) of all {len(early.trials)} trials; {n} completed"
     if len(study.trials) < 3:
         return Importance([], [], f"needs at least 3 completed trials, this study has {n}")
     values = np.array([t.value for t in study.trials])

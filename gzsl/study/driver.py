@@ -94,7 +94,9 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
         _, scheduler, _ = restored_parts(tuner)  # restored as first built: rungs empty
         if isinstance(scheduler, NoiseAwareASHA):
-            n = scheduler.restore_rungs(store.read("epochs"), set(store.read("trials").trial_id))
+            ended = store.read("trials")
+            n = scheduler.restore_rungs(store.read("epochs"), set(ended.trial_id),
+                                        set(ended.trial_id[ended.status == "pruned"]))
             log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
     else:
         if sampler == "tpe":
@@ -117,9 +119,9 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                                            study_name=spec.name, storage=storage, max_epochs=spec.epochs,
                                            owner=experiment, points_to_evaluate=[p for _, p in spec.start])
         if early_stopping:
-            scheduler = NoiseAwareASHA(max_t=spec.epochs, grace_period=spec.grace_period,
-                                       reduction_factor=spec.reduction_factor, h_floor=spec.h_floor,
-                                       h_noise=spec.h_noise)
+            scheduler = NoiseAwareASHA(max_t=spec.epochs, eval_every=spec.eval_every,
+                                       grace_period=spec.grace_period, reduction_factor=spec.reduction_factor,
+                                       h_floor=spec.h_floor, h_noise=spec.h_noise)
         else:
             scheduler = FIFOScheduler()
         tuner = tune.Tuner(

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from gzsl import hyperparams
-from gzsl.defaults import first_rung
+from gzsl.selection import H_FLOOR, H_NOISE, lowest_rung
 from gzsl.errors import ConfigError
 
 try:
@@ -52,7 +52,7 @@ class StudySpec:
     space: tuple[Param, ...]
     num_samples: int
     max_concurrent: int
-    grace_period: int  # ASHA: epochs before the first rung
+    grace_period: int  # the lowest candidate rung (gzsl.selection.rung_epochs)
     reduction_factor: int
     resources: dict  # per trial: {"cpu": 1} or {"cpu": 1, "gpu": 0.25}
     max_failures: int
@@ -68,9 +68,9 @@ class StudySpec:
     # [search] start ("start 1", ...).
     start: tuple[tuple[str, dict], ...] = ()
     # A rung stops nobody while its best H is below h_floor, and stops a trial only when its H is
-    # below the rung's cutoff by more than h_noise (gzsl.study.scheduler).
-    h_floor: float = 5.0
-    h_noise: float = 2.0
+    # below the rung's cutoff by more than h_noise (gzsl.selection).
+    h_floor: float = H_FLOOR
+    h_noise: float = H_NOISE
     # After the search, the best `confirm_top` trials and the defaults are retrained on
     # `confirm_splits` fresh validation splits, and the choice is made there (gzsl.study.confirm).
     confirm_top: int = 3
@@ -189,7 +189,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
         fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
     epochs = positive("training", "epochs", 100)
     eval_every = positive("training", "eval_every", 1)
-    grace = positive("asha", "grace_period", first_rung(epochs, eval_every))
+    grace = positive("asha", "grace_period", lowest_rung(epochs, eval_every))
     if grace > epochs:
         fail("asha.grace_period", f"{grace} is more than training.epochs {epochs}")
     reduction = positive("asha", "reduction_factor", 3)

@@ -1,0 +1,264 @@
+"""The study's early-stopping policy, without Ray or torch: where the rungs sit, when a rung may
+judge, and whom it stops. The scheduler (gzsl.study.scheduler) adapts it to Tune, the report draws
+its rungs, and the replayer (gzsl.replay, benchmarks/replay.py) feeds it recorded learning curves.
+
+ASHA (Li et al., "A System for Massively Parallel Hyperparameter Tuning", MLSys 2020): a trial that
+reaches a rung is recorded there and goes on (is promoted) if it ranks in the top 1/eta of the
+values recorded at that rung so far; otherwise it stops. A promotion is never taken back: a trial is
+judged once per rung, on the first evaluation at or after the rung's epoch.
+
+**Rungs decided from data.** Where H starts to rank configurations depends on the data: on
+synth-small validation H at 20% of the run already ranks like the final H (Spearman 0.94), on
+cub-sim, which learns as slowly as real CUB, only from 30-40% (0.87, 0.93), and before the
+alignment warm-ups end nothing guarantees it. A fixed fraction is either wasteful on fast data or
+reckless on slow data. So the study lays out candidate rungs, halving down from the warm-up rung
+(`alignment_rung`: the first evaluation after the alignment warm-ups end, trusted a priori, as
+before) to `grace_period`, and a candidate rung judges only once the study's own trials show that
+its order agrees with the end: the idea of PASHA (Bohdal et al., "PASHA: Efficient HPO and NAS with
+Progressive Resource Allocation", ICLR 2023), which lets the ranking's own stability, measured on
+the trials run so far, decide how much budget a ranking needs, instead of a fixed schedule. Here
+it decides the earliest budget at which stopping is safe. A rung is **trusted** when, over the
+trials that reached both it and the last epoch (at least `trust_trials` of them):
+
+- the Spearman correlation of their H at the rung with their final H is at least `trust`, and
+- the rung's stop rule, applied to their H at the rung with the rung's current cutoff, would stop
+  none of those whose final H is within `h_noise` of their best: it would not have cut a winner.
+
+Until then the rung records values and stops nobody. Trust is recomputed as trials end, so a rung
+whose order stops agreeing with the end stops judging again.
+
+**Noise guards** (kept from the fixed-rung ASHA this replaces):
+
+- floor: a rung whose best H is below `h_floor` stops nobody. Early in a run on slow data every
+  trial sits at H 0-3 and the order among them is noise.
+- noise: a trial is stopped only when its H is below the rung's cutoff (the top 1/eta quantile) by
+  more than `h_noise`, the seed-to-seed spread of H. The leader of a rung is never stopped.
+
+The rung table is plain Python: Tune saves no scheduler state, so a resumed run refills it from
+epochs.parquet (`Halving.record`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from gzsl.defaults import alignment_on
+
+CONTINUE, STOP = "CONTINUE", "STOP"
+
+H_FLOOR = 5.0  # a rung whose best H is below it stops nobody
+H_NOISE = 2.0  # the seed-to-seed spread of H: a stop needs a gap beyond it
+TRUST = 0.8  # the Spearman correlation with the final H a rung must show before it judges
+TRUST_TRIALS = 6  # ... over at least this many trials that reached the end
+CONFIDENCE_Z = 1.28  # trust needs the correlation's one-sided 90% lower bound above `trust`
+LOWEST_FRACTION = 0.1  # the lowest candidate rung's default, as a fraction of the run
+
+
+def on_grid(epoch: float, eval_every: int, epochs: int) -> int:
+    """The first evaluated epoch at or after `epoch` (a trial evaluates every `eval_every` epochs
+    and at the last): where a rung at `epoch` is judged."""
+    e = max(1, math.ceil(epoch - 1e-9))
+    if eval_every > 1:
+        e = -(-e // eval_every) * eval_every
+    return min(e, epochs)
+
+
+def alignment_rung(epochs: int, eval_every: int) -> int:
+    """The first evaluated epoch after the alignment warm-ups end (gzsl.defaults.alignment_on):
+    the rung trusted without evidence."""
+    return on_grid(max(1, alignment_on(epochs)), eval_every, epochs)
+
+
+def lowest_rung(epochs: int, eval_every: int) -> int:
+    """The default lowest candidate rung (a study's asha.grace_period): 10% of the run."""
+    return on_grid(LOWEST_FRACTION * epochs, eval_every, epochs)
+
+
+def rung_epochs(epochs: int, eval_every: int, reduction_factor: int = 3, grace_period: int | None = None) -> list[int]:
+    """The candidate rungs, lowest first: the alignment rung and, as ASHA spaces them, its
+    divisions by the reduction factor down to `grace_period`, each on the evaluation grid. A grace
+    period at or past the alignment rung gives that one rung."""
+    grace = lowest_rung(epochs, eval_every) if grace_period is None else grace_period
+    top = alignment_rung(epochs, eval_every)
+    if grace >= top:
+        return [min(grace, epochs)] if grace < epochs else []
+    rungs, m = {top}, top / reduction_factor
+    while m >= grace - 1e-9:
+        rungs.add(on_grid(m, eval_every, epochs))
+        m /= reduction_factor
+    return sorted(r for r in rungs if r < epochs)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (ties take their mean rank); nan when either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman_lower(a: list[float], b: list[float], z: float) -> float:
+    """A lower confidence bound on Spearman's correlation over these pairs: Fisher's z-transform
+    with the standard error 1.06 / sqrt(n - 3) of Fieller, Hartley and Pearson (Biometrika, 1957);
+    `z` is the normal quantile (1.28: one-sided 90%). A small sample's lucky order earns no trust."""
+    rho, n = spearman(a, b), len(a)
+    if n <= 3 or math.isnan(rho):
+        return math.nan
+    return math.tanh(math.atanh(max(-0.999999, min(0.999999, rho))) - z * 1.06 / math.sqrt(n - 3))
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile with linear interpolation (numpy's default)."""
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def would_stop(values: list[float], h: float, eta: int, h_floor: float, h_noise: float) -> bool:
+    """ASHA's rule with the noise guards: stop `h` against the values a rung holds (h among them)
+    only when the rung says something (its best reaches h_floor) and h is below the top-1/eta
+    cutoff by more than h_noise. The leader is never stopped."""
+    best = max(values)
+    if h >= best or best < h_floor:
+        return False
+    return h < quantile(values, 1 - 1 / eta) - h_noise
+
+
+@dataclass
+class Halving:
+    """The policy of one study: asynchronous successive halving over data-trusted rungs.
+
+    Feed it every evaluated epoch (`on_result`, which answers CONTINUE or STOP) and each trial's
+    final H when it reaches the last epoch (`on_complete`)."""
+
+    epochs: int
+    eval_every: int = 1
+    reduction_factor: int = 3
+    h_floor: float = H_FLOOR
+    h_noise: float = H_NOISE
+    trust: float = TRUST
+    trust_trials: int = TRUST_TRIALS
+    grace_period: int | None = None
+    z: float = CONFIDENCE_Z
+    rungs: list[int] = field(init=False)
+    recorded: dict[int, dict[str, float]] = field(init=False)  # rung -> trial -> H it was judged on
+    final: dict[str, float] = field(init=False)  # trial -> H at the last epoch
+    stopped: dict[str, int] = field(init=False)  # trial -> rung that stopped it
+    _unjudged: dict[int, set[str]] = field(init=False)  # rung -> trials it recorded before it trusted itself
+    _trusted: dict[int, float] = field(init=False)  # rung -> its agreement with the end, once trusted
+
+    def __post_init__(self):
+        self.rungs = rung_epochs(self.epochs, self.eval_every, self.reduction_factor, self.grace_period)
+        self.recorded = {m: {} for m in self.rungs}
+        self.final, self.stopped = {}, {}
+        self._unjudged, self._trusted = {m: set() for m in self.rungs}, {}
+
+    def on_result(self, trial_id: str, epoch: int, h: float) -> str:
+        """An evaluated epoch of a trial: at the highest rung it has reached and not yet been
+        judged at, record its H and decide; lower rungs it skipped are not judged. Any other
+        epoch: CONTINUE."""
+        if epoch >= self.epochs:
+            self.on_complete(trial_id, h)
+            return CONTINUE
+        for m in reversed(self.rungs):
+            if epoch >= m:
+                if trial_id in self.recorded[m]:
+                    return CONTINUE
+                values = [*self.recorded[m].values(), h]
+                self.recorded[m][trial_id] = h
+                if not self.trusted(m):
+                    self._unjudged[m].add(trial_id)  # passed unjudged: its later H is unbiased evidence
+                    return CONTINUE
+                if would_stop(values, h, self.reduction_factor, self.h_floor, self.h_noise):
+                    self.stopped[trial_id] = m
+                    return STOP
+                return CONTINUE
+        return CONTINUE
+
+    def on_complete(self, trial_id: str, h: float) -> None:
+        """A trial reached the last epoch with this H."""
+        self.final[trial_id] = h
+
+    def trusted(self, rung: int) -> bool:
+        """May this rung stop trials now? The highest rung once it has recorded `trust_trials`
+        trials (which go on unjudged: their final H measures its agreement with the end); a lower
+        one once its order has been seen to agree with the end through the rungs above it (module
+        docstring). Trust, once given, is kept."""
+        if rung in self._trusted:
+            return True
+        if rung == self.rungs[-1]:
+            if len(self._unjudged[rung]) >= self.trust_trials:
+                self._trusted[rung] = math.nan  # trusted a priori; its agreement is measured as trials end
+                return True
+            return False
+        above = self.rungs[self.rungs.index(rung) + 1]
+        reach = self.agreement(above)
+        pairs = [(self.recorded[rung][t], self.recorded[above][t]) for t in self._unjudged[rung]
+                 if t in self.recorded[above]]
+        if not reach >= self.trust or len(pairs) < self.trust_trials:
+            return False
+        here, there = [p[0] for p in pairs], [p[1] for p in pairs]
+        agreement = spearman_lower(here, there, self.z) * reach
+        values, best = list(self.recorded[rung].values()), max(there)
+        if not agreement >= self.trust or any(
+                would_stop(values, h, self.reduction_factor, self.h_floor, self.h_noise)
+                for h, later in pairs if later >= best - self.h_noise):
+            return False
+        self._trusted[rung] = agreement
+        return True
+
+    def agreement(self, rung: int) -> float:
+        """A trusted rung's estimated rank correlation with the final H (nan while unknown): for the
+        highest, measured over the trials it let pass unjudged that have ended; below it, the
+        product of the correlations along the chain of rungs above (for a Markov chain of rankings,
+        the correlation of its ends)."""
+        if rung not in self._trusted:
+            return math.nan
+        if rung != self.rungs[-1]:
+            return self._trusted[rung]
+        pairs = [(self.recorded[rung][t], self.final[t]) for t in self._unjudged[rung] if t in self.final]
+        if len(pairs) < self.trust_trials:
+            return math.nan
+        return spearman_lower([p[0] for p in pairs], [p[1] for p in pairs], self.z)
+
+    def trusted_rungs(self) -> list[int]:
+        return [m for m in self.rungs if self.trusted(m)]
+
+    def record(self, trial_id: str, curve: list[tuple[int, float]], stopped: bool = False) -> None:
+        """A trial that ended before a resume, with its evaluated (epoch, H): at each rung it
+        reached, the first H at or after the rung's epoch, as on_result recorded it; its final H
+        when it reached the last epoch; the highest rung it reached as its stop when `stopped`."""
+        curve = sorted(curve)
+        for m in self.rungs:
+            reached = [h for e, h in curve if e >= m]
+            if reached and trial_id not in self.recorded[m]:
+                self.recorded[m][trial_id] = reached[0]
+                self._unjudged[m].add(trial_id)
+        if curve and curve[-1][0] >= self.epochs:
+            self.final[trial_id] = curve[-1][1]
+        elif stopped and curve:
+            rung = max((m for m in self.rungs if curve[-1][0] >= m), default=None)
+            if rung is not None:
+                self.stopped[trial_id] = rung
+
+    def describe(self) -> str:
+        trusted = set(self.trusted_rungs())
+        return ", ".join(f"{m}{'' if m in trusted else ' (untrusted)'}: {len(self.recorded[m])}" for m in self.rungs)

@@ -1,0 +1,137 @@
+"""The stopping policy (gzsl.selection), held through the replayer (gzsl.replay) on curves written
+here, whose right answers are worked out by hand in each test, and on the recorded curves."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from gzsl import selection
+from gzsl.replay import Curve, read_curves, replay, summarize
+from gzsl.selection import CONTINUE, STOP, Halving
+
+MEASURED = Path(__file__).parents[1] / "benchmarks" / "measured"
+
+
+def curve(points) -> Curve:
+    return Curve({}, tuple(points))
+
+
+def ramp(final: float, epochs: int = 30, every: int = 2, start: float = 0.0) -> Curve:
+    """H rising linearly from `start` at the first evaluation to `final` at the last."""
+    es = list(range(every, epochs + 1, every))
+    return curve([(e, start + (final - start) * (e - es[0]) / (es[-1] - es[0])) for e in es])
+
+
+def test_rungs_halve_down_from_the_end_of_the_alignment_warm_ups_on_the_evaluation_grid():
+    # alignment ends at 75% (the cross-reconstruction warm-up, gzsl.defaults): epoch 75 of 100, 23 of 30
+    # 75 / 3 = 25; 25 / 3 = 8.3 is below the grace period (10% of the run: 10)
+    assert selection.rung_epochs(100, 5) == [25, 75]
+    assert selection.rung_epochs(100, 10) == [30, 80]  # on a grid of 10: 75 -> 80, 26.7 -> 30
+    assert selection.rung_epochs(30, 2) == [8, 24]  # 23 -> 24, 8; 2.7 is below 10% of 30
+    assert selection.rung_epochs(100, 5, reduction_factor=2) == [20, 40, 75]  # 37.5 -> 40, 18.75 -> 20
+    assert selection.rung_epochs(100, 5, grace_period=5) == [10, 25, 75]  # 8.3 -> 10
+    assert selection.rung_epochs(100, 5, grace_period=30) == [75]  # 25 is below the grace period
+    assert selection.rung_epochs(100, 5, grace_period=90) == [90]  # past the alignment rung: that one rung
+    assert selection.rung_epochs(10, 1, grace_period=10) == []
+
+
+def test_spearman_and_its_lower_bound_match_a_hand_computation():
+    assert selection.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert selection.spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # ranks (1, 2, 3, 4) against (2, 1, 4, 3): d^2 = 4, rho = 1 - 6 * 4 / (4 * 15) = 0.6
+    assert selection.spearman([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.6)
+    assert math.isnan(selection.spearman([1, 1, 1], [1, 2, 3]))
+    # n = 7, rho = 1 - 6 * 2 / (7 * 48) = 0.96429; atanh(rho) = ln(55) / 2 = 2.0037; minus
+    # 1.28 * 1.06 / sqrt(4) = 0.6784: 1.3253, tanh -> 0.8681
+    lo = selection.spearman_lower([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 5, 4, 6, 7], 1.28)
+    assert lo == pytest.approx(math.tanh(math.atanh(1 - 12 / 336) - 1.28 * 1.06 / 2), abs=1e-12)
+    assert lo == pytest.approx(0.8681, abs=1e-3)
+
+
+def test_a_rung_of_noise_stops_nobody():
+    # The issue's rung: a realistic CUB-format set at epoch 10 of 30, every H between 0 and 4.14,
+    # below the floor. And above the floor, a rung whose spread is within the noise (2 H).
+    for values in ([4.14, 1.03, 1.36, 0.21, 3.0, 0.0, 2.2, 0.5, 1.9], [31.0, 30.2, 29.5, 30.9, 29.1, 30.0]):
+        policy = Halving(30, 1, grace_period=24)  # one rung, at 24
+        policy._trusted[24] = math.nan  # trusted from the start: only the guards stand
+        assert {policy.on_result(f"t{i}", 24, h) for i, h in enumerate(values)} == {CONTINUE}
+    # Through the replayer: 64 trials of H 0-4 at every epoch up to the end stop nobody.
+    flat = [curve([(e, (k * 7 % 5) * 0.8 + e / 100) for e in range(2, 31, 2)]) for k in range(5)]
+    for seed in range(20):
+        assert replay(flat, lambda e, k: Halving(e, k), trials=64, slots=4, seed=seed).stopped == 0
+
+
+def test_a_clear_loser_is_stopped_early():
+    # Five configurations whose order never changes, 10 H apart (final 10 .. 50): every rung agrees
+    # with the end, so once six trials have shown it the lowest rung (8 of 30) judges, and a loser
+    # that arrives there after that is stopped at epoch 8, not 24.
+    curves = [ramp(final, start=final / 10) for final in (10, 20, 30, 40, 50)]
+    out = replay(curves, lambda e, k: Halving(e, k), trials=64, slots=4, seed=0)
+    assert out.stopped >= 30 and min(out.stop_epochs) == 8 and out.regret == 0.0 and out.wrongful == 0
+    alone = replay(curves, lambda e, k: Halving(e, k, grace_period=24), trials=64, slots=4, seed=0)
+    assert out.cost < alone.cost - 0.15 and alone.cost > 0.8  # the alignment rung alone saves little
+    policy = Halving(30, 2)
+    replay(curves, lambda e, k: policy, trials=64, slots=4, seed=0)
+    assert policy.trusted_rungs() == [8, 24]
+
+
+def test_a_rung_whose_order_disagrees_with_the_end_never_judges():
+    # Late bloomers: the order at epoch 8 is the reverse of the final order. The lower rung
+    # must never earn trust; the alignment rung (24), where the order has settled, still judges.
+    curves = []
+    for k, final in enumerate((10, 20, 30, 40, 50)):
+        early = 40 - 8 * k  # the best early is the worst at the end
+        curves.append(curve([(e, early if e <= 12 else final) for e in range(2, 31, 2)]))
+    policy = Halving(30, 2)
+    out = replay(curves, lambda e, k: policy, trials=64, slots=4, seed=0)
+    assert policy.trusted_rungs() == [24] and set(out.stop_epochs) == {24}
+    assert out.regret == 0.0 and out.wrongful == 0
+
+
+def test_a_promoted_trial_is_never_stopped_on_a_stale_value():
+    # A trial passed rung 8 as its leader (H 20); later trials fill rung 8 with better values. It
+    # is never judged at rung 8 again, however low its old value now ranks, and it goes on to win.
+    policy = Halving(30, 2)
+    policy._trusted.update({24: math.nan, 8: 0.9})
+    assert policy.on_result("early", 8, 20.0) == CONTINUE
+    assert [policy.on_result(t, 8, 45.0 + i) for i, t in enumerate("abc")] == [CONTINUE] * 3
+    assert policy.on_result("late", 8, 20.0) == STOP  # the rung itself still judges newcomers
+    assert [policy.on_result("early", e, 20.0 + e) for e in (10, 12, 14, 16)] == [CONTINUE] * 4
+    assert "early" not in policy.stopped
+
+
+def test_the_replayer_prices_cost_and_regret_as_defined():
+    # Two configurations, 30 epochs: A ends at 50, B at 10. Once the rungs trust their order, a B
+    # that arrives after an A is far below the cutoff and stops at a rung; cost counts its epochs.
+    a, b = ramp(50.0, start=20.0), ramp(10.0, start=5.0)
+    out = replay([a, b], lambda e, k: Halving(e, k), trials=64, slots=1, seed=3)
+    assert out.regret == 0.0 and out.chosen_final == 50.0 and out.best_final == 50.0 and out.stopped > 10
+    assert out.cost * 64 * 30 == pytest.approx(30 * (64 - out.stopped) + sum(out.stop_epochs))
+    assert set(out.stop_epochs) <= {8, 24}
+    # Without stopping (a policy with no rungs): cost 1.
+    assert replay([a, b], lambda e, k: Halving(e, k, grace_period=e), trials=8, seed=0).cost == 1.0
+
+
+def test_a_curves_file_that_is_not_one_is_refused_naming_the_line(tmp_path):
+    from gzsl.errors import ConfigError
+
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"params": {}, "curve": [[5, 1.0], [10, 2.0]]}\n{"params": {}, "curve": [[10, 1.0], [5, 2.0]]}\n')
+    with pytest.raises(ConfigError, match=r"c.jsonl:2: curve epochs must be given and increase"):
+        read_curves(bad)
+    bad.write_text('{"curve": "no"}\n')
+    with pytest.raises(ConfigError, match=r"c.jsonl:1: not a curve line"):
+        read_curves(bad)
+
+
+@pytest.mark.parametrize("name", ["curves-cub-sim-100ep-every10.jsonl", "curves-synth-small-30ep.jsonl"])
+def test_recorded_curves_replay_without_a_wrongful_stop_and_cheaper_than_the_alignment_rung_alone(name):
+    curves = read_curves(MEASURED / name)
+    s = summarize(curves, lambda e, k: Halving(e, k), orders=40, trials=64, slots=4)
+    fixed = summarize(curves, lambda e, k: Halving(e, k, grace_period=selection.alignment_rung(e, k)),
+                      orders=40, trials=64, slots=4)
+    assert s.wrongful == 0 and s.regret <= 1.0
+    assert s.cost <= fixed.cost + 0.02 and s.cost < 1.0
