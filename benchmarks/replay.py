@@ -7,8 +7,9 @@ For each curves file (format: gzsl.replay's docstring; benchmarks/record_curves.
 replays `--orders` studies of `--trials` configurations resampled from the file, each with its own
 arrival order on `--slots` parallel slots, through:
 
-- fixed: ASHA with today's noise guards and one rung at the alignment warm-ups' end (the rule the
+- fixed: ASHA with the noise guards and one rung at the alignment warm-ups' end (the rule the
   data-decided rungs replace);
+- candidates, no evidence: every candidate rung judging from the first trial (what trust buys);
 - trusted: the shipped policy (gzsl.selection.Halving: candidate rungs halving down from the
   alignment rung, each judging once the study's trials show its order agrees with the end);
 - any --fixed-rungs given (e.g. "20,60": those rungs, trusted without evidence; for comparison).
@@ -34,12 +35,14 @@ from gzsl.replay import read_curves, summarize  # noqa: E402
 
 
 class FixedRungs(selection.Halving):
-    """Rungs at the given epochs (on the evaluation grid), all trusted without evidence."""
+    """Rungs at the given epochs (on the evaluation grid; default: the candidates), all trusted
+    without evidence."""
 
-    def __init__(self, epochs, eval_every, at=(), **kw):
+    def __init__(self, epochs, eval_every, at=None, **kw):
         super().__init__(epochs, eval_every, **kw)
-        self.rungs = sorted({selection.on_grid(m, eval_every, epochs) for m in at} - {epochs})
-        self.recorded = {m: {} for m in self.rungs}
+        if at is not None:
+            self.rungs = sorted({selection.on_grid(m, eval_every, epochs) for m in at} - {epochs})
+            self.recorded = {m: {} for m in self.rungs}
 
     def trusted(self, rung):
         return True
@@ -48,6 +51,7 @@ class FixedRungs(selection.Halving):
 def policies(args) -> dict:
     guards = {"reduction_factor": args.reduction_factor, "h_floor": args.h_floor, "h_noise": args.h_noise}
     out = {"fixed (alignment rung)": lambda e, k: FixedRungs(e, k, at=[selection.alignment_rung(e, k)], **guards),
+           "candidates, no evidence": lambda e, k: FixedRungs(e, k, **guards),
            "trusted (shipped)": lambda e, k: selection.Halving(e, k, trust=args.trust, trust_trials=args.trust_trials,
                                                                **guards)}
     for spec in args.fixed_rungs:
@@ -79,7 +83,7 @@ def main() -> None:
         print(f"\n{path.name}: {len(curves)} configurations, {curves[0].epochs} epochs, H every {curves[0].every}; "
               f"best final H {best.final:.1f}; {args.orders} orders of {args.trials} trials on {args.slots} slots")
         rungs = selection.rung_epochs(curves[0].epochs, curves[0].every)
-        print(f"candidate rungs {rungs} (the last trusted a priori)")
+        print(f"candidate rungs {rungs} (the highest judges once {args.trust_trials} trials reached it)")
         print(f"{'policy':<24} {'cost':>5} {'worst':>6} | {'regret':>6} {'worst':>6} | {'wrongful':>8} {'orders':>6}"
               f" | {'stops':>5}")
         for name, policy in policies(args).items():

@@ -8,26 +8,37 @@ values recorded at that rung so far; otherwise it stops. A promotion is never ta
 judged once per rung, on the first evaluation at or after the rung's epoch.
 
 **Rungs decided from data.** Where H starts to rank configurations depends on the data: on
-synth-small validation H at 20% of the run already ranks like the final H (Spearman 0.94), on
-cub-sim, which learns as slowly as real CUB, only from 30-40% (0.87, 0.93), and before the
-alignment warm-ups end nothing guarantees it. A fixed fraction is either wasteful on fast data or
-reckless on slow data. So the study lays out candidate rungs, halving down from the warm-up rung
-(`alignment_rung`: the first evaluation after the alignment warm-ups end, trusted a priori, as
-before) to `grace_period`, and a candidate rung judges only once the study's own trials show that
-its order agrees with the end: the idea of PASHA (Bohdal et al., "PASHA: Efficient HPO and NAS with
-Progressive Resource Allocation", ICLR 2023), which lets the ranking's own stability, measured on
-the trials run so far, decide how much budget a ranking needs, instead of a fixed schedule. Here
-it decides the earliest budget at which stopping is safe. A rung is **trusted** when, over the
-trials that reached both it and the last epoch (at least `trust_trials` of them):
+synth-cub validation H at 20% of the run already ranks like the final H (Spearman 0.89), on
+cub-sim, which learns as slowly as real CUB, only from 30-40% (0.87, 0.93; 0.77 at 25%), and on
+synth-small, whose best configuration dips during the warm-ups and overtakes the rest late, not
+before 80% (0.85). A fixed fraction is either wasteful on one or reckless on another. So a study
+lays out candidate rungs (`rung_epochs`: the first evaluation after the alignment warm-ups end, and
+its divisions by eta down to `grace_period`, as ASHA spaces rungs), and a rung judges only once
+the study's own trials show that its order agrees with the end. This is the idea of PASHA (Bohdal
+et al., "PASHA: Efficient HPO and NAS with Progressive Resource Allocation", ICLR 2023): let the
+stability of the ranking between consecutive rungs, measured on the trials run so far, decide how
+much budget a ranking needs, instead of a fixed schedule. PASHA uses it to grow the maximum
+budget; here it decides the earliest rung at which stopping is safe.
 
-- the Spearman correlation of their H at the rung with their final H is at least `trust`, and
-- the rung's stop rule, applied to their H at the rung with the rung's current cutoff, would stop
-  none of those whose final H is within `h_noise` of their best: it would not have cut a winner.
+A rung is **trusted** (then for good):
 
-Until then the rung records values and stops nobody. Trust is recomputed as trials end, so a rung
-whose order stops agreeing with the end stops judging again.
+- the highest: once `trust_trials` trials have reached it (they go on unjudged). Its agreement
+  with the end is the lower confidence bound of the Spearman correlation of H there with the final
+  H over every trial that reached the end: mostly its survivors, so an order that is stable among
+  the good trials, which is what a lower rung's stop must not disturb.
+- a lower one: when the rung above it is trusted and, over the trials it let pass unjudged that
+  reached the rung above (at least `trust_trials`), (a) the lower confidence bound of the Spearman
+  correlation of their H here and there, times the agreement of the rung above with the end, is at
+  least `trust` (along a Markov chain of rankings correlations multiply), and (b) its stop rule,
+  with its current cutoff, would stop none of those within `h_noise` of the best H above: it would
+  not have cut a winner. Trials that passed unjudged are the evidence: once a rung judges, the
+  trials above it are its survivors, whose order says little about the ones it stopped.
 
-**Noise guards** (kept from the fixed-rung ASHA this replaces):
+The confidence bound (one-sided, `z`) keeps a small sample's lucky order from earning trust. No rule
+on a sample can see a late bloomer the sample does not hold: benchmarks/replay.py prices what slips
+through on recorded curves (docs/benchmarks.md, "Early stopping").
+
+**Noise guards** (kept from the fixed-rung ASHA this replaces), at every rung:
 
 - floor: a rung whose best H is below `h_floor` stops nobody. Early in a run on slow data every
   trial sits at H 0-3 and the order among them is noise.
@@ -227,14 +238,14 @@ class Halving:
 
     def agreement(self, rung: int) -> float:
         """A trusted rung's estimated rank correlation with the final H (nan while unknown): for the
-        highest, measured over the trials it let pass unjudged that have ended; below it, the
+        highest, measured over the trials that reached the end (a lower confidence bound); below it, the
         product of the correlations along the chain of rungs above (for a Markov chain of rankings,
         the correlation of its ends)."""
         if rung not in self._trusted:
             return math.nan
         if rung != self.rungs[-1]:
             return self._trusted[rung]
-        pairs = [(self.recorded[rung][t], self.final[t]) for t in self._unjudged[rung] if t in self.final]
+        pairs = [(self.recorded[rung][t], self.final[t]) for t in self.recorded[rung] if t in self.final]
         if len(pairs) < self.trust_trials:
             return math.nan
         return spearman_lower([p[0] for p in pairs], [p[1] for p in pairs], self.z)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from gzsl.selection import STOP, Halving
+from gzsl.study.callback import say
 from gzsl.study.trial import METRIC
 
 CONTINUE = TrialScheduler.CONTINUE
@@ -21,6 +22,7 @@ class NoiseAwareASHA(FIFOScheduler):
         super().__init__()
         self.policy = Halving(max_t, eval_every, reduction_factor, h_floor, h_noise, grace_period=grace_period)
         self.time_attr, self.metric_name = time_attr, metric
+        self.announced: set[int] = set()
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return metric in (None, self.metric_name) and mode in (None, "max")
@@ -29,6 +31,11 @@ class NoiseAwareASHA(FIFOScheduler):
         if self.metric_name not in result:
             return CONTINUE
         decision = self.policy.on_result(trial.trial_id, int(result[self.time_attr]), float(result[self.metric_name]))
+        for rung in set(self.policy.trusted_rungs()) - self.announced:
+            self.announced.add(rung)
+            a = self.policy.agreement(rung)
+            say(f"ASHA: rung {rung} now judges ({len(self.policy.recorded[rung])} trials reached it"
+                + (f"; its order agrees with the end: Spearman >= {a:.2f}" if a == a else "") + ")")
         return TrialScheduler.STOP if decision == STOP else CONTINUE
 
     def debug_string(self) -> str:
