@@ -342,3 +342,23 @@ def test_the_timeline_puts_a_packs_members_in_the_packs_own_slots():
     bars = {b.trial_id: b.lane for b in rec.timeline(rec.StudyResults("s", {}, trials, None, None))}
     assert bars == {"a": "10.0.0.1 gpu 0 executor 0 slot 1", "b": "10.0.0.1 gpu 0 executor 0 slot 2",
                     "c": "10.0.0.1 gpu 0 executor 0 slot 2", "d": "10.0.0.1 cpu slot 1"}
+
+
+def test_the_cost_counts_seconds_training_and_evaluation_apart_and_a_pack_member_its_share():
+    """Worked out by hand: a (alone) trains 1 s an epoch and evaluates 2 s every second epoch; b is
+    stopped after epoch 2 of 4, so it saves 2 epochs at its 2 s of training and one evaluation (epoch
+    4) at its 3 s; c and d share executor x, whose 10 s epochs count 5 s to each."""
+    t0 = pd.Timestamp("2026-12-06 12:00", tz="UTC")
+    trials = pd.DataFrame({"trial_id": list("abcd"), "trial_number": range(4),
+                           "status": ["completed", "pruned", "completed", "completed"], "epochs_run": [4, 2, 2, 2],
+                           "executor_id": ["", "", "x", "x"], "started_at": [t0] * 4,
+                           "ended_at": [t0 + pd.Timedelta(seconds=100)] * 4})
+    epochs = pd.DataFrame({"trial_id": list("aaaabbccdd"), "epoch": [1, 2, 3, 4, 1, 2, 1, 2, 1, 2],
+                           "seconds": [1, 3, 1, 3, 2, 5, 10, 10, 10, 10],
+                           "eval_seconds": [0, 2, 0, 2, 0, 3, 0, 0, 0, 0], "val_H": [None, 1.0] * 5})
+    r = rec.StudyResults("c", {"epochs": 4, "eval_every": 2}, trials, epochs,
+                         pd.DataFrame({"seconds": [7.0]}), pd.DataFrame({"seconds": [5.0, 6.0]}))
+    c = rec.cost(r)
+    assert (c.train_s, c.eval_s) == (4 + 4 + 4 * 5, 4 + 3)
+    assert (c.saved_epochs, c.saved_s) == (2, 2 * 2 + 1 * 3)
+    assert (c.confirm_s, c.refit_s) == (11.0, 7.0)

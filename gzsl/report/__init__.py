@@ -46,13 +46,24 @@ def write_report(results: str, out: str, study: str | None = None) -> Path:
     return page.write_atomic(out, build_report(rec.read_results(results, study)))
 
 
+def _dur(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     counts = ", ".join(f"{escape(k)} {v}" for k, v in sorted(s.counts.items()))
     saved = 1 - s.trial_epochs / s.full_epochs if s.full_epochs else 0.0
     cards = [("dataset", escape(str(s.dataset))), ("trials", f"{s.n_trials}"), ("by status", counts),
              ("wall time", f"{s.wall_seconds / 60:.1f} min"),
-             ("trial-epochs trained", f"{s.trial_epochs} of {s.full_epochs}"),
-             ("saved by ASHA", f"{saved:.0%}")]
+             ("trial-epochs trained", f"{s.trial_epochs} of {s.full_epochs}")]
+    c = rec.cost(r)
+    cards.append(("trial-seconds trained", f"{_dur(c.spent_s)} <small>(training {_dur(c.train_s)}, "
+                                           f"evaluation {_dur(c.eval_s)})</small>"))
+    saved_s = c.saved_s / (c.spent_s + c.saved_s) if c.spent_s + c.saved_s else 0.0
+    cards.append(("saved by early stopping", f"{saved:.0%} <small>of trial-epochs, ~{saved_s:.0%} of trial-seconds "
+                                             f"({_dur(c.saved_s)})</small>"))
+    if c.confirm_s or c.refit_s:
+        cards.append(("confirmation, refit", f"{_dur(c.confirm_s)}, {_dur(c.refit_s)}"))
     rungs = rec.asha_rungs(r)
     if rungs:
         trusted = [str(g.epoch) for g in rungs if g.trusted]

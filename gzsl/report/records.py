@@ -77,6 +77,65 @@ def summary(r: StudyResults) -> Summary:
                    len(t) * max_epochs, best, defaults_trial(t), means)
 
 
+class Cost(NamedTuple):
+    """What the study spent, in trial-seconds (a packed trial counts its share of its executor's
+    epochs: the epoch's seconds over the members training in it), and what stopping saved."""
+
+    train_s: float  # the search's training
+    eval_s: float  # the search's validation H
+    saved_epochs: int  # trial-epochs the stopped trials did not train
+    saved_s: float  # estimated: each stopped trial's remaining epochs and evaluations at its own mean cost
+    confirm_s: float  # the confirmation's trainings
+    refit_s: float  # the refit's
+
+    @property
+    def spent_s(self) -> float:
+        return self.train_s + self.eval_s
+
+
+def cost(r: StudyResults) -> Cost:
+    max_epochs = int(r.meta.get("epochs") or (r.trials.epochs_run.max() if len(r.trials) else 0))
+    every = int(r.meta.get("eval_every") or 1)
+    e = _shared_epochs(r)
+    train_s = float((e.seconds - e.eval_seconds).clip(lower=0).sum()) if not e.empty else 0.0
+    eval_s = float(e.eval_seconds.sum()) if not e.empty else 0.0
+    saved_epochs, saved_s = 0, 0.0
+    for _, t in r.trials[r.trials.status == "pruned"].iterrows():
+        left = max(0, max_epochs - int(t.epochs_run))
+        mine = e[e.trial_id == t.trial_id] if not e.empty else e
+        if not left or mine.empty:
+            continue
+        evals_left = sum(1 for k in range(int(t.epochs_run) + 1, max_epochs + 1) if k % every == 0 or k == max_epochs)
+        per_eval = mine.eval_seconds[mine.eval_seconds > 0].mean() if (mine.eval_seconds > 0).any() else 0.0
+        saved_epochs += left
+        saved_s += left * float((mine.seconds - mine.eval_seconds).clip(lower=0).mean()) + evals_left * float(per_eval)
+    seconds = lambda df: float(df.seconds.sum()) if not df.empty and "seconds" in df else 0.0  # noqa: E731
+    return Cost(train_s, eval_s, saved_epochs, saved_s, seconds(r.confirm), seconds(r.final))
+
+
+def _shared_epochs(r: StudyResults) -> pd.DataFrame:
+    """epochs.parquet's seconds and eval_seconds, a packed trial's divided by the members of its
+    executor training at that epoch's end (trials of the executor whose run spans that moment)."""
+    e = r.epochs[["trial_id", "epoch", "seconds", "eval_seconds"]].copy() if not r.epochs.empty else r.epochs
+    if e.empty or "executor_id" not in r.trials or not r.trials.executor_id.fillna("").astype(bool).any():
+        return e.fillna({"seconds": 0.0, "eval_seconds": 0.0}) if not e.empty else e
+    e = e.fillna({"seconds": 0.0, "eval_seconds": 0.0}).sort_values(["trial_id", "epoch"])
+    t = r.trials.set_index("trial_id")
+    start = e.trial_id.map(t.started_at)
+    e["at"] = start + pd.to_timedelta(e.groupby("trial_id").seconds.cumsum(), unit="s")
+    members = []
+    for tid, at in zip(e.trial_id, e["at"]):
+        ex = t.executor_id.get(tid)
+        if not isinstance(ex, str) or not ex:
+            members.append(1)
+            continue
+        peers = t[t.executor_id == ex]
+        members.append(max(1, int(((peers.started_at <= at) & (peers.ended_at >= at)).sum())))
+    e["seconds"] /= members
+    e["eval_seconds"] /= members
+    return e.drop(columns="at")
+
+
 def noise(meta: dict) -> float:
     """The study's h_noise, the margin by which a finalist must beat the defaults (results.confirmed)."""
     h = meta.get("h_noise")
