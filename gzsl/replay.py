@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from gzsl.errors import ConfigError
-from gzsl.selection import STOP, Halving
+from gzsl.selection import AUDIT_CAP, STOP, Halving, audited, wrongful
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,17 @@ class Outcome:
     chosen_final: float
     best_final: float
     stop_epochs: tuple[int, ...]  # the epoch each stopped trial stopped at
+    audited: int = 0  # stops retrained to the end by the audit (gzsl.selection.audited)
+    audit_found: int = 0  # of those, the ones whose final H beats the kept choice's by more than h_noise
+    audit_cost: float = 0.0  # the audit's trial-epochs over those of no stopping (included in cost)
 
 
 def replay(curves: list[Curve], policy: Callable[[int, int], Halving], trials: int = 64, slots: int = 4,
-           seed: int = 0) -> Outcome:
+           seed: int = 0, audit: float = 0.0, audit_cap: float = AUDIT_CAP) -> Outcome:
     """One study: `trials` configurations resampled from `curves` with `seed`, on `slots` slots.
-    `policy(epochs, eval_every)` builds the policy (a fresh one per replay)."""
+    `policy(epochs, eval_every)` builds the policy (a fresh one per replay). `audit`: the fraction
+    of stops retrained to the end after the search (gzsl.selection.audited), their epochs counted
+    in the cost, their final H compared with the kept choice's."""
     rng = random.Random(seed)
     study = [rng.choice(curves) for _ in range(trials)]
     speed = [rng.uniform(0.7, 1.3) for _ in range(trials)]  # epochs per time unit vary: arrival orders vary
@@ -98,6 +103,7 @@ def replay(curves: list[Curve], policy: Callable[[int, int], Halving], trials: i
     events: list[tuple[float, int, int]] = []  # (time, trial, index of the point it reaches)
     started = trained = 0
     ended_at: dict[int, int] = {}
+    stop_order: list[int] = []
 
     def start(i: int, now: float) -> None:
         e0 = study[i].points[0][0]
@@ -111,6 +117,8 @@ def replay(curves: list[Curve], policy: Callable[[int, int], Halving], trials: i
         epoch, h = study[i].points[k]
         if halving.on_result(str(i), epoch, h) == STOP or k + 1 == len(study[i].points):
             ended_at[i] = epoch
+            if k + 1 < len(study[i].points):
+                stop_order.append(i)
             trained += epoch
             if started < trials:
                 start(started, now)
@@ -123,9 +131,13 @@ def replay(curves: list[Curve], policy: Callable[[int, int], Halving], trials: i
     chosen = max(kept, key=lambda i: study[i].final)
     best = max(c.final for c in study)
     stops = [i for i in range(trials) if ended_at[i] < epochs]
-    wrongful = sum(study[i].final > study[chosen].final + halving.h_noise for i in stops)
-    return Outcome(trained / (trials * epochs), best - study[chosen].final, wrongful, len(stops),
-                   study[chosen].final, best, tuple(ended_at[i] for i in stops))
+    wrongs = sum(study[i].final > study[chosen].final + halving.h_noise for i in stops)
+    picked = [int(t) for t in audited([str(i) for i in stop_order], trained, epochs, audit, audit_cap)]
+    found = wrongful({str(i): study[i].final for i in picked}, study[chosen].final, halving.h_noise)
+    full = trials * epochs
+    return Outcome((trained + len(picked) * epochs) / full, best - study[chosen].final, wrongs, len(stops),
+                   study[chosen].final, best, tuple(ended_at[i] for i in stops), len(picked), len(found),
+                   len(picked) * epochs / full)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,18 @@ CONFIRM = pa.schema([  # one row per (finalist, fresh validation split): gzsl.st
     ("status", pa.string()),  # completed | diverged
 ])
 
+AUDIT = pa.schema([  # one row per audited stop: the stopped trial retrained to the end (gzsl.study.audit)
+    ("trial_id", pa.string()),
+    ("stopped_epoch", pa.int64()),  # where the rung stopped it
+    ("stopped_val_H", pa.float64()),  # its H there
+    ("best_val_H", pa.float64()),  # trained to the end: its best H ...
+    ("best_epoch", pa.int64()),  # ... at this epoch
+    ("last_val_H", pa.float64()),
+    ("epochs_run", pa.int64()),
+    ("seconds", pa.float64()),
+    ("status", pa.string()),  # completed | diverged
+])
+
 STUDY = pa.schema([  # one row per start (or resume) of the study
     ("study", pa.string()),
     ("dataset", pa.string()),
@@ -111,6 +123,7 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("reduction_factor", pa.int64()),
     ("h_floor", pa.float64()),  # a rung whose best H is below it stops nobody (gzsl.study.scheduler)
     ("h_noise", pa.float64()),  # a trial stops only below its rung's cutoff by more than this
+    ("audit", pa.float64()),  # the fraction of stops retrained to the end (gzsl.selection.audited)
     ("early_stopping", pa.bool_()),
     ("confirm_top", pa.int64()),  # finalists confirmed besides the defaults (0: the search's best is chosen)
     ("confirm_splits", pa.int64()),  # fresh validation splits each finalist is retrained on
@@ -129,14 +142,15 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("schema_version", pa.int64()),  # SCHEMA_VERSION of the gzsl that wrote this folder
 ])
 
-TABLES = ("trials", "epochs", "confirm", "final", "study")
+TABLES = ("trials", "epochs", "confirm", "audit", "final", "study")
 # Where each table's columns of the searched hyperparameters go (one per row of gzsl.hyperparams).
 SEARCHED_AFTER = {"trials": "status", "final": "seed"}
 
 
 def schema(table: str) -> pa.Schema:
     """A table's Arrow schema: trials and final with a column per searched hyperparameter."""
-    fixed = {"trials": _TRIALS, "epochs": EPOCHS, "confirm": CONFIRM, "final": _FINAL, "study": STUDY}[table]
+    fixed = {"trials": _TRIALS, "epochs": EPOCHS, "confirm": CONFIRM, "audit": AUDIT, "final": _FINAL,
+             "study": STUDY}[table]
     if table not in SEARCHED_AFTER:
         return fixed
     at = [name for name, _ in fixed].index(SEARCHED_AFTER[table]) + 1
@@ -145,7 +159,7 @@ def schema(table: str) -> pa.Schema:
 
 # The schemas above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class ResultStore:

@@ -66,6 +66,31 @@ CONFIDENCE_Z = 1.28  # trust needs the correlation's one-sided 90% lower bound a
 LOWEST_FRACTION = 0.1  # the lowest candidate rung's default, as a fraction of the run
 
 
+AUDIT = 0.125  # one stop in eight is retrained to the end (gzsl.study.audit) ...
+AUDIT_CAP = 0.1  # ... within this fraction of the study's trial-epochs (an audit at 1 audits every stop)
+
+
+def audited(stops: list[str], trained_epochs: int, epochs: int, fraction: float = AUDIT,
+            cap: float = AUDIT_CAP) -> list[str]:
+    """Which stops (trial ids, in the order they stopped) an audit retrains to the end: every k-th,
+    k = round(1 / fraction), each costing a whole run of `epochs`, while their epochs stay within
+    `cap` of the study's `trained_epochs`; the cap wins, so a small study may audit none. fraction 0:
+    none; 1: every stop, whatever it costs."""
+    if fraction <= 0 or not stops:
+        return []
+    if fraction >= 1:
+        return list(stops)
+    k = max(1, round(1 / fraction))
+    most = int(cap * trained_epochs // max(1, epochs))
+    return [t for i, t in enumerate(stops) if (i + 1) % k == 0][:most]
+
+
+def wrongful(audit_h: dict[str, float], chosen_h: float, h_noise: float) -> list[str]:
+    """The audited stops whose H to the end beats the chosen trial's by more than h_noise: the
+    rungs stopped a trial that would have won."""
+    return [t for t, h in audit_h.items() if h is not None and h == h and h > chosen_h + h_noise]
+
+
 def on_grid(epoch: float, eval_every: int, epochs: int) -> int:
     """The first evaluated epoch at or after `epoch` (a trial evaluates every `eval_every` epochs
     and at the last): where a rung at `epoch` is judged."""

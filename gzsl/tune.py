@@ -135,6 +135,7 @@ def _run(args, start: float) -> int:
         return 130
     counts = trials.status.value_counts().to_dict()
     print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    _audit(spec, store, data)
     if spec.confirm_top > 0 and spec.confirm_splits > 0 and not args.no_confirm:
         _confirm(spec, store, load)
     best = study.best_params(store, spec.h_noise)
@@ -160,6 +161,27 @@ def _run(args, start: float) -> int:
         _report(spec.name, results)
     print(f"done in {time.time() - start:.0f}s; results in {results}")
     return 0
+
+
+def _audit(spec, store, data) -> None:
+    """The stops the policy audits, retrained to the end (gzsl.study.audit), and the verdict:
+    a warning, with what to change, when a stop cost the study a better trial."""
+    from gzsl import study
+    from gzsl.results import best_trial
+    from gzsl.selection import alignment_rung, wrongful
+
+    trials = store.read("trials")
+    rows = study.audit(spec, trials, data, store)
+    best = best_trial(trials)
+    if rows.empty or best is None:
+        return
+    found = wrongful(dict(zip(rows.trial_id, rows.best_val_H)), best["best_val_H"], spec.h_noise)
+    print(f"stops audited: {len(rows)}; would have beaten the search's best (val H {best['best_val_H']:.2f}) by more "
+          f"than h_noise = {spec.h_noise:g}: {len(found)}")
+    if found:
+        print(f"warning: the rungs stopped {len(found)} trial(s) that would have won ({', '.join(found)}; "
+              "audit.parquet): this data ranks late; raise asha.h_noise, or set asha.grace_period = "
+              f"{alignment_rung(spec.epochs, spec.eval_every)} (one rung, after the warm-ups), and --resume or rerun")
 
 
 def _confirm(spec, store, load) -> None:

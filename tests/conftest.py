@@ -72,7 +72,7 @@ def write_matching_res101(att_path: Path, out_root: Path, name: str, dim: int = 
 @pytest.fixture(scope="session")
 def short_study(tmp_path_factory):
     """One real small study, shared by the end-to-end test and the report's tests: a local Ray of
-    2 CPUs, Optuna, ASHA (rungs at epochs 2 and 6 of 16), H scored every 2nd epoch, a fixed
+    2 CPUs, Optuna, ASHA (candidate rungs at epochs 4 and 12 of 16), H scored every 2nd epoch, a fixed
     kl_weight and a searched sampling, the best 2 trials and the defaults confirmed on 1 fresh
     validation split, the refit with 2 seeds and the report written at the end.
     Returns (study file, results folder, the run's stdout); read-only."""

@@ -102,7 +102,7 @@ def test_records_match_the_parquet(study_results):
 def test_figures_have_one_trace_per_thing_they_show(study_results):
     r = rec.read_results(str(study_results))
     curves = rec.learning_curves(r)
-    assert len(fig.learning_curves(curves, [2, 6]).data) == len(curves)
+    assert len(fig.learning_curves(curves, [rec.Rung(2, True), rec.Rung(6, False)]).data) == len(curves)
     h = rec.history(r)
     history = fig.optimization_history(h)
     # each status by number and by time, two best-so-far lines, the starting points; the defaults' H a line

@@ -135,3 +135,36 @@ def test_recorded_curves_replay_without_a_wrongful_stop_and_cheaper_than_the_ali
                       orders=40, trials=64, slots=4)
     assert s.wrongful == 0 and s.regret <= 1.0
     assert s.cost <= fixed.cost + 0.02 and s.cost < 1.0
+
+
+def test_the_audit_picks_every_kth_stop_within_its_cap():
+    stops = [f"s{i}" for i in range(20)]
+    # one in eight: the 8th and 16th stops; 10% of 600 trained epochs is 60: two runs of 30
+    assert selection.audited(stops, trained_epochs=600, epochs=30) == ["s7", "s15"]
+    assert selection.audited(stops, trained_epochs=300, epochs=30) == ["s7"]  # the cap wins: one run of 30
+    assert selection.audited(stops, trained_epochs=200, epochs=30) == []  # a small study audits none
+    assert selection.audited(stops, 200, 30, fraction=1.0) == stops  # audit = 1: every stop
+    assert selection.audited(stops, 600, 30, fraction=0.0) == []
+    assert selection.audited(stops, 6000, 30, fraction=0.5)[:3] == ["s1", "s3", "s5"]
+    assert selection.wrongful({"a": 50.0, "b": 52.5, "c": float("nan")}, 50.0, 2.0) == ["b"]
+
+
+def test_the_audit_finds_a_wrongful_stop_planted_in_recorded_curves():
+    # synth-small's recorded curves with every candidate rung judging from the first trial (no
+    # evidence): rung 8 stops its late bloomer (H 15 at epoch 8, 56.9 at the end). An audit of
+    # every stop finds each wrongful stop the replay counts; no audit finds nothing.
+    curves = read_curves(MEASURED / "curves-synth-small-30ep.jsonl")
+
+    class Blind(Halving):
+        def trusted(self, rung):
+            return True
+
+    planted = found = 0
+    for seed in range(20):
+        out = replay(curves, lambda e, k: Blind(e, k), trials=64, slots=4, seed=seed, audit=1.0)
+        assert out.audited == out.stopped and out.audit_found == out.wrongful
+        # each audited stop is retrained from scratch: a whole run of 30 epochs on top of the study's
+        assert out.cost * 64 * 30 == pytest.approx(30 * (64 - out.stopped) + sum(out.stop_epochs) + 30 * out.audited)
+        planted, found = planted + out.wrongful, found + out.audit_found
+        assert replay(curves, lambda e, k: Blind(e, k), trials=64, slots=4, seed=seed).audit_found == 0
+    assert planted > 0 and found == planted

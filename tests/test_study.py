@@ -631,3 +631,58 @@ def test_trials_and_the_refit_train_on_the_gpus_tune_assigned(tmp_path, resource
         assert trials.executor_id.nunique() == 1 and "packed trials: 1 executor(s) x 4 members" in p.stdout
     final = pd.read_parquet(results / "final.parquet")
     assert len(final) == 1 and final.test_H.iloc[0] > 0
+
+
+AUDIT_SCRIPT = """
+import sys, pandas as pd, ray
+from gzsl import study
+from gzsl.datasets import load
+from gzsl.results import ResultStore
+from gzsl.studyfile import load_study
+spec = load_study(sys.argv[1])
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+t0 = pd.Timestamp("2026-12-06", tz="UTC")
+trials = pd.DataFrame({"trial_id": ["kept", "cut"], "status": ["completed", "pruned"], "epochs_run": [4, 2],
+                       "last_val_H": [30.0, 1.5], "ended_at": [t0, t0], "alpha": [1.0, 2.0], "gamma": [1.0, 0.5],
+                       "latent_size": [32, 32], "lr": [1e-3, 2e-3]})
+rows = study.audit(spec, trials, load(spec.dataset, spec.split, seed=spec.seed), ResultStore(sys.argv[2]))
+print(rows.to_json(orient="records"))
+"""
+
+
+def test_the_audit_retrains_a_stopped_trial_to_the_end_as_its_trial_would_have_run(tmp_path):
+    """gzsl.study.audit on a real local Ray, [asha] audit = 1: the trial stopped at epoch 2 of 4 is
+    retrained from scratch to epoch 4 with the study's seed, and its H at each epoch is the H of
+    the same configuration trained to the end by the trainer alone (the run the trial would have
+    had); the completed trial is not audited; the row lands in audit.parquet."""
+    import json
+
+    import torch
+
+    from gzsl.datasets import load
+    from gzsl.trainer import TrainConfig, train
+
+    path = write_study(tmp_path, epochs=4, samples=2, grace=4, eval_every=1,
+                       training_extra="", space_extra="")
+    path.write_text(path.read_text().replace("reduction_factor = 3", "reduction_factor = 3\naudit = 1"))
+    results = tmp_path / "results"
+    p = subprocess.run([sys.executable, "-c", AUDIT_SCRIPT, str(path), str(results)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads(p.stdout.strip().splitlines()[-1])
+    assert [r["trial_id"] for r in rows] == ["cut"] and rows[0]["epochs_run"] == 4 and rows[0]["stopped_epoch"] == 2
+    assert ResultStore(str(results)).part_ids("audit") == {"cut"}
+    torch.set_num_threads(1)
+    data = load("synth-small", "val", seed=0)
+    cfg = TrainConfig(alpha=2.0, gamma=0.5, latent_size=32, lr=2e-3, epochs=4, eval_every=1, batch_size=50,
+                      classifier="fast", seed=0, hidden=_hidden())
+    hs = [(r.epoch, r.scores.H) for r in train(data, cfg)]
+    best = max(hs, key=lambda eh: eh[1])
+    assert rows[0]["best_val_H"] == pytest.approx(best[1], abs=1e-9) and rows[0]["best_epoch"] == best[0]
+    assert rows[0]["last_val_H"] == pytest.approx(hs[-1][1], abs=1e-9)
+
+
+def _hidden():
+    from gzsl.datasets import default_hidden
+
+    return default_hidden("synth-small")

@@ -62,8 +62,11 @@ def _summary_html(s: rec.Summary, r: rec.StudyResults) -> str:
     saved_s = c.saved_s / (c.spent_s + c.saved_s) if c.spent_s + c.saved_s else 0.0
     cards.append(("saved by early stopping", f"{saved:.0%} <small>of trial-epochs, ~{saved_s:.0%} of trial-seconds "
                                              f"({_dur(c.saved_s)})</small>"))
-    if c.confirm_s or c.refit_s:
-        cards.append(("confirmation, refit", f"{_dur(c.confirm_s)}, {_dur(c.refit_s)}"))
+    if c.confirm_s or c.refit_s or c.audit_s:
+        cards.append(("confirmation, refit, audit", f"{_dur(c.confirm_s)}, {_dur(c.refit_s)}, {_dur(c.audit_s)}"))
+    a = rec.audit(r)
+    cards.append(("stops audited", f"{a.audited} <small>of {a.stops}; would have beaten the chosen by more than "
+                                   f"h_noise: {len(a.found)}</small>"))
     rungs = rec.asha_rungs(r)
     if rungs:
         trusted = [str(g.epoch) for g in rungs if g.trusted]

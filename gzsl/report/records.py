@@ -34,6 +34,7 @@ class StudyResults(NamedTuple):
     epochs: pd.DataFrame
     final: pd.DataFrame
     confirm: pd.DataFrame = pd.DataFrame()  # the finalists on fresh validation splits (gzsl.study.confirm); empty: none
+    audit: pd.DataFrame = pd.DataFrame()  # stopped trials retrained to the end (gzsl.study.audit); empty: none
 
 
 def read_results(uri: str, name: str | None = None) -> StudyResults:
@@ -50,7 +51,7 @@ def read_results(uri: str, name: str | None = None) -> StudyResults:
     trials = trials.sort_values("trial_number").reset_index(drop=True)
     return StudyResults(name or meta.get("study") or uri.rstrip("/").rsplit("/", 1)[-1], meta, trials,
                         store.read("epochs").sort_values(["trial_id", "epoch"]), store.read("final"),
-                        store.read("confirm"))
+                        store.read("confirm"), store.read("audit"))
 
 
 class Summary(NamedTuple):
@@ -87,6 +88,7 @@ class Cost(NamedTuple):
     saved_s: float  # estimated: each stopped trial's remaining epochs and evaluations at its own mean cost
     confirm_s: float  # the confirmation's trainings
     refit_s: float  # the refit's
+    audit_s: float = 0.0  # the audit's
 
     @property
     def spent_s(self) -> float:
@@ -110,7 +112,24 @@ def cost(r: StudyResults) -> Cost:
         saved_epochs += left
         saved_s += left * float((mine.seconds - mine.eval_seconds).clip(lower=0).mean()) + evals_left * float(per_eval)
     seconds = lambda df: float(df.seconds.sum()) if not df.empty and "seconds" in df else 0.0  # noqa: E731
-    return Cost(train_s, eval_s, saved_epochs, saved_s, seconds(r.confirm), seconds(r.final))
+    return Cost(train_s, eval_s, saved_epochs, saved_s, seconds(r.confirm), seconds(r.final), seconds(r.audit))
+
+
+class Audit(NamedTuple):
+    audited: int  # stops retrained to the end
+    found: list[str]  # of those, the trials that would have beaten the chosen one's val H by more than h_noise
+    stops: int
+
+
+def audit(r: StudyResults) -> Audit:
+    from gzsl.selection import wrongful
+
+    stops = int((r.trials.status == "pruned").sum())
+    best, _ = confirmed(r.trials, r.confirm, noise(r.meta))
+    if r.audit.empty or best is None:
+        return Audit(len(r.audit), [], stops)
+    return Audit(len(r.audit), wrongful(dict(zip(r.audit.trial_id, r.audit.best_val_H)), best["best_val_H"],
+                                        noise(r.meta)), stops)
 
 
 def _shared_epochs(r: StudyResults) -> pd.DataFrame:

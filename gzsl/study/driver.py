@@ -192,7 +192,7 @@ def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
 # they were built: a file changed since would mix two settings in one study.
 RESUMED = {"dataset": "study.dataset", "split": "study.split", "seed": "study.seed", "epochs": "training.epochs",
            "grace_period": "asha.grace_period", "reduction_factor": "asha.reduction_factor",
-           "h_floor": "asha.h_floor", "h_noise": "asha.h_noise", "start": "search.start",
+           "h_floor": "asha.h_floor", "h_noise": "asha.h_noise", "audit": "asha.audit", "start": "search.start",
            "pack": "resources.pack", "resources": "resources", "space": "space", "beta": "training.beta",
            "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier",
            "batch_size": "training.batch_size", "eval_every": "training.eval_every", "hidden": "training.hidden"}
@@ -258,7 +258,8 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
     sampling = "searched" if "sampling" in space else used.sampling
     return {"study": spec.name, "dataset": spec.dataset, "split": spec.split, "epochs": spec.epochs,
             "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor,
-            "h_floor": spec.h_floor, "h_noise": spec.h_noise, "start": json.dumps([list(p) for p in spec.start]),
+            "h_floor": spec.h_floor, "h_noise": spec.h_noise, "audit": spec.audit,
+            "start": json.dumps([list(p) for p in spec.start]),
             "early_stopping": early_stopping, "confirm_top": spec.confirm_top, "confirm_splits": spec.confirm_splits,
             "num_samples": spec.num_samples, "batch_size": spec.batch_size, "eval_every": spec.eval_every,
             "hidden": json.dumps(list(spec.hidden or default_hidden(spec.dataset))),

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from gzsl import hyperparams
-from gzsl.selection import H_FLOOR, H_NOISE, lowest_rung
+from gzsl.selection import AUDIT, H_FLOOR, H_NOISE, lowest_rung
 from gzsl.errors import ConfigError
 
 try:
@@ -71,6 +71,8 @@ class StudySpec:
     # below the rung's cutoff by more than h_noise (gzsl.selection).
     h_floor: float = H_FLOOR
     h_noise: float = H_NOISE
+    # The fraction of stopped trials retrained to the end after the search (gzsl.study.audit).
+    audit: float = AUDIT
     # After the search, the best `confirm_top` trials and the defaults are retrained on
     # `confirm_splits` fresh validation splits, and the choice is made there (gzsl.study.confirm).
     confirm_top: int = 3
@@ -90,7 +92,7 @@ _SECTIONS = {
     "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float,
                  "kl_weight": float, "sampling": str, "classifier": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int, "start": list},
-    "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float},
+    "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float, "audit": float},
     "confirm": {"top": int, "splits": int},
     "resources": {"cpu": float, "gpu": float, "pack": int},
     "space": {},  # the searched hyperparameters (gzsl.hyperparams), each a table: _keys
@@ -199,6 +201,9 @@ def parse(raw: dict, path: Path) -> StudySpec:
         v = get("asha", key)
         if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
             fail(f"asha.{key}", f"must be an H in [0, 100], got {v}")
+    audit = float(get("asha", "audit", StudySpec.audit))
+    if not 0 <= audit <= 1:
+        fail("asha.audit", f"must be a fraction of the stops in [0, 1] (0: no audit, 1: every stop), got {audit:g}")
     fixed = _fixed(raw.get("training", {}), {p.name for p in space}, fail)
     seed = get("study", "seed", 0)
     if seed < 0:
@@ -215,7 +220,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
         hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack,
         start=start_points(space, get("search", "start", []), fail),
         h_floor=float(get("asha", "h_floor", StudySpec.h_floor)),
-        h_noise=float(get("asha", "h_noise", StudySpec.h_noise)),
+        h_noise=float(get("asha", "h_noise", StudySpec.h_noise)), audit=audit,
         confirm_top=positive("confirm", "top", StudySpec.confirm_top, allow_zero=True),
         confirm_splits=positive("confirm", "splits", StudySpec.confirm_splits, allow_zero=True),
     )
