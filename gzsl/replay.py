@@ -90,14 +90,18 @@ class Outcome:
 
 
 def replay(curves: list[Curve], policy: Callable[[int, int], Halving], trials: int = 64, slots: int = 4,
-           seed: int = 0, audit: float = 0.0, audit_cap: float = AUDIT_CAP) -> Outcome:
+           seed: int = 0, audit: float = 0.0, audit_cap: float = AUDIT_CAP, order: list[int] | None = None,
+           speeds: list[float] | None = None) -> Outcome:
     """One study: `trials` configurations resampled from `curves` with `seed`, on `slots` slots.
     `policy(epochs, eval_every)` builds the policy (a fresh one per replay). `audit`: the fraction
     of stops retrained to the end after the search (gzsl.selection.audited), their epochs counted
-    in the cost, their final H compared with the kept choice's."""
+    in the cost, their final H compared with the kept choice's. `order` (indices into `curves`, in
+    the order trials start) and `speeds` (epochs per time unit, one a trial) replace the draws: an
+    arrival order written out by hand."""
     rng = random.Random(seed)
-    study = [rng.choice(curves) for _ in range(trials)]
-    speed = [rng.uniform(0.7, 1.3) for _ in range(trials)]  # epochs per time unit vary: arrival orders vary
+    study = [curves[i] for i in order] if order is not None else [rng.choice(curves) for _ in range(trials)]
+    trials = len(study)
+    speed = list(speeds) if speeds is not None else [rng.uniform(0.7, 1.3) for _ in range(trials)]
     epochs, every = study[0].epochs, min(c.every for c in curves)
     halving = policy(epochs, every)
     events: list[tuple[float, int, int]] = []  # (time, trial, index of the point it reaches)

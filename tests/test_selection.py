@@ -101,6 +101,23 @@ def test_a_promoted_trial_is_never_stopped_on_a_stale_value():
     assert policy.on_result("late", 8, 20.0) == STOP  # the rung itself still judges newcomers
     assert [policy.on_result("early", e, 20.0 + e) for e in (10, 12, 14, 16)] == [CONTINUE] * 4
     assert "early" not in policy.stopped
+    # And through the replayer, in an arrival order written out: X (fast) passes rung 8 as its only
+    # value (H 20), then A, B and C (slow) fill rung 8 with 45-47 while X still trains; X is never
+    # judged at rung 8 again and ends the study's best. L arrives at rung 8 last, with H 20: stopped.
+    x = curve([(e, 20.0 if e <= 8 else 60.0) for e in range(2, 31, 2)])
+    abc = [curve([(e, h if e <= 8 else h - 5) for e in range(2, 31, 2)]) for h in (45.0, 46.0, 47.0)]
+    late = curve([(e, 20.0 if e <= 8 else 10.0) for e in range(2, 31, 2)])
+
+    class Blind(Halving):  # every rung trusted from the first trial: only the promotion rule acts
+        def trusted(self, rung):
+            return True
+
+    out = replay([x, *abc, late], lambda e, k: Blind(e, k), order=[0, 1, 2, 3, 4], speeds=[2.0, 1.0, 1.0, 1.0, 0.5],
+                 slots=5)
+    assert out.chosen_final == 60.0 and out.wrongful == 0  # X completed: never stopped on its stale 20
+    # L stops at rung 8. At rung 24 X (60) is first; A (40) meets the cutoff 53.3 of (60, 40) and B (41)
+    # the cutoff 47.3 of (60, 40, 41): both more than 2 H below; C (42) meets 42 of (60, 40, 41, 42): goes on.
+    assert sorted(out.stop_epochs) == [8, 24, 24]
 
 
 def test_the_replayer_prices_cost_and_regret_as_defined():
