@@ -281,7 +281,10 @@ class Halving:
     def record(self, trial_id: str, curve: list[tuple[int, float]], stopped: bool = False) -> None:
         """A trial that ended before a resume, with its evaluated (epoch, H): at each rung it
         reached, the first H at or after the rung's epoch, as on_result recorded it; its final H
-        when it reached the last epoch; the highest rung it reached as its stop when `stopped`."""
+        when it reached the last epoch; the highest rung it reached as its stop when `stopped`. Each
+        counts as evidence (as if it passed unjudged), though some were judged before the
+        interruption: their order is survivors', which agrees less, so a resumed study trusts no
+        more than it did."""
         curve = sorted(curve)
         for m in self.rungs:
             reached = [h for e, h in curve if e >= m]
