@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -247,20 +248,25 @@ def test_watch_started_before_the_first_trial_waits_for_it(study_results, tmp_pa
     results, out = tmp_path / "later", tmp_path / "later.html"
     proc = subprocess.Popen([sys.executable, "-m", "gzsl.report", "--results", str(results), "--out", str(out),
                              "--watch", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []  # the watcher's lines, read as they come: the page is written just before its line
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        first = proc.stdout.readline()  # printed once the first look found nothing
-        assert proc.poll() is None, (first, proc.communicate())  # still watching, not "exit 2"
+        deadline = time.time() + 60
+        while not lines and time.time() < deadline:  # printed once the first look found nothing
+            time.sleep(0.1)
+        assert lines and proc.poll() is None, (lines, proc.poll())  # still watching, not "exit 2"
         shutil.copytree(study_results, results)  # the study's first trials land
         deadline = time.time() + 60
-        while not out.exists() and time.time() < deadline:
+        while not any(line.startswith("report: ") for line in lines) and time.time() < deadline:
             time.sleep(0.2)
         assert out.exists() and proc.poll() is None
     finally:
         proc.terminate()
-        stdout = proc.communicate(timeout=30)[0]
-    stdout = first + stdout
-    assert first.startswith("waiting:") and "no trials.parquet results there yet" in first
-    assert stdout.count("waiting:") == 1 and "report: " in stdout
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    assert lines[0].startswith("waiting:") and "no trials.parquet results there yet" in lines[0]
+    assert "".join(lines).count("waiting:") == 1 and any(line.startswith("report: ") for line in lines)
 
 
 def test_compare_cli_writes_one_page_for_several_studies(study_results, tmp_path):
