@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "4")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables off: the arms' lines say it
 
 import ray  # noqa: E402
 
@@ -84,7 +85,8 @@ def summary(r, trials, audit, best, final, wall, epochs) -> dict:
     c = rec.cost(r)
     chosen = trials[trials.trial_id == best["trial_id"]].iloc[0] if best else None
     found = wrongful(dict(zip(audit.trial_id, audit.best_val_H)), chosen.best_val_H, rec.noise(r.meta)) if best else []
-    return {"configs": sorted(tuple(round(float(t[p]), 6) for p in hyperparams.names() if p in t and t[p] == t[p])
+    value = lambda v: v if isinstance(v, str) else round(float(v), 6)  # noqa: E731
+    return {"configs": sorted(tuple(value(t[p]) for p in hyperparams.names() if p in t and t[p] == t[p])
                               for _, t in trials.iterrows()),
             "trial_epochs": int(trials.epochs_run.sum()) + int(audit.epochs_run.sum()), "full": len(trials) * epochs,
             "audit_epochs": int(audit.epochs_run.sum()), "train_s": c.train_s, "eval_s": c.eval_s, "audit_s": c.audit_s,
