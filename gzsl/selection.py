@@ -61,7 +61,7 @@ CONTINUE, STOP = "CONTINUE", "STOP"
 H_FLOOR = 5.0  # a rung whose best H is below it stops nobody
 H_NOISE = 2.0  # the seed-to-seed spread of H: a stop needs a gap beyond it
 TRUST = 0.8  # the Spearman correlation with the final H a rung must show before it judges
-TRUST_TRIALS = 6  # ... over at least this many trials that reached the end
+TRUST_TRIALS = 6  # ... over at least this many trials it let pass unjudged (the highest rung: judges after them)
 CONFIDENCE_Z = 1.28  # trust needs the correlation's one-sided 90% lower bound above `trust`
 LOWEST_FRACTION = 0.1  # the lowest candidate rung's default, as a fraction of the run
 
@@ -102,7 +102,7 @@ def on_grid(epoch: float, eval_every: int, epochs: int) -> int:
 
 def alignment_rung(epochs: int, eval_every: int) -> int:
     """The first evaluated epoch after the alignment warm-ups end (gzsl.defaults.alignment_on):
-    the rung trusted without evidence."""
+    the highest candidate rung, which needs no agreement to be shown, only `trust_trials` trials."""
     return on_grid(max(1, alignment_on(epochs)), eval_every, epochs)
 
 
@@ -276,7 +276,15 @@ class Halving:
         return spearman_lower([p[0] for p in pairs], [p[1] for p in pairs], self.z)
 
     def trusted_rungs(self) -> list[int]:
+        """The rungs that may judge now, testing the untrusted ones on the evidence so far (which may
+        trust them): the state at a study's end, as the report shows it."""
         return [m for m in self.rungs if self.trusted(m)]
+
+    @property
+    def judging(self) -> list[int]:
+        """The rungs trusted so far, without testing any: what a trial arriving now meets. Read-only,
+        so a reader (the scheduler's progress lines) never trusts a rung earlier than a replay would."""
+        return [m for m in self.rungs if m in self._trusted]
 
     def record(self, trial_id: str, curve: list[tuple[int, float]], stopped: bool = False) -> None:
         """A trial that ended before a resume, with its evaluated (epoch, H): at each rung it
@@ -299,5 +307,5 @@ class Halving:
                 self.stopped[trial_id] = rung
 
     def describe(self) -> str:
-        trusted = set(self.trusted_rungs())
+        trusted = set(self.judging)
         return ", ".join(f"{m}{'' if m in trusted else ' (untrusted)'}: {len(self.recorded[m])}" for m in self.rungs)

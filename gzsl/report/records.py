@@ -101,11 +101,12 @@ def cost(r: StudyResults) -> Cost:
     e = _shared_epochs(r)
     train_s = float((e.seconds - e.eval_seconds).clip(lower=0).sum()) if not e.empty else 0.0
     eval_s = float(e.eval_seconds.sum()) if not e.empty else 0.0
+    by_trial = dict(tuple(e.groupby("trial_id"))) if not e.empty else {}
     saved_epochs, saved_s = 0, 0.0
     for _, t in r.trials[r.trials.status == "pruned"].iterrows():
         left = max(0, max_epochs - int(t.epochs_run))
-        mine = e[e.trial_id == t.trial_id] if not e.empty else e
-        if not left or mine.empty:
+        mine = by_trial.get(t.trial_id)
+        if not left or mine is None:
             continue
         evals_left = sum(1 for k in range(int(t.epochs_run) + 1, max_epochs + 1) if k % every == 0 or k == max_epochs)
         per_eval = mine.eval_seconds[mine.eval_seconds > 0].mean() if (mine.eval_seconds > 0).any() else 0.0
@@ -122,13 +123,11 @@ class Audit(NamedTuple):
 
 
 def audit(r: StudyResults) -> Audit:
-    from gzsl.selection import wrongful
-
     stops = int((r.trials.status == "pruned").sum())
     best, _ = confirmed(r.trials, r.confirm, noise(r.meta))
     if r.audit.empty or best is None:
         return Audit(len(r.audit), [], stops)
-    return Audit(len(r.audit), wrongful(dict(zip(r.audit.trial_id, r.audit.best_val_H)), best["best_val_H"],
+    return Audit(len(r.audit), selection.wrongful(dict(zip(r.audit.trial_id, r.audit.best_val_H)), best["best_val_H"],
                                         noise(r.meta)), stops)
 
 
@@ -142,14 +141,13 @@ def _shared_epochs(r: StudyResults) -> pd.DataFrame:
     t = r.trials.set_index("trial_id")
     start = e.trial_id.map(t.started_at)
     e["at"] = start + pd.to_timedelta(e.groupby("trial_id").seconds.cumsum(), unit="s")
-    members = []
-    for tid, at in zip(e.trial_id, e["at"]):
-        ex = t.executor_id.get(tid)
-        if not isinstance(ex, str) or not ex:
-            members.append(1)
-            continue
+    executor = e.trial_id.map(t.executor_id).fillna("")
+    members = pd.Series(1, index=e.index)
+    for ex, rows in e[executor != ""].groupby(executor[executor != ""]):
         peers = t[t.executor_id == ex]
-        members.append(max(1, int(((peers.started_at <= at) & (peers.ended_at >= at)).sum())))
+        at = rows["at"].to_numpy()[:, None]  # each epoch's end against each member's run, at once
+        spans = (peers.started_at.to_numpy()[None, :] <= at) & (peers.ended_at.to_numpy()[None, :] >= at)
+        members[rows.index] = spans.sum(axis=1).clip(min=1)
     e["seconds"] /= members
     e["eval_seconds"] /= members
     return e.drop(columns="at")

@@ -31,7 +31,7 @@ class NoiseAwareASHA(FIFOScheduler):
         if self.metric_name not in result:
             return CONTINUE
         decision = self.policy.on_result(trial.trial_id, int(result[self.time_attr]), float(result[self.metric_name]))
-        for rung in set(self.policy.trusted_rungs()) - self.announced:
+        for rung in set(self.policy.judging) - self.announced:
             self.announced.add(rung)
             a = self.policy.agreement(rung)
             say(f"ASHA: rung {rung} now judges ({len(self.policy.recorded[rung])} trials reached it"
