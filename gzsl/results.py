@@ -117,7 +117,9 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("split", pa.string()),
     ("epochs", pa.int64()),  # per trial, ASHA's max_t
     ("batch_size", pa.int64()),
-    ("eval_every", pa.int64()),  # validation H every n epochs
+    ("eval_every", pa.int64()),  # the grid validation H is scored on
+    ("peak_every", pa.int64()),  # the recipe also every n epochs for the refit epoch's peak (0: nowhere else)
+    ("eval_at", pa.string()),  # JSON: the epochs a trial scores H (the rungs, the last, the peak grid)
     ("hidden", pa.string()),  # JSON: the four hidden widths (ENC_V, DEC_V, ENC_S, DEC_S)
     ("grace_period", pa.int64()),
     ("reduction_factor", pa.int64()),
@@ -159,7 +161,7 @@ def schema(table: str) -> pa.Schema:
 
 # The schemas above. A folder written under another one is refused with one line (check_version),
 # never read half-filled with nulls.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 class ResultStore:

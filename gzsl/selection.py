@@ -126,6 +126,18 @@ def rung_epochs(epochs: int, eval_every: int, reduction_factor: int = 3, grace_p
     return sorted(r for r in rungs if r < epochs)
 
 
+def recipe_epochs(epochs: int, eval_every: int, rungs: list[int], peak_every: int = 0) -> tuple[int, ...]:
+    """The epochs a trial scores validation H with the recipe: where a decision needs it (each
+    candidate rung, judged on its first evaluated epoch; the last epoch, which TPE and the ranking
+    read) and, for the refit epoch's peak, every `peak_every` epochs (0: nowhere else). One recipe
+    costs about ten GPU epochs (docs/benchmarks.md, "Evaluation only where needed"), so an H that
+    no decision reads is not computed."""
+    points = {on_grid(r, eval_every, epochs) for r in rungs} | {epochs}
+    if peak_every > 0:
+        points |= set(range(peak_every, epochs + 1, peak_every))
+    return tuple(sorted(p for p in points if 0 < p <= epochs))
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman's rank correlation (ties take their mean rank); nan when either side is constant."""
     ra, rb = _ranks(a), _ranks(b)

@@ -60,6 +60,9 @@ class TrainConfig:
     hidden: tuple[int, int, int, int] = CADA_HIDDEN
     # Running.
     eval_every: int = 10  # compute validation H every n epochs (and always after the last)
+    # Non-empty: only at these epochs of that grid (and after the last): a study's decision points
+    # (gzsl.selection.recipe_epochs). Empty: at every one.
+    eval_at: tuple[int, ...] = ()
     # 0: train all `epochs` and score the last. n: stop after epoch n and score it (a refit scored at
     # gzsl.results.refit_epoch of its trial); the warm-ups still follow the full `epochs`.
     score_epoch: int = 0
@@ -180,11 +183,13 @@ def final_epoch(config: TrainConfig) -> int:
 def classifiers_due(config: TrainConfig, epoch: int, epoch_losses: dict[str, float], main: ClassifierConfig,
                     recipes: dict[str, ClassifierConfig] | None = None) -> dict[str, ClassifierConfig]:
     """The classifiers (name -> recipe) an epoch's result is scored with: MAIN every eval_every
-    epochs and after the last, where `recipes` are scored too; none after a non-finite loss."""
+    epochs (only those in eval_at, when given) and after the last, where `recipes` are scored too;
+    none after a non-finite loss."""
     if not math.isfinite(epoch_losses["total"]):
         return {}
     last = epoch == final_epoch(config)
-    if last or (config.eval_every > 0 and epoch % config.eval_every == 0):
+    on_grid = config.eval_every > 0 and epoch % config.eval_every == 0
+    if last or (on_grid and (not config.eval_at or epoch in config.eval_at)):
         return {MAIN: main, **(recipes if last and recipes else {})}
     return {}
 
@@ -440,7 +445,7 @@ class Pack:
         results = {}
         for m in list(self.members):
             r = epoch_result(m.config, m.epoch, epoch_losses[m.key], end - start, scores.get(m.key, {}), recipes)
-            r = replace(r, eval_seconds=end - trained_at, path=self.path())
+            r = replace(r, eval_seconds=end - trained_at if scores else 0.0, path=self.path())
             results[m.key] = replace(r, trained=trained.get(m.key)) if r.status == "completed" else r
             if r.status != "running":
                 self.leave(m.key)

@@ -38,6 +38,13 @@ def test_rungs_halve_down_from_the_end_of_the_alignment_warm_ups_on_the_evaluati
     assert selection.rung_epochs(10, 1, grace_period=10) == []
 
 
+def test_the_recipe_scores_only_the_rungs_the_last_epoch_and_the_peak_grid():
+    assert selection.recipe_epochs(100, 5, [25, 75]) == (25, 75, 100)
+    assert selection.recipe_epochs(100, 5, [25, 75], peak_every=20) == (20, 25, 40, 60, 75, 80, 100)
+    assert selection.recipe_epochs(30, 2, [7, 23]) == (8, 24, 30)  # a rung is judged on the grid's next epoch
+    assert selection.recipe_epochs(10, 1, []) == (10,)
+
+
 def test_spearman_and_its_lower_bound_match_a_hand_computation():
     assert selection.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert selection.spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)

@@ -82,8 +82,9 @@ def optuna_states(results, name):
 
 def test_a_short_study_end_to_end(short_study):
     """The shared study (conftest.short_study). A searched sampling and a fixed kl_weight reach every
-    table. With eval_every = 2, odd epochs compute no H and none is recorded for them: not in
-    Parquet, not as Optuna's intermediate values (which ASHA's rungs also see)."""
+    table. H is scored only where a decision reads it, the rungs 4 and 12 and the last epoch 16
+    (eval_at), and no other epoch records one: not in Parquet, not as Optuna's intermediate values
+    (which ASHA's rungs also see)."""
     study, results, out = short_study
     trials = pd.read_parquet(results / "trials.parquet")
     epochs = pd.read_parquet(results / "epochs.parquet")
@@ -97,20 +98,21 @@ def test_a_short_study_end_to_end(short_study):
     assert meta.classifier[0] == "fast"
     assert len(trials) == 6 and trials.trial_id.is_unique
     # Which trials ASHA stops depends on the order they reach its rungs (two run at once); what holds
-    # in any order: the trial that leads the highest rung (epoch 6; its H there is the first scored at
-    # or after it) is never stopped, so at least one trial completes. The rule is unit-tested above.
+    # in any order: the trial that leads the highest rung (epoch 12) is never stopped, so at least
+    # one trial completes. The rule is unit-tested in test_selection.
     assert set(trials.status) <= {"completed", "pruned"}
-    scored_at = epochs.dropna(subset=["val_H"]).sort_values("epoch")
-    rung_6 = scored_at[scored_at.epoch >= 6].groupby("trial_id").val_H.first()
-    assert (trials.set_index("trial_id").status[rung_6[rung_6 == rung_6.max()].index] == "completed").all()
+    scored_at = epochs.dropna(subset=["val_H"])
+    rung_12 = scored_at[scored_at.epoch == 12].set_index("trial_id").val_H
+    assert (trials.set_index("trial_id").status[rung_12[rung_12 == rung_12.max()].index] == "completed").all()
     assert (trials[trials.status == "completed"].epochs_run == 16).all()
     assert (trials[trials.status == "pruned"].epochs_run < 16).all()
     assert len(epochs) == trials.epochs_run.sum()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     scored = epochs.dropna(subset=["val_H"])
-    assert set(scored.epoch) <= set(range(2, 17, 2)) and 2 in set(scored.epoch)
-    assert epochs[epochs.epoch % 2 == 1].val_H.isna().all() and len(epochs[epochs.epoch == 1]) == 6
-    assert set(trials.best_epoch) <= set(range(2, 17, 2))
+    assert json.loads(meta.eval_at[0]) == [4, 12, 16] and meta.peak_every[0] == 0
+    assert set(scored.epoch) <= {4, 12, 16} and len(scored[scored.epoch == 4]) == 6  # every trial reaches rung 4
+    assert epochs[~epochs.epoch.isin([4, 12, 16])].val_H.isna().all() and len(epochs[epochs.epoch == 1]) == 6
+    assert set(trials.best_epoch) <= {4, 12, 16}
     assert trials.best_val_H.between(0, 100).all() and (trials.best_val_H >= trials.last_val_H - 1e-9).all()
     assert trials.node_id.str.len().gt(0).all()
     # Optuna saw pruned trials as PRUNED, with their intermediate values, and no trial is left RUNNING.

@@ -38,6 +38,15 @@ def test_defaults_fill_what_a_study_leaves_out(tmp_path):
     assert spec.resources == {"cpu": 1.0}
     alpha = spec.space[0]
     assert (alpha.low, alpha.high, alpha.log) == (0.1, 10.0, True)
+    # H with the recipe only where a decision reads it: the rungs 25 and 75 (25 / 3 is below the grace
+    # period 10) and the last epoch.
+    assert spec.peak_every == 0 and spec.eval_at == (25, 75, 100)
+
+
+def test_a_peak_grid_adds_the_recipe_between_the_decisions(tmp_path):
+    path = tmp_path / "peaks.toml"
+    path.write_text(GOOD + "[training]\neval_every = 5\npeak_every = 20\n")
+    assert load_study(str(path)).eval_at == (20, 25, 40, 60, 75, 80, 100)  # rungs 25, 75 (grace 10 -> 8.3 < 10)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -60,6 +69,10 @@ def test_defaults_fill_what_a_study_leaves_out(tmp_path):
     ("[search]\nstart = [{ latent_size = 64 }]", r"search.start\[1\].latent_size: 64 is not one of "
                                                 r"space.latent_size.choices \[16, 32\]"),
     ("[search]\nstart = [1.0]", r"search.start\[1\]: expected a table of searched parameters"),
+    ("[training]\neval_every = 5\npeak_every = 12", r"training.peak_every: 12 must be a multiple of training.eval_every 5"),
+    ("[training]\npeak_every = 200", r"training.peak_every: 200 must be a multiple of training.eval_every 1 and at most "
+                                     r"training.epochs 100"),
+    ("[training]\npeak_every = -5", r"training.peak_every: must be >= 0, got -5"),
 ])
 def test_bad_study_names_file_and_key(tmp_path, extra, message):
     path = tmp_path / "bad.toml"

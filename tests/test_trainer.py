@@ -51,6 +51,14 @@ def test_one_result_per_epoch_scored_every_n_and_after_the_last(small_val):
     assert 0 <= u <= 100 and 0 <= s <= 100 and h == pytest.approx(harmonic_mean(u, s))
 
 
+def test_eval_at_scores_only_its_epochs_of_the_grid_and_the_last(small_val):
+    results = run(small_val, epochs=6, eval_every=2, eval_at=(3, 4), seed=2)
+    assert [r.epoch for r in results if r.scores is not None] == [4, 6]  # 3 is off the grid of 2
+    assert sum(r.eval_seconds > 0 for r in results) == 2
+    every = run(small_val, epochs=6, eval_every=2, seed=2)
+    assert results[3].scores == every[3].scores and results[-1].scores == every[-1].scores
+
+
 def test_a_run_scored_at_an_earlier_epoch_stops_there_on_the_full_schedule(small_val):
     # The refit's validation-chosen stopping: score_epoch 3 of a 6-epoch schedule trains the first 3
     # epochs of the 6-epoch run (its warm-ups, not a 3-epoch run's) and scores epoch 3.

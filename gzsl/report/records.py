@@ -98,6 +98,9 @@ class Cost(NamedTuple):
 def cost(r: StudyResults) -> Cost:
     max_epochs = int(r.meta.get("epochs") or (r.trials.epochs_run.max() if len(r.trials) else 0))
     every = int(r.meta.get("eval_every") or 1)
+    # The epochs a trial scores H: the study's eval_at, or (written before it) every eval_every.
+    evaluated = (set(json.loads(r.meta["eval_at"])) if r.meta.get("eval_at")
+                 else {k for k in range(every, max_epochs + 1, every)} | {max_epochs})
     e = _shared_epochs(r)
     train_s = float((e.seconds - e.eval_seconds).clip(lower=0).sum()) if not e.empty else 0.0
     eval_s = float(e.eval_seconds.sum()) if not e.empty else 0.0
@@ -108,7 +111,7 @@ def cost(r: StudyResults) -> Cost:
         mine = by_trial.get(t.trial_id)
         if not left or mine is None:
             continue
-        evals_left = sum(1 for k in range(int(t.epochs_run) + 1, max_epochs + 1) if k % every == 0 or k == max_epochs)
+        evals_left = sum(1 for k in evaluated if k > int(t.epochs_run))
         per_eval = mine.eval_seconds[mine.eval_seconds > 0].mean() if (mine.eval_seconds > 0).any() else 0.0
         saved_epochs += left
         saved_s += left * float((mine.seconds - mine.eval_seconds).clip(lower=0).mean()) + evals_left * float(per_eval)

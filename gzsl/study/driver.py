@@ -195,7 +195,8 @@ RESUMED = {"dataset": "study.dataset", "split": "study.split", "seed": "study.se
            "h_floor": "asha.h_floor", "h_noise": "asha.h_noise", "audit": "asha.audit", "start": "search.start",
            "pack": "resources.pack", "resources": "resources", "space": "space", "beta": "training.beta",
            "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier",
-           "batch_size": "training.batch_size", "eval_every": "training.eval_every", "hidden": "training.hidden"}
+           "batch_size": "training.batch_size", "eval_every": "training.eval_every", "peak_every": "training.peak_every",
+           "hidden": "training.hidden"}
 
 
 def check_unchanged(spec: StudySpec, store: ResultStore, results_uri: str) -> None:
@@ -262,7 +263,7 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
             "start": json.dumps([list(p) for p in spec.start]),
             "early_stopping": early_stopping, "confirm_top": spec.confirm_top, "confirm_splits": spec.confirm_splits,
             "num_samples": spec.num_samples, "batch_size": spec.batch_size, "eval_every": spec.eval_every,
-            "hidden": json.dumps(list(spec.hidden or default_hidden(spec.dataset))),
+            "peak_every": spec.peak_every, "eval_at": json.dumps(list(spec.eval_at)), "hidden": json.dumps(list(spec.hidden or default_hidden(spec.dataset))),
             "resources": json.dumps(spec.resources), "pack": spec.pack, "space": json.dumps(space), "beta": used.beta,
             "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
             "seed": spec.seed, "resumed": resumed,

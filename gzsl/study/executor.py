@@ -209,10 +209,12 @@ class Executor:
             self.new.add(key)
 
     def _evaluated(self) -> bool:
-        """Whether the members just reached an evaluated epoch (eval_every), or there are none.
-        Joins wait for one: every member's evaluations then fall on the same pack epochs, and
-        their final classifiers fit as one (gzsl.evaluation.fit_many) instead of one group per
-        joining time, at the cost of a slot left empty up to eval_every - 1 epochs."""
+        """Whether the members just reached a point of the evaluation grid (eval_every), or there
+        are none. Joins wait for one: every member's epochs then stay on the same grid, so members
+        due at the same pack epoch (a rung, the last epoch) fit their final classifiers as one
+        (gzsl.evaluation.fit_many), at the cost of a slot left empty up to eval_every - 1 epochs.
+        A trial scores H only at its study's eval_at, so members that joined at other times are
+        scored at other pack epochs."""
         every = self.first.eval_every
         return every <= 1 or not self.pack.members or any(m.epoch % every == 0 for m in self.pack.members)
 

@@ -20,7 +20,7 @@ def train_config(spec: StudySpec, values: dict, seed: int, device: str = "cpu") 
     values, from trials.parquet, may repeat a fixed `sampling`: the recorded value is used)."""
     return TrainConfig(
         **{**spec.fixed, **hyperparams.cast(values)}, epochs=spec.epochs, batch_size=spec.batch_size, eval_every=spec.eval_every,
-        seed=seed, hidden=spec.hidden or default_hidden(spec.dataset), device=device,
+        eval_at=spec.eval_at, seed=seed, hidden=spec.hidden or default_hidden(spec.dataset), device=device,
     )
 
 

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from gzsl import hyperparams
-from gzsl.selection import AUDIT, H_FLOOR, H_NOISE, lowest_rung
+from gzsl.selection import AUDIT, H_FLOOR, H_NOISE, lowest_rung, recipe_epochs, rung_epochs
 from gzsl.errors import ConfigError
 
 try:
@@ -77,6 +77,15 @@ class StudySpec:
     # `confirm_splits` fresh validation splits, and the choice is made there (gzsl.study.confirm).
     confirm_top: int = 3
     confirm_splits: int = 2
+    # Validation H with the recipe also every `peak_every` epochs, for the refit epoch's peak; 0:
+    # only where a decision needs it (the rungs and the last epoch: eval_at).
+    peak_every: int = 0
+
+    @property
+    def eval_at(self) -> tuple[int, ...]:
+        """The epochs a trial scores validation H (gzsl.selection.recipe_epochs)."""
+        rungs = rung_epochs(self.epochs, self.eval_every, self.reduction_factor, self.grace_period)
+        return recipe_epochs(self.epochs, self.eval_every, rungs, self.peak_every)
 
     def largest(self, name: str):
         """The largest value a trial of this study can give a searched hyperparameter: the space's
@@ -89,7 +98,7 @@ class StudySpec:
 
 _SECTIONS = {
     "study": {"dataset": str, "data_root": str, "split": str, "seed": int},
-    "training": {"epochs": int, "batch_size": int, "eval_every": int, "hidden": list, "beta": float,
+    "training": {"epochs": int, "batch_size": int, "eval_every": int, "peak_every": int, "hidden": list, "beta": float,
                  "kl_weight": float, "sampling": str, "classifier": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int, "start": list},
     "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float, "audit": float},
@@ -191,6 +200,10 @@ def parse(raw: dict, path: Path) -> StudySpec:
         fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
     epochs = positive("training", "epochs", 100)
     eval_every = positive("training", "eval_every", 1)
+    peak_every = positive("training", "peak_every", 0, allow_zero=True)
+    if peak_every > epochs or peak_every % eval_every:
+        fail("training.peak_every", f"{peak_every} must be a multiple of training.eval_every {eval_every} and at most "
+             f"training.epochs {epochs} (0: H only at the rungs and the last epoch)")
     grace = positive("asha", "grace_period", lowest_rung(epochs, eval_every))
     if grace > epochs:
         fail("asha.grace_period", f"{grace} is more than training.epochs {epochs}")
@@ -222,7 +235,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
         h_floor=float(get("asha", "h_floor", StudySpec.h_floor)),
         h_noise=float(get("asha", "h_noise", StudySpec.h_noise)), audit=audit,
         confirm_top=positive("confirm", "top", StudySpec.confirm_top, allow_zero=True),
-        confirm_splits=positive("confirm", "splits", StudySpec.confirm_splits, allow_zero=True),
+        confirm_splits=positive("confirm", "splits", StudySpec.confirm_splits, allow_zero=True), peak_every=peak_every,
     )
 
 
