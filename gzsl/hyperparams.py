@@ -29,6 +29,7 @@ class Hyperparameter:
     default: float | int | str  # method.md's value: a study's first trial, TrainConfig's and the CLI's default
     help: str
     choices: tuple[str, ...] = ()  # the values a str takes
+    high: float = math.inf  # the largest value a number may take (a sanity bound, not a search range)
     example: tuple = ()  # a [space] example, for the error that asks for choices
 
     def __post_init__(self):
@@ -52,11 +53,14 @@ class Hyperparameter:
             return f"expected a {'positive integer' if self.kind is int else 'number'}"
         if self.kind is int and value != int(value):
             return "expected a positive integer"
-        return None if value > 0 else f"{self.name} must stay > 0"
+        if value <= 0:
+            return f"{self.name} must stay > 0"
+        return None if value <= self.high else f"{self.name} must stay <= {self.high:g}"
 
     @property
     def domain(self) -> str:
-        return {float: "a finite number > 0", int: "a positive integer",
+        top = f" and <= {self.high:g}" if self.high < math.inf else ""
+        return {float: f"a finite number > 0{top}", int: f"a positive integer{top}",
                 str: "one of " + ", ".join(self.choices)}[self.kind]
 
     def parse(self, text: str):
@@ -92,11 +96,11 @@ class Hyperparameter:
 
 
 SEARCHED: tuple[Hyperparameter, ...] = (
-    Hyperparameter("alpha", float, 1.0, "weight of KL(z^p)"),
-    Hyperparameter("gamma", float, 1.0, "weight of the shuffling classification loss L_SC"),
-    Hyperparameter("lam", float, 2.37, "weight of modality alignment L_MA = L_CR + beta L_DD"),
-    Hyperparameter("latent_size", int, 64, "size of z^t and of z^p", example=(16, 32, 64, 128)),
-    Hyperparameter("lr", float, 1.5e-4, "Adam (amsgrad) learning rate"),
+    Hyperparameter("alpha", float, 1.0, "weight of KL(z^p)", high=1e4),
+    Hyperparameter("gamma", float, 1.0, "weight of the shuffling classification loss L_SC", high=1e4),
+    Hyperparameter("lam", float, 2.37, "weight of modality alignment L_MA = L_CR + beta L_DD", high=1e4),
+    Hyperparameter("latent_size", int, 64, "size of z^t and of z^p", example=(16, 32, 64, 128), high=4096),
+    Hyperparameter("lr", float, 1.5e-4, "Adam (amsgrad) learning rate", high=10.0),
     Hyperparameter("sampling", str, "cada",
                    "reparameterization: cada (CADA-VAE's code: sigma = exp(logvar), one noise draw per row) "
                    "or textbook (sigma = exp(logvar/2), noise per dimension)",

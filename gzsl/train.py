@@ -21,17 +21,28 @@ from gzsl import hyperparams
 from gzsl.errors import GzslError
 
 
+def bounded_int(key: str):
+    """argparse's `type` for an integer within the study files' LIMITS[key] (gzsl.studyfile)."""
+    from gzsl.studyfile import LIMITS
+
+    low, high = LIMITS[key]
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            why = " (numpy seeds are unsigned 32-bit)" if key == "study.seed" else ""
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}]{why}, got {text}")
+        return value
+    return parse
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (numpy seeds are unsigned), got {text}")
     return value
 
 
@@ -68,13 +79,13 @@ def parser() -> argparse.ArgumentParser:
                     help="final classifier: cada (CADA-VAE's recipe, 23 epochs at batch 32: what published rows "
                          "report) or fast (3 epochs at batch 2048: a quick look)")
     run = p.add_argument_group("training")
-    run.add_argument("--epochs", type=positive_int, default=d.epochs)
-    run.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    run.add_argument("--hidden", type=positive_int, nargs=4, metavar=("ENC_V", "DEC_V", "ENC_S", "DEC_S"),
+    run.add_argument("--epochs", type=bounded_int("training.epochs"), default=d.epochs)
+    run.add_argument("--batch-size", type=bounded_int("training.batch_size"), default=d.batch_size)
+    run.add_argument("--hidden", type=bounded_int("training.hidden"), nargs=4, metavar=("ENC_V", "DEC_V", "ENC_S", "DEC_S"),
                      help="hidden widths (default: CADA-VAE's 1560 1660 1450 665; smaller on synthetic presets)")
     run.add_argument("--eval-every", type=int, default=d.eval_every,
                      help="compute H every n epochs (0: only after the last)")
-    run.add_argument("--seed", type=seed_int, default=d.seed, help="seeds weights, batches, noise and the val split")
+    run.add_argument("--seed", type=bounded_int("study.seed"), default=d.seed, help="seeds weights, batches, noise and the val split")
     run.add_argument("--no-disentangle", action="store_true", help="CADA-VAE ablation: no z^p, no L_SC")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     run.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")

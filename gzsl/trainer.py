@@ -119,6 +119,8 @@ def resolve_device(name: str) -> str:
         device = torch.device(name)
     except RuntimeError:
         raise GzslError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # meta holds no numbers; mps and the rest are untested here
+        raise GzslError(f"--device {name}: gzsl trains on cpu or cuda (cuda:N) only; use one of them")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GzslError(f"--device {name}: no CUDA device is visible here; use --device cpu")
     return name

@@ -58,7 +58,16 @@ def test_a_peak_grid_adds_the_recipe_between_the_decisions(tmp_path):
     ("[space.gamma]\nlow = 0\nhigh = 1", r"space.gamma.low: a log-uniform range needs low > 0"),
     ("[space.lam]\nlow = 1", r"space.lam: expected low and high"),
     ("[asha]\ngrace_period = 500", r"asha.grace_period: 500 is more than training.epochs 100"),
-    ("[training]\nhidden = [1, 2]", r"training.hidden: expected 4 positive integers"),
+    ("[training]\nhidden = [1, 2]", r"training.hidden: expected 4 integers in \[1, 65536\]"),
+    ("[training]\nhidden = [512, 512, 100000000, 64]", r"training.hidden: expected 4 integers in \[1, 65536\]"),
+    ("[search]\nfinal_seeds = 1000000000", r"search.final_seeds: must be in \[0, 100\], got 1000000000"),
+    ("[resources]\ncpu = 1\npack = 100000", r"resources.pack: must be in \[1, 1024\], got 100000"),
+    ("[training]\nbatch_size = 10000000", r"training.batch_size: must be in \[1, 65536\], got 10000000"),
+    ("[resources]\ncpu = 1e308", r"resources.cpu: must be in \[0, 4096\], got 1e\+308"),
+    ("[space.latent_size]\nchoices = [16, 1000000]", r"space.latent_size.choices: latent_size takes positive integers "
+                                                     r"up to 4096, got \[16, 1000000\]"),
+    ("[space.gamma]\nchoices = [0.5, 0.5]", r"space.gamma.choices: each value once, got \[0.5, 0.5\]"),
+    ("[space.lr]\nlow = 1e-4\nhigh = 1e6", r"space.lr.high: lr must stay <= 10, got 1000000.0"),
     ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
     ("[resources]\ncpu = 1\npack = 2.5", r"resources.pack: expected int, got float 2.5"),
     ("[asha]\nh_noise = -1.0", r"asha.h_noise: must be an H in \[0, 100\], got -1.0"),
@@ -94,6 +103,20 @@ def test_unknown_study_lists_the_shipped_ones():
         load_study("nope")
     with pytest.raises(ConfigError, match=r"missing.toml: no such study file; shipped studies: .*cub_full"):
         load_study("missing.toml")
+
+
+def test_a_seed_past_32_bits_is_refused_at_load(tmp_path):
+    path = tmp_path / "seed.toml"
+    path.write_text(GOOD.replace('dataset = "synth-small"', 'dataset = "synth-small"\nseed = 4294967296'))
+    with pytest.raises(ConfigError, match=rf"^{path}: study.seed: must be in \[0, 4294967295\], got 4294967296"):
+        load_study(str(path))
+
+
+def test_a_study_nested_past_the_parsers_recursion_is_one_line(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text(GOOD + "[search]\nstart = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=f"^{path}: nested too deeply for a study file"):
+        load_study(str(path))
 
 
 def test_invalid_toml_is_one_clear_error(tmp_path):

@@ -54,7 +54,8 @@ def test_malformed_data_file_is_one_line(tmp_path):
     assert "res101.mat: not a readable MATLAB .mat file" in p.stderr
 
 
-@pytest.mark.parametrize("flag", [["--lr", "-1"], ["--split", "train"], ["--device", "nonsense"]])
+@pytest.mark.parametrize("flag", [["--lr", "-1"], ["--split", "train"], ["--device", "nonsense"], ["--device", "meta"],
+                                  ["--device", "mps"], ["--epochs", "10000000000"]])
 def test_bad_flags_exit_2_without_traceback(flag):
     p = gzsl_train("--epochs", "1", *flag)
     assert p.returncode == 2 and "Traceback" not in p.stderr
@@ -62,9 +63,11 @@ def test_bad_flags_exit_2_without_traceback(flag):
 
 
 @pytest.mark.parametrize("flag, value, rule", [
-    ("--seed", "-1", "must be an integer >= 0 (numpy seeds are unsigned)"),
-    ("--gamma", "-5", "must be a finite number > 0"), ("--lam", "nan", "must be a finite number > 0"),
-    ("--alpha", "inf", "must be a finite number > 0"), ("--lr", "nan", "must be a finite number > 0"),
+    ("--seed", "-1", "must be an integer in [0, 4294967295] (numpy seeds are unsigned 32-bit)"),
+    ("--seed", str(2**64), "must be an integer in [0, 4294967295] (numpy seeds are unsigned 32-bit)"),
+    ("--gamma", "-5", "must be a finite number > 0 and <= 10000"), ("--lam", "nan", "must be a finite number > 0 and <= 10000"),
+    ("--alpha", "inf", "must be a finite number > 0 and <= 10000"), ("--lr", "nan", "must be a finite number > 0 and <= 10"),
+    ("--latent-size", "100000000", "must be a positive integer and <= 4096"),
     ("--kl-weight", "inf", "must be a finite number > 0"),
 ])
 def test_out_of_range_numbers_are_refused_before_training(flag, value, rule):

@@ -108,6 +108,39 @@ _SECTIONS = {
 }
 
 
+# The largest (and smallest) value of every number a study file holds, beside the hyperparameter
+# table's bounds (gzsl.hyperparams): far past any real study, close enough that a typo fails here,
+# in one line, not as an allocator error or a list of a billion seeds after Ray started.
+LIMITS = {
+    "study.seed": (0, 2**32 - 1),  # numpy's and Optuna's seeds are 32-bit
+    "training.epochs": (1, 100_000),
+    "training.batch_size": (1, 65_536),
+    "training.eval_every": (1, 100_000),
+    "training.peak_every": (0, 100_000),
+    "training.hidden": (1, 65_536),  # each width
+    "search.num_samples": (1, 100_000),
+    "search.max_concurrent": (0, 10_000),
+    "search.final_seeds": (0, 100),
+    "search.max_failures": (0, 100),
+    "asha.grace_period": (1, 100_000),
+    "asha.reduction_factor": (2, 100),
+    "confirm.top": (0, 100),
+    "confirm.splits": (0, 100),
+    "resources.cpu": (0, 4096),
+    "resources.gpu": (0, 64),
+    "resources.pack": (1, 1024),
+}
+
+
+def limit_problem(key: str, value) -> str | None:
+    """Why a number is out of LIMITS[key] (a clause naming the bounds), or None."""
+    low, high = LIMITS[key]
+    if not low <= value <= high:
+        return f"must be in [{low}, {high}], got {value:g}" if isinstance(value, float) else \
+            f"must be in [{low}, {high}], got {value}"
+    return None
+
+
 def _keys(section: str) -> dict:
     return {name: dict for name in hyperparams.names()} if section == "space" else _SECTIONS[section]
 
@@ -151,6 +184,9 @@ def _parse_text(text: str, path: Path) -> StudySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:  # the parser recurses per level of nesting: no study nests more than two
+        raise ConfigError(f"{path}: nested too deeply for a study file (tables or arrays inside one another "
+                          "hundreds of levels deep); a study file has sections of keys") from None
     return parse(raw, path)
 
 
@@ -185,6 +221,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
         v = get(section, key, default)
         if v < 0 or (v == 0 and not allow_zero):
             fail(f"{section}.{key}", f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+        if f"{section}.{key}" in LIMITS and limit_problem(f"{section}.{key}", v):
+            fail(f"{section}.{key}", limit_problem(f"{section}.{key}", v))
         return v
 
     space = tuple(_param(h, raw["space"][h.name], fail) for h in hyperparams.SEARCHED if h.name in raw.get("space", {}))
@@ -196,8 +234,10 @@ def parse(raw: dict, path: Path) -> StudySpec:
     if problem:
         fail(f"resources{'.' + problem[0] if problem[0] else ''}", problem[1])
     hidden = get("training", "hidden")
-    if hidden is not None and (len(hidden) != 4 or not all(type(h) is int and h > 0 for h in hidden)):
-        fail("training.hidden", f"expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got {hidden}")
+    if hidden is not None and (len(hidden) != 4 or not all(type(h) is int and not limit_problem("training.hidden", h)
+                                                           for h in hidden)):
+        fail("training.hidden", f"expected 4 integers in {list(LIMITS['training.hidden'])} (ENC_V, DEC_V, ENC_S, DEC_S), "
+                                f"got {hidden}")
     epochs = positive("training", "epochs", 100)
     eval_every = positive("training", "eval_every", 1)
     peak_every = positive("training", "peak_every", 0, allow_zero=True)
@@ -219,8 +259,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
         fail("asha.audit", f"must be a fraction of the stops in [0, 1] (0: no audit, 1: every stop), got {audit:g}")
     fixed = _fixed(raw.get("training", {}), {p.name for p in space}, fail)
     seed = get("study", "seed", 0)
-    if seed < 0:
-        fail("study.seed", f"must be >= 0 (numpy and Optuna seeds are unsigned), got {seed}")
+    if limit_problem("study.seed", seed):
+        fail("study.seed", f"{limit_problem('study.seed', seed)} (numpy's and Optuna's seeds are unsigned 32-bit)")
     return StudySpec(
         name=path.stem, path=path, dataset=raw["study"]["dataset"], data_root=get("study", "data_root"),
         split=split, epochs=epochs, batch_size=positive("training", "batch_size", 50),
@@ -245,6 +285,8 @@ def resources_problem(resources: dict) -> tuple[str, str] | None:
     for k, v in resources.items():
         if not (math.isfinite(v) and v >= 0):
             return k, f"must be a finite number >= 0, got {v:g}"
+        if f"resources.{k}" in LIMITS and limit_problem(f"resources.{k}", v):
+            return k, limit_problem(f"resources.{k}", v)
     if resources.get("cpu", 1) <= 0 and resources.get("gpu", 0) <= 0:
         return "", "a trial needs some cpu or gpu"
     if resources.get("gpu", 0) > 1 and resources["gpu"] != int(resources["gpu"]):
@@ -357,6 +399,8 @@ def _param(h: hyperparams.Hyperparameter, table: dict, fail) -> Param:
         fail(f"{key}.low", f"a log-uniform range needs low > 0, got {low}")
     if h.problem(low):  # alpha, gamma, lam or lr at 0 switches a part of the method off, or training
         fail(f"{key}.low", f"{h.problem(low)}, got {low}")
+    if h.problem(high):
+        fail(f"{key}.high", f"{h.problem(high)}, got {high}")
     return Param(h.name, float(low), float(high), bool(log))
 
 
@@ -369,5 +413,9 @@ def _choices(h: hyperparams.Hyperparameter, choices, key: str, fail) -> tuple:
     if not isinstance(choices, list) or not choices:
         fail(f"{key}.choices", f"expected a non-empty list, got {choices!r}")
     if any(h.problem(c) for c in choices) or (h.kind is int and not all(isinstance(c, int) for c in choices)):
-        fail(f"{key}.choices", f"{h.name} takes positive {'integers' if h.kind is int else 'numbers'}, got {choices}")
-    return tuple(h.cast(c) for c in choices)
+        top = f" up to {h.high:g}" if h.high < math.inf else ""
+        fail(f"{key}.choices", f"{h.name} takes positive {'integers' if h.kind is int else 'numbers'}{top}, got {choices}")
+    cast = tuple(h.cast(c) for c in choices)
+    if len(set(cast)) != len(cast):
+        fail(f"{key}.choices", f"each value once, got {choices}")
+    return cast
