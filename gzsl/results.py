@@ -142,6 +142,7 @@ STUDY = pa.schema([  # one row per start (or resume) of the study
     ("resumed", pa.bool_()),
     ("started_at", pa.timestamp("ms", tz="UTC")),
     ("schema_version", pa.int64()),  # SCHEMA_VERSION of the gzsl that wrote this folder
+    ("fingerprint", pa.string()),  # gzsl.gate.fingerprint of the study's settings: the folder is this study's
 ])
 
 TABLES = ("trials", "epochs", "confirm", "audit", "final", "study")
@@ -194,7 +195,24 @@ class ResultStore:
         """The table as a pandas DataFrame (empty, with the schema's columns, when absent)."""
         if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:
             return schema(table).empty_table().to_pandas()
-        return pq.read_table(self._dir(table), filesystem=self.fs, schema=schema(table)).to_pandas()
+        try:
+            return pq.read_table(self._dir(table), filesystem=self.fs, schema=schema(table)).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise self._damage(table, exc) from None
+
+    def _damage(self, table: str, exc: Exception) -> ResultsError:
+        """The one-line error of a table that does not read, naming its first part that does not.
+        Parts are written whole (write_part), so a bad one was damaged outside gzsl."""
+        for part in sorted(self.part_ids(table)):
+            path = f"{self._dir(table)}/part-{part}.parquet"
+            try:
+                pq.read_table(path, filesystem=self.fs, schema=schema(table))
+            except (pa.ArrowException, OSError) as part_exc:
+                why = str(part_exc).strip().splitlines()[0] if str(part_exc).strip() else type(part_exc).__name__
+                return ResultsError(f"{path}: not a readable {table} part ({why}); it was damaged outside gzsl: "
+                                    "restore it from a backup, or move it out of the folder (its rows are lost)")
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ResultsError(f"{self._dir(table)}: cannot be read ({why}); restore the folder or pass another --results")
 
     def check_version(self) -> None:
         """ResultsError (one line) when this folder was written under another SCHEMA_VERSION."""

@@ -28,17 +28,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results folder or pyarrow URI such as s3://bucket/results/NAME "
                                      "(default: results/<study>; in a `ray job submit` job, ~/gzsl-results/<study> "
                                      "on the head node)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="Ray cluster to join ('auto' on a cluster node; default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--address", help="Ray cluster to join ('auto' on a cluster node; default: $RAY_ADDRESS, else a "
+                                     "local Ray; the first lines say when $RAY_ADDRESS chose it)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)")
     p.add_argument("--gpu", type=float, metavar="SHARE",
                    help="GPUs per trial (per executor of a packed study), instead of the study file's "
                         "resources.gpu: 0 trains on CPU, 0.25 puts four trials on a GPU")
     p.add_argument("--num-samples", type=int, help="number of trials (overrides the study's budget)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as resources allow)")
-    p.add_argument("--optuna-storage", default=os.environ.get("GZSL_OPTUNA_STORAGE"),
-                   help="Optuna RDB URL (default: $GZSL_OPTUNA_STORAGE, else sqlite:///<results>/optuna.db); a "
-                        "password in it is never written to the results, logs or Tune's saved state")
+    p.add_argument("--optuna-storage",
+                   help="Optuna RDB URL without a password (default: $GZSL_OPTUNA_STORAGE, else "
+                        "sqlite:///<results>/optuna.db); a URL with a password goes in $GZSL_OPTUNA_STORAGE, never "
+                        "on the command line, and is never written to the results, logs or Tune's saved state")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     p.add_argument("--no-confirm", action="store_true",
                    help="choose the search's best trial as it is, without retraining the finalists on fresh "
@@ -53,33 +54,23 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     start = time.time()
+    from gzsl.gate import mask
+
     try:
         return _run(args, start)
     except GzslError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2
 
 
 def _run(args, start: float) -> int:
-    from dataclasses import replace
-
+    from gzsl import gate
     from gzsl.datasets import load
-    from gzsl.errors import ConfigError
-    from gzsl.studyfile import load_study, with_gpu
 
-    spec = load_study(args.study)
-    if args.gpu is not None:
-        spec = with_gpu(spec, args.gpu)
-    if args.data_root:
-        spec = replace(spec, data_root=args.data_root)
-    for flag in ("num_samples", "max_concurrent"):
-        value = getattr(args, flag)
-        if value is not None and value < (1 if flag == "num_samples" else 0):
-            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    results = args.results or os.path.join(default_results_root(), spec.name)
-    check_no_secret(results)
-    if "://" not in results:
-        results = os.path.abspath(os.path.expanduser(results))  # printed, and given to --resume and gzsl.report
+    checked = gate.check(args)  # everything that needs no Ray, before Ray starts (gzsl.gate)
+    spec, results, address = checked.spec, checked.results, checked.address
+    for note in checked.notes:
+        print(note, flush=True)
     from gzsl import hyperparams
     from gzsl.selection import TRUST_TRIALS, rung_epochs
 
@@ -88,7 +79,7 @@ def _run(args, start: float) -> int:
               f"training.eval_every {spec.eval_every}: the lowest rung judges on the next evaluated epoch")
     from gzsl import study
 
-    if not args.address:
+    if not address:
         study.check_local_gpu(spec, "--gpu" if args.gpu is not None else None)  # before loading data and starting Ray: such a study could never run here
     data = load(spec.dataset, spec.split, spec.data_root, seed=spec.seed)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables: our lines say it
@@ -100,13 +91,13 @@ def _run(args, start: float) -> int:
     from ray.job_config import JobConfig
 
     experiment = study.check_start(spec, results, args.resume)  # before starting Ray: a wrong start fails at once
-    local = {} if args.address else {"num_cpus": args.num_cpus, **({"include_dashboard": False} if args.no_dashboard else {})}
+    local = {} if address else {"num_cpus": args.num_cpus, **({"include_dashboard": False} if args.no_dashboard else {})}
     # The job's name and metadata on the dashboard's Jobs page (its UI shows metadata["job_name"]).
     job = JobConfig(metadata={"job_name": f"gzsl.tune {spec.name}", "study": spec.name,
                                              "dataset": spec.dataset, "results": results})
     # Without --address a Ray of its own, even where `ray start` left a cluster on this machine (which
     # ray.init(address=None) would join, and with num_cpus refuse).
-    info = ray.init(address=args.address or "local", log_to_driver=False, configure_logging=False, job_config=job, **local)
+    info = ray.init(address=address or "local", log_to_driver=False, configure_logging=False, job_config=job, **local)
     dashboard = getattr(info, "dashboard_url", "") or ""
     print(f"study {spec.name}: {data.name} split={data.split} ({len(data.train)} training images, "
           f"{len(data.seen_classes)}+{len(data.unseen_classes)} classes); "
@@ -125,7 +116,7 @@ def _run(args, start: float) -> int:
     if dashboard:
         print(f"Ray dashboard: http://{dashboard}{dashboard_sign_in()}", flush=True)
     store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
-                            optuna_url=args.optuna_storage, resume=args.resume, cluster=bool(args.address),
+                            optuna_url=checked.storage, resume=args.resume, cluster=bool(address),
                             experiment=experiment)
     trials = store.read("trials")
     target = int(store.read("study").sort_values("started_at").num_samples.iloc[-1])  # this run's budget
@@ -209,24 +200,6 @@ def _confirm(spec, store, load) -> None:
     print(f"(a finalist replaces the defaults only when ahead of them by more than asha.h_noise = {spec.h_noise:g} H)")
 
 
-def check_no_secret(results: str) -> None:
-    """A --results URI that carries a credential (a password, or a secret in its query) would be
-    written into Tune's saved state and the log: refused, naming the way to give it instead."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    from gzsl.errors import ConfigError
-
-    if "://" not in results:
-        return
-    parts = urlsplit(results)
-    secret = [k for k, _ in parse_qsl(parts.query) if any(w in k.lower() for w in ("secret", "password", "token"))]
-    if parts.password or secret:
-        what = "a password" if parts.password else f"{', '.join(secret)} in its query"
-        raise ConfigError(f"--results {parts.scheme}://{parts.hostname or ''}{parts.path}: holds {what}; give "
-                          "credentials through the environment (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                          "or an instance role), never in the URI")
-
-
 def dashboard_sign_in() -> str:
     """How to get past the dashboard's "Authentication Token Required" (Ray's token auth)."""
     from gzsl.study.internals import token_auth_enabled
@@ -236,20 +209,9 @@ def dashboard_sign_in() -> str:
     return "  (it asks for a token: `ray get-auth-token` prints it, or read ~/.ray/auth_token)"
 
 
-def in_ray_job() -> bool:
-    """True in a `ray job submit` entrypoint, whose working directory is Ray's unpacked copy of the
-    submitted one: temporary, and different for every job."""
-    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-
-
-def default_results_root() -> str:
-    """results/ under the current directory; in a Ray job, ~/gzsl-results on the head, so that
-    --resume and gzsl.report find the results of an earlier job."""
-    return os.path.expanduser("~/gzsl-results") if in_ray_job() else "results"
-
-
 def _report(name: str, results: str) -> None:
     from gzsl import report
+    from gzsl.gate import default_results_root, in_ray_job
 
     reports = os.path.join(default_results_root(), "reports") if in_ray_job() else "reports"
     try:

@@ -226,7 +226,8 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     stop = threading.Event()
     watcher = _interrupt_after_first_trial(results, stop)
     try:
-        rc, out, err = tune(monkeypatch, capsys, study, results, "--optuna-storage", url)
+        monkeypatch.setenv("GZSL_OPTUNA_STORAGE", url)  # a password travels in the environment, never on argv
+        rc, out, err = tune(monkeypatch, capsys, study, results)
     finally:
         stop.set()
         watcher.join()
@@ -239,8 +240,7 @@ def test_a_study_in_postgres_resumes_there_beside_another_study(postgres, local_
     assert set(before.trial_id) <= finished
 
     local_ray.hold_after.unlink()  # the resume runs free
-    # The resume takes the URL from the environment; neither run writes its password anywhere.
-    monkeypatch.setenv("GZSL_OPTUNA_STORAGE", url)
+    # Neither run writes its password anywhere.
     rc, out2, err2 = tune(monkeypatch, capsys, study, results, "--resume")
     assert rc == 0, out2 + err2
     assert "sekret" in url and "sekret" not in out + err + out2 + err2
@@ -272,7 +272,8 @@ def test_a_new_run_refuses_a_study_name_the_database_already_holds(postgres, loc
     old = optuna.create_study(study_name="taken", storage=url, direction="maximize")
     old.tell(old.ask(), 30.0)
     study, results = write_study(tmp_path, name="taken", epochs=2, samples=2, final_seeds=0, grace=1), tmp_path / "r"
-    rc, out, err = tune(monkeypatch, capsys, study, results, "--optuna-storage", url)
+    monkeypatch.setenv("GZSL_OPTUNA_STORAGE", url)
+    rc, out, err = tune(monkeypatch, capsys, study, results)
     assert rc == 2, out + err
     line = error_line(err)
     assert "study taken already has 1 trial(s)" in line and "127.0.0.1" in line and "/taken" in line
@@ -286,8 +287,8 @@ def test_a_postgresql_url_without_its_driver_is_one_line_naming_the_fix(local_ra
     for driver in ("psycopg", "psycopg2"):  # SQLAlchemy 2.1's default for postgresql://, and 2.0's
         monkeypatch.setitem(sys.modules, driver, None)  # importing it now fails, as where it is not installed
     study = write_study(tmp_path, name="nodriver", epochs=2, samples=2, final_seeds=0, grace=1)
-    rc, out, err = tune(monkeypatch, capsys, study, tmp_path / "r", "--optuna-storage",
-                        "postgresql://gzsl:sekret@db.example:5432/optuna")
+    monkeypatch.setenv("GZSL_OPTUNA_STORAGE", "postgresql://gzsl:sekret@db.example:5432/optuna")
+    rc, out, err = tune(monkeypatch, capsys, study, tmp_path / "r")
     assert rc == 2, out + err
     line = error_line(err)
     assert "postgresql://" in line and "db.example" in line and 'pip install "gzsl[cluster]"' in line

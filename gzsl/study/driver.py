@@ -17,6 +17,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
+from gzsl.gate import fingerprint
 from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.internals import restored_parts
@@ -267,7 +268,7 @@ def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:
             "resources": json.dumps(spec.resources), "pack": spec.pack, "space": json.dumps(space), "beta": used.beta,
             "kl_weight": used.kl_weight, "sampling": sampling, "classifier": used.classifier,
             "seed": spec.seed, "resumed": resumed,
-            "started_at": datetime.now(timezone.utc), "schema_version": SCHEMA_VERSION}
+            "started_at": datetime.now(timezone.utc), "schema_version": SCHEMA_VERSION, "fingerprint": fingerprint(spec)}
 
 
 def tune_storage(results_uri: str) -> str:
