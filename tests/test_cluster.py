@@ -95,6 +95,8 @@ def test_kuberay_heads_take_only_their_clusters_pods_and_a_token(manifest):
                 kinds.append("cluster")
             else:
                 assert labels == OPERATOR and rule["ports"] == [{"port": dashboard, "protocol": "TCP"}], rule
+                # only from the operator's namespace (a placeholder the user sets), never any namespace
+                assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "OPERATOR_NAMESPACE"}}
                 kinds.append("operator")
     assert sorted(kinds) == ["cluster", "operator"]
 
