@@ -178,9 +178,10 @@ class ResultStore:
     def has_part(self, table: str, part: str) -> bool:
         return self.fs.get_file_info(f"{self._dir(table)}/part-{part}.parquet").type == pafs.FileType.File
 
-    def write_part(self, table: str, part: str, rows: list[dict]) -> bool:
-        """Write rows as one new part; False (nothing written) when that part already exists."""
-        if not rows or self.has_part(table, part):
+    def write_part(self, table: str, part: str, rows: list[dict], replace: bool = False) -> bool:
+        """Write rows as one new part; False (nothing written) when that part already exists,
+        unless `replace` (then the new part takes its place, whole: readers see one or the other)."""
+        if not rows or (self.has_part(table, part) and not replace):
             return False
         columns = schema(table)
         self.fs.create_dir(self._dir(table), recursive=True)

@@ -49,8 +49,10 @@ def read_results(uri: str, name: str | None = None) -> StudyResults:
     for key in ("space", "resources"):
         meta[key] = json.loads(meta[key]) if isinstance(meta.get(key), str) else {}
     trials = trials.sort_values("trial_number").reset_index(drop=True)
+    epochs = store.read("epochs")
+    epochs = epochs[epochs.trial_id.isin(trials.trial_id)]  # a trial's row commits its epochs (callback)
     return StudyResults(name or meta.get("study") or uri.rstrip("/").rsplit("/", 1)[-1], meta, trials,
-                        store.read("epochs").sort_values(["trial_id", "epoch"]), store.read("final"),
+                        epochs.sort_values(["trial_id", "epoch"]), store.read("final"),
                         store.read("confirm"), store.read("audit"))
 
 

@@ -103,7 +103,12 @@ class ParquetCallback(tune.Callback):
                        **{k: e.get(k) for k in ("loss_total", "loss_vae", "loss_sc", "loss_cr", "loss_dd")},
                        **({"val_U": e["val_U"], "val_S": e["val_S"], "val_H": e["val_H"]} if e.get("evaluated")
                           else {})} for e in epochs]
-        self.store.write_part("epochs", tid, epoch_rows)
+        # The trial's row is the commit: written last, and a trial with one is recorded whole. A kill
+        # between the two parts leaves epochs without a row, which readers ignore (records.load) and
+        # the rerun replaces with its own.
+        if self.store.has_part("trials", tid):
+            return
+        self.store.write_part("epochs", tid, epoch_rows, replace=True)
         self.store.write_part("trials", tid, [row])
         self.finished += 1
         h = row["best_val_H"] if row["best_val_H"] is not None else float("nan")
