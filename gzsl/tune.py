@@ -135,9 +135,15 @@ def _run(args, start: float) -> int:
         return 1
     shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
     print(f"best configuration: {shown}")
+    incomplete = 0
     if not args.no_refit and spec.final_seeds > 0:
         test_data = load(spec.dataset, "test", spec.data_root, seed=spec.seed)  # first use of test images
         final = study.final_refit(spec, best, test_data, store)
+        incomplete = spec.final_seeds - len(final)
+        if len(final) == 0:
+            print(f"final refit: no seed completed (error files in {results.rstrip('/')}/errors/); "
+                  f"python -m gzsl.tune --study {args.study} --resume --results {results} retries each once")
+            return 1
         for prefix, label in (("test_", "CADA-VAE classifier recipe"), ("fast_test_", "fast classifier")):
             if len(final) == 1:
                 print(f"test (1 seed), {label}: " + "  ".join(f"{k} {final[prefix + k].iloc[0]:.2f}" for k in "USH"))
@@ -150,6 +156,10 @@ def _run(args, start: float) -> int:
             print(f"models: {len(saved)} in {results.rstrip('/')}/models/ (python -m gzsl.predict --model {first})")
     if not args.no_report:
         _report(spec.name, results)
+    if incomplete:
+        print(f"final refit: {incomplete} of {spec.final_seeds} seeds failed (error files in {results.rstrip('/')}/errors/); "
+              f"python -m gzsl.tune --study {args.study} --resume --results {results} retries each once")
+        return 1
     print(f"done in {time.time() - start:.0f}s; results in {results}")
     return 0
 

@@ -20,6 +20,7 @@ from gzsl import hyperparams
 from gzsl.results import ResultStore
 from gzsl.selection import audited
 from gzsl.study.callback import say
+from gzsl.study.tasks import gather
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
 from gzsl.trainer import train
@@ -60,13 +61,17 @@ def audit(spec: StudySpec, trials, data, store: ResultStore, log=say):
     res = spec.resources
     task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_audit_one)
     ref = ray.put(data) if todo else None
-    pending = [task.remote(spec, {**{k: r[k] for k in hyperparams.names() if k in r}, "trial_id": r.trial_id,
-                                  "epochs_run": r.epochs_run, "last_val_H": r.last_val_H}, ref) for r in todo]
-    while pending:
-        done, pending = ray.wait(pending)
-        row = ray.get(done[0])
+    left = [len(todo)]
+
+    def written(row: dict) -> None:
         store.write_part("audit", row["trial_id"], [row])
+        left[0] -= 1
         h = f"{row['best_val_H']:.2f}" if row["best_val_H"] is not None else "none"
         log(f"audit trial {row['trial_id']}: stopped at epoch {row['stopped_epoch']}; to the end: best H {h} "
-            f"(epoch {row['best_epoch']}), {row['seconds']:.0f}s ({len(pending)} to go)")
+            f"(epoch {row['best_epoch']}), {row['seconds']:.0f}s ({left[0]} to go)")
+
+    jobs = [(r.trial_id, lambda r=r: task.remote(spec, {**{k: r[k] for k in hyperparams.names() if k in r},
+                                                        "trial_id": r.trial_id, "epochs_run": r.epochs_run,
+                                                        "last_val_H": r.last_val_H}, ref)) for r in todo]
+    gather(store, "audit", jobs, written, log, "audit trial")
     return store.read("audit")

@@ -17,6 +17,7 @@ import torch
 
 from gzsl.results import ResultStore
 from gzsl.study.callback import say
+from gzsl.study.tasks import gather
 from gzsl.study.refit import trial_params
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
@@ -58,14 +59,18 @@ def confirm(spec: StudySpec, finalists: list[dict], split_data: dict, store: Res
     res = spec.resources
     task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_confirm_one)
     refs = {k: ray.put(d) for k, d in split_data.items()}
-    pending = [task.remote(spec, {**trial_params(f, spec.h_noise), "start": f.get("start") or ""}, refs[k], k)
-               for f in finalists for k in sorted(split_data) if not store.has_part("confirm", part(f["trial_id"], k))]
-    while pending:
-        done, pending = ray.wait(pending)
-        row = ray.get(done[0])
+    jobs = [(part(f["trial_id"], k), lambda f=f, k=k: task.remote(
+                spec, {**trial_params(f, spec.h_noise), "start": f.get("start") or ""}, refs[k], k))
+            for f in finalists for k in sorted(split_data) if not store.has_part("confirm", part(f["trial_id"], k))]
+    left = [len(jobs)]
+
+    def written(row: dict) -> None:
         store.write_part("confirm", part(row["trial_id"], row["val_split"]), [row])
+        left[0] -= 1
         label = f" ({row['start']})" if row["start"] else ""
         shown = f"U {row['val_U']:.2f} S {row['val_S']:.2f} H {row['val_H']:.2f}" if row["val_H"] is not None else "no score"
         log(f"confirm trial {row['trial_id']}{label} on validation split {row['val_split']}: {shown} "
-            f"(epoch {row['scored_epoch']}, {row['seconds']:.0f}s, {row['status']}; {len(pending)} to go)")
+            f"(epoch {row['scored_epoch']}, {row['seconds']:.0f}s, {row['status']}; {left[0]} to go)")
+
+    gather(store, "confirm", jobs, written, log, "confirmation")
     return store.read("confirm")

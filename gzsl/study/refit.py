@@ -13,6 +13,7 @@ from gzsl import hyperparams, modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
 from gzsl.results import ResultStore, chosen_val_H, confirmed, refit_epoch
 from gzsl.study.callback import say
+from gzsl.study.tasks import gather
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
 from gzsl.trainer import MAIN, classifier_config, train
@@ -82,10 +83,8 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
     task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_refit_one)
     data_ref = ray.put(test_data)
     results = store.uri if "://" in store.uri else os.path.abspath(store.uri)
-    pending = [task.remote(spec, params, data_ref, s) for s in todo]
-    while pending:
-        done, pending = ray.wait(pending)
-        row = ray.get(done[0])
+
+    def written(row: dict) -> None:
         model_bytes = row.pop("model_bytes")
         if model_bytes is not None:  # the driver writes it: the task's node may not see the results folder
             modelfile.write(f"{results.rstrip('/')}/{row['model']}", model_bytes)
@@ -95,4 +94,7 @@ def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, lo
             f"S {row['fast_test_S']:.2f} H {row['fast_test_H']:.2f} (fast classifier) "
             f"(epoch {row['scored_epoch']} of {row['epochs']}, {row['seconds']:.0f}s, {row['status']})"
             + (f"; model {store.uri.rstrip('/')}/{row['model']}" if row["model"] else ""))
+
+    gather(store, "final", [(f"seed{s}", lambda s=s: task.remote(spec, params, data_ref, s)) for s in todo],
+           written, log, "final refit")
     return store.read("final")
