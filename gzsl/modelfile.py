@@ -14,6 +14,7 @@ import dataclasses
 import io
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,7 @@ def load(path: str) -> SavedModel:
     except (FileNotFoundError, OSError) as exc:
         raise GzslError(f"{path}: cannot read the model file ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                         "a study's refit writes them under results/<study>/models/") from None
+    _check_archive(raw, path)
     try:
         p = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a file it cannot read
@@ -135,6 +137,21 @@ def load(path: str) -> SavedModel:
         what = what if isinstance(exc, _Invalid) else f"{type(exc).__name__}: {what}"
         raise GzslError(f"{path}: not a valid gzsl model file ({what}); use one written by a study's refit "
                         "or gzsl.train --save") from None
+
+
+def _check_archive(raw: bytes, path: str) -> None:
+    """Memory bounded by the file's size before torch reads it: torch.save writes a zip archive
+    whose entries are stored, never compressed, so an entry that is compressed (a deflated storage
+    of a few KB can unpack to gigabytes inside torch.load) or says it is larger than the whole file
+    was not written by it."""
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(raw)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise GzslError(f"{path}: not a gzsl model file (not a zip archive as torch.save writes)") from None
+    for e in entries:
+        if e.compress_type != zipfile.ZIP_STORED or e.file_size > len(raw):
+            raise GzslError(f"{path}: not a gzsl model file (entry {e.filename!r} is compressed or larger than the "
+                            "file, which torch.save never writes); use one written by a study's refit or gzsl.train --save")
 
 
 class _Invalid(Exception):

@@ -145,3 +145,28 @@ def test_a_cub_model_names_cub_classes_and_refuses_other_data(tmp_path):
     other = write_matching_res101(att, tmp_path / "other", "CUB", dim=8, seed=1)
     code, out, err = run(predict.main, ["--model", str(model), "--data-root", str(other)])
     assert code == 2 and "differ from those the model was trained on" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_compressed_storage_is_refused_before_torch_unpacks_it(saved, tmp_path, monkeypatch):
+    """A model file rewritten with one storage grown to 400 MB of zeros and deflated: a few hundred KB
+    on disk. It is refused from the archive's directory, before torch.load runs."""
+    import zipfile
+
+    path, _ = saved
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bomb, "w") as dst:
+        names = src.namelist()
+        storage = next(n for n in names if "/data/" in n)
+        for n in names:
+            if n == storage:
+                dst.writestr(n, bytes(400 * 2**20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                dst.writestr(n, src.read(n))
+    assert bomb.stat().st_size < 2 * 2**20
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran on a compressed archive"))
+    np.save(tmp_path / "new.npy", np.zeros((2, 512), np.float32))
+    code, out, err = run(predict.main, ["--model", str(bomb), "--features", str(tmp_path / "new.npy")])
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"error: {bomb}: not a gzsl model file (entry '{storage}' is compressed or "
+                                        "larger than the file, which torch.save never writes); use one written by a "
+                                        "study's refit or gzsl.train --save"]
