@@ -64,8 +64,8 @@ def test_a_peak_grid_adds_the_recipe_between_the_decisions(tmp_path):
     ("[resources]\ncpu = 1\npack = 100000", r"resources.pack: must be in \[1, 1024\], got 100000"),
     ("[training]\nbatch_size = 10000000", r"training.batch_size: must be in \[1, 65536\], got 10000000"),
     ("[resources]\ncpu = 1e308", r"resources.cpu: must be in \[0, 4096\], got 1e\+308"),
-    ("[space.latent_size]\nchoices = [16, 1000000]", r"space.latent_size.choices: latent_size takes positive integers "
-                                                     r"up to 4096, got \[16, 1000000\]"),
+    ("[space.lam]\nchoices = [1.0, 1000000.0]", r"space.lam.choices: lam takes positive numbers up to 10000, "
+                                                r"got \[1.0, 1000000.0\]"),
     ("[space.gamma]\nchoices = [0.5, 0.5]", r"space.gamma.choices: each value once, got \[0.5, 0.5\]"),
     ("[space.lr]\nlow = 1e-4\nhigh = 1e6", r"space.lr.high: lr must stay <= 10, got 1000000.0"),
     ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
@@ -173,8 +173,8 @@ def test_the_study_file_knows_the_models_samplings_and_classifiers():
     ("[training]\nkl_weight = nan", "training.kl_weight: must be a finite number > 0, got nan"),
     ("[training]\nkl_weight = inf", "training.kl_weight: must be a finite number > 0, got inf"),
     ('[space.lr]\nlow = 1e-4\nhigh = 1e-3\nlog = "false"', "space.lr.log: expected true or false (no quotes), got 'false'"),
-    ('[space.gamma]\nchoices = ["high", "low"]', "space.gamma.choices: gamma takes positive numbers, got ['high', 'low']"),
-    ("[space.gamma]\nchoices = [1, 0]", "space.gamma.choices: gamma takes positive numbers, got [1, 0]"),
+    ('[space.gamma]\nchoices = ["high", "low"]', "space.gamma.choices: gamma takes positive numbers up to 10000, got ['high', 'low']"),
+    ("[space.gamma]\nchoices = [1, 0]", "space.gamma.choices: gamma takes positive numbers up to 10000, got [1, 0]"),
     ("[space.lam]\nlow = 0\nhigh = 4\nlog = false", "space.lam.low: lam must stay > 0, got 0"),
     ("[space.lr]\nlow = -1e-3\nhigh = 1e-3\nlog = false", "space.lr.low: lr must stay > 0, got -0.001"),
 ])
@@ -192,7 +192,7 @@ def test_bad_values_are_one_line_naming_file_and_key(tmp_path, extra, message):
     ("[resources]\ncpu = inf", "resources.cpu: must be a finite number >= 0, got inf"),
     ("[resources]\ncpu = nan", "resources.cpu: must be a finite number >= 0, got nan"),
     ("[training]\nhidden = [true, 1, 1, 1]",
-     "training.hidden: expected 4 positive integers (ENC_V, DEC_V, ENC_S, DEC_S), got [True, 1, 1, 1]"),
+     "training.hidden: expected 4 integers in [1, 65536] (ENC_V, DEC_V, ENC_S, DEC_S), got [True, 1, 1, 1]"),
     ("# caf\xe9", f"not UTF-8 text (byte {len(GOOD) + 6}); save the study file as UTF-8"),
 ])
 def test_tune_refuses_a_bad_study_in_one_line(tmp_path, extra, message):
@@ -207,7 +207,7 @@ def test_tune_refuses_a_bad_study_in_one_line(tmp_path, extra, message):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("seed = -1", "study.seed: must be >= 0 (numpy and Optuna seeds are unsigned), got -1"),
+    ("seed = -1", "study.seed: must be in [0, 4294967295], got -1 (numpy's and Optuna's seeds are unsigned 32-bit)"),
     ('split = "test"', "study.split: a study tunes on validation H and scores test once, in its final refit; "
                        'tuning on test H would report a test score chosen on test: use split = "val"'),
 ])
