@@ -84,9 +84,35 @@ def short_study(tmp_path_factory):
                         training_extra="kl_weight = 0.5", space_extra='sampling = { choices = ["textbook", "cada"] }')
     results = tmp / "results"
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                        "--num-cpus", "2", "--no-dashboard"], capture_output=True, text=True, timeout=1200, cwd=tmp)
+                        "--num-cpus", "2", "--no-dashboard"], capture_output=True, text=True, timeout=800, cwd=tmp)
     assert p.returncode == 0, p.stdout + p.stderr
     return study, results, p.stdout
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports the OS has free now (all bound at once, so they differ), for a Ray of a test's own."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """The suite's last line says what was skipped and why, counted: a skip is never silent."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason.removeprefix("Skipped: ")] = reasons.get(reason.removeprefix("Skipped: "), 0) + 1
+    shown = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+    terminalreporter.write_line(f"skipped: {len(skipped)}" + (f" ({shown})" if shown else ""))
 
 
 def pytest_sessionfinish(session, exitstatus):

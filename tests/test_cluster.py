@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gzsl.studyfile import load_study
-from tests.conftest import ray_session_pids, ray_sessions, stop_ray_session
+from tests.conftest import free_ports, ray_session_pids, ray_sessions, stop_ray_session
 from tests.test_study import INJECT, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,15 +212,17 @@ def test_ray_job_submit_runs_a_study_on_a_head_node(tmp_path):
     env = {**_env(), "RAY_ADDRESS": ""}
     # Ports of its own (the dashboard agent's default 52365 is taken by any other Ray on the machine,
     # and then no job can be submitted): a study running beside the suite must not break it.
-    head = OwnHead("--num-cpus", "2", "--port", "6390", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275",
-                   "--dashboard-agent-listen-port", "52375")
+    gcs, dashboard, agent = free_ports(3)  # from the OS: no clash with another Ray on the machine
+    head = OwnHead("--num-cpus", "2", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                   str(dashboard), "--dashboard-agent-listen-port", str(agent))
     try:
         for _ in range(120):  # the head's job agent may start well after `ray start` returns on a loaded machine
             submit = subprocess.run(
-                [RAY, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(ROOT),
-                 "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build", ".whl"]}),
+                [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
+                 "--runtime-env-json", json.dumps({"excludes": [".venv", "results", "reports", ".git", "build", ".whl",
+                                                                "docs", "benchmarks"]}),
                  "--", sys.executable, "-m", "gzsl.tune", "--study", str(study), "--address", "auto"],
-                capture_output=True, text=True, timeout=1200, env=env)
+                capture_output=True, text=True, timeout=800, env=env)
             if "No available agent to submit job" not in submit.stderr:
                 break
             time.sleep(2)

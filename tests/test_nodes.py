@@ -18,12 +18,25 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from tests.conftest import free_ports
 from tests.test_cluster import RAY, ROOT, OwnHead, _env
 from tests.test_study import INJECT, optuna_states, write_study
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None,
-    reason="a worker node with a disk of its own needs a mount namespace: root and unshare (util-linux)")
+GCS = f"127.0.0.1:{free_ports(1)[0]}"  # the head's port, from the OS: no clash with another Ray here
+
+
+def _mount_namespace() -> str | None:
+    """Why a mount namespace with a tmpfs cannot be made here (None: it can): root and unshare are
+    not enough in a container without CAP_SYS_ADMIN, so it is probed, not assumed."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return "root and unshare (util-linux)"
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs none /mnt"],
+                           capture_output=True, text=True, timeout=30)
+    return None if probe.returncode == 0 else f"a mount namespace ({probe.stderr.strip()[:80]})"
+
+
+_WHY = _mount_namespace()
+pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"a worker node with a disk of its own needs {_WHY}")
 
 HOME = Path.home()
 
@@ -116,14 +129,14 @@ def cluster(tmp_path):
     every process of the worker nodes holds its epochs while the file `hold` exists (tests/inject)."""
     results, hold = tmp_path / "results", tmp_path / "hold"
     results.mkdir()
-    head = OwnHead("--num-cpus", "0", "--port", "6395", "--include-dashboard=false",
+    head = OwnHead("--num-cpus", "0", "--port", GCS.rsplit(":", 1)[1], "--include-dashboard=false",
                    f"--system-config={FAST_HEALTH_CHECK}")
     inject = {"PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
               "GZSL_INJECT_FAULT": "hold-while", "GZSL_INJECT_HOLD": str(hold)}
     workers = []
 
     def add_worker() -> WorkerNode:
-        workers.append(WorkerNode("127.0.0.1:6395", hide=[results], env=inject))
+        workers.append(WorkerNode(GCS, hide=[results], env=inject))
         return workers[-1]
 
     try:
@@ -137,10 +150,10 @@ def cluster(tmp_path):
 
 def test_a_study_on_a_worker_without_shared_disk_writes_its_models_on_the_head(cluster, tmp_path):
     results = cluster.results
-    (worker,) = [n for n in nodes("127.0.0.1:6395") if n["cpus"] > 0]  # the hold file is absent: no hold
+    (worker,) = [n for n in nodes(GCS) if n["cpus"] > 0]  # the hold file is absent: no hold
     study = write_study(tmp_path, name="nodes", epochs=2, samples=3, final_seeds=1, grace=2)
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                        "--address", "127.0.0.1:6395", "--no-report"], capture_output=True, text=True, timeout=900,
+                        "--address", GCS, "--no-report"], capture_output=True, text=True, timeout=900,
                        env=_env())
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     trials = pd.read_parquet(results / "trials.parquet")
@@ -167,13 +180,13 @@ def test_a_study_goes_on_when_its_worker_node_is_lost(cluster, tmp_path, pack):
     again on B under their names; the driver says which node was lost."""
     results, hold = cluster.results, cluster.hold
     hold.touch()
-    (a,) = [n["id"] for n in nodes("127.0.0.1:6395") if n["cpus"] > 0]
+    (a,) = [n["id"] for n in nodes(GCS) if n["cpus"] > 0]
     study = write_study(tmp_path, name=f"lost{pack}", epochs=2, samples=12, final_seeds=0, grace=2, max_failures=2)
     if pack > 1:  # two executors of one CPU, two configurations each
         study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
                          .replace("max_concurrent = 2", "max_concurrent = 4"))
     proc = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                             "--address", "127.0.0.1:6395", "--no-report"], stdout=subprocess.PIPE,
+                             "--address", GCS, "--no-report"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_env())
     try:
         deadline = time.monotonic() + 300
@@ -188,7 +201,7 @@ def test_a_study_goes_on_when_its_worker_node_is_lost(cluster, tmp_path, pack):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-4000:]
-    (b,) = [n["id"] for n in nodes("127.0.0.1:6395") if n["cpus"] > 0 and n["alive"]]
+    (b,) = [n["id"] for n in nodes(GCS) if n["cpus"] > 0 and n["alive"]]
     assert f"node {a} (" in out and "lost" in out.split(f"node {a} (", 1)[1].split("\n", 1)[0], out[-4000:]
     retried = set(re.findall(r"^trial (\w+) retried", out, re.M))
     assert retried, out[-4000:]  # what ran on A failed with its node, and Tune tried it again
