@@ -100,7 +100,7 @@ SEARCHED: tuple[Hyperparameter, ...] = (
     Hyperparameter("gamma", float, 1.0, "weight of the shuffling classification loss L_SC", high=1e4),
     Hyperparameter("lam", float, 2.37, "weight of modality alignment L_MA = L_CR + beta L_DD", high=1e4),
     Hyperparameter("latent_size", int, 64, "size of z^t and of z^p", example=(16, 32, 64, 128), high=4096),
-    Hyperparameter("lr", float, 1.5e-4, "Adam (amsgrad) learning rate", high=10.0),
+    Hyperparameter("lr", float, 1.5e-4, "Adam (amsgrad) learning rate", high=1e3),
     Hyperparameter("sampling", str, "cada",
                    "reparameterization: cada (CADA-VAE's code: sigma = exp(logvar), one noise draw per row) "
                    "or textbook (sigma = exp(logvar/2), noise per dimension)",

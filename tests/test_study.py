@@ -71,8 +71,8 @@ def tune_cmd(study, results, *extra):
             "--no-report", "--no-dashboard", *extra]
 
 
-def run_tune(study, results, *extra, timeout=1200):
-    return subprocess.run(tune_cmd(study, results, *extra), capture_output=True, text=True, timeout=timeout)
+def run_tune(study, results, *extra, timeout=800, env=None):
+    return subprocess.run(tune_cmd(study, results, *extra), capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def optuna_states(results, name):
@@ -183,14 +183,16 @@ def test_a_short_study_end_to_end(short_study):
 
 
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
-    # latent_size 2**40 cannot be allocated (the trial raises); lr above 0.2 diverges. TPE's two seeded
-    # startup draws are (16, lr 0.35) and (2**40, lr 0.2), proposed before any trial ends: one diverges
+    # latent_size 4096 cannot be allocated (tests/inject raises a CUDA out-of-memory for it; a size that
+    # truly cannot be is out of the study file's bounds); lr above 0.2 diverges. TPE's two seeded
+    # startup draws are (16, lr 0.35) and (4096, lr 0.2), proposed before any trial ends: one diverges
     # and one errors in any order. Later proposals depend on the order trials end, so whether any
     # trial completes does too: without one there is nothing to choose, and the run says so (exit 1).
     study = write_study(tmp_path, name="faulty", epochs=3, samples=8, final_seeds=0, max_failures=1, grace=1,
-                        latent="[16, 1099511627776]", lr_low=1e-3, lr_high=1e3)
+                        latent="[16, 4096]", lr_low=1e-3, lr_high=1e3)
     results = tmp_path / "results"
-    p = run_tune(study, results)
+    p = run_tune(study, results, env={**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+                                      "GZSL_INJECT_FAULT": "latent-4096"})
     trials = pd.read_parquet(results / "trials.parquet").set_index("trial_id")
     assert len(trials) == 8
     completed = (trials.status == "completed").any()
@@ -198,7 +200,7 @@ def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_
     assert completed or "no trial finished with a score" in p.stdout
     errors, diverged = trials[trials.status == "error"], trials[trials.status == "diverged"]
     assert len(errors) >= 1 and len(diverged) >= 1, trials[["status", "latent_size", "lr"]]
-    assert (errors.latent_size == 2**40).all()
+    assert (errors.latent_size == 4096).all()
     assert errors.error.str.contains("alloc|memory|overflow", case=False).all()
     # One line per errored trial, naming the file that keeps its traceback (not Tune's traceback itself).
     shown = re.findall(r"\(traceback: (.+?error\.txt)\)", p.stdout)

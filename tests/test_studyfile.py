@@ -67,7 +67,7 @@ def test_a_peak_grid_adds_the_recipe_between_the_decisions(tmp_path):
     ("[space.lam]\nchoices = [1.0, 1000000.0]", r"space.lam.choices: lam takes positive numbers up to 10000, "
                                                 r"got \[1.0, 1000000.0\]"),
     ("[space.gamma]\nchoices = [0.5, 0.5]", r"space.gamma.choices: each value once, got \[0.5, 0.5\]"),
-    ("[space.lr]\nlow = 1e-4\nhigh = 1e6", r"space.lr.high: lr must stay <= 10, got 1000000.0"),
+    ("[space.lr]\nlow = 1e-4\nhigh = 1e6", r"space.lr.high: lr must stay <= 1000, got 1000000.0"),
     ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
     ("[resources]\ncpu = 1\npack = 2.5", r"resources.pack: expected int, got float 2.5"),
     ("[asha]\nh_noise = -1.0", r"asha.h_noise: must be an H in \[0, 100\], got -1.0"),

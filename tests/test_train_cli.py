@@ -66,7 +66,7 @@ def test_bad_flags_exit_2_without_traceback(flag):
     ("--seed", "-1", "must be an integer in [0, 4294967295] (numpy seeds are unsigned 32-bit)"),
     ("--seed", str(2**64), "must be an integer in [0, 4294967295] (numpy seeds are unsigned 32-bit)"),
     ("--gamma", "-5", "must be a finite number > 0 and <= 10000"), ("--lam", "nan", "must be a finite number > 0 and <= 10000"),
-    ("--alpha", "inf", "must be a finite number > 0 and <= 10000"), ("--lr", "nan", "must be a finite number > 0 and <= 10"),
+    ("--alpha", "inf", "must be a finite number > 0 and <= 10000"), ("--lr", "nan", "must be a finite number > 0 and <= 1000"),
     ("--latent-size", "100000000", "must be a positive integer and <= 4096"),
     ("--kl-weight", "inf", "must be a finite number > 0"),
 ])

@@ -5,6 +5,7 @@ GZSL_INJECT_FAULT names:
     first   the first member this process trains, in every epoch it is in the pack
     marked  every member whose key contains "bad"
     every   every member, in every epoch (executors go out of rotation until Ray's restarts are spent)
+    latent-N  every member of latent size N (a configuration that cannot be allocated, within the bounds)
 or, for GZSL_INJECT_FAULT=wrong-epoch-graph, training epochs are "captured" on the CPU by a wrong
 stand-in for a CUDA graph (its replays reuse the inputs it was captured with), which the fast
 paths' self-check (gzsl.fastpaths) must catch.
@@ -118,7 +119,8 @@ def _patch(module) -> None:
     run_epoch, seen = module.Pack.run_epoch, []
 
     def run_epoch_with_fault(self, *args, **kwargs):
-        if _faulty([m.key for m in self.members], seen):
+        if _faulty([m.key for m in self.members], seen) or (
+                MODE.startswith("latent-") and any(m.config.latent_size == int(MODE[7:]) for m in self.members)):
             raise RuntimeError(MESSAGE)
         return run_epoch(self, *args, **kwargs)
 
