@@ -1,0 +1,61 @@
+"""The choice and the refit epoch (gzsl.results), on hand-made rows whose right answers are worked
+out in each test: the search's best, the refit's epoch, the finalists and the confirmation's pick."""
+
+import pandas as pd
+
+from gzsl.results import best_trial, confirmed, finalists, refit_epoch
+
+
+def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():
+    trials = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "trial_number": [0, 1, 2, 3],
+                           "status": ["completed", "completed", "pruned", "completed"],
+                           "best_val_H": [50.0, 48.0, 60.0, 50.0], "best_epoch": [10, 30, 8, 12],
+                           "last_val_H": [40.0, 48.0, 60.0, 45.0]})
+    assert best_trial(trials)["trial_id"] == "a"  # its peak, not its last epoch; ties: the earlier; never pruned
+    assert best_trial(trials[trials.status == "pruned"])["trial_id"] == "c"  # pruned only when none completed
+
+
+def test_a_refit_stops_at_the_peak_only_when_the_peak_is_clear_of_the_seed_noise():
+    """A refit (and a confirmation) scores the trial's best epoch when its H there leads its last
+    epoch's by more than h_noise; a peak within the noise of the end is trained through to the end."""
+    row = {"trial_id": "t", "status": "completed", "best_epoch": 60, "epochs_run": 100}
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 41.0}, 2.0) == 60  # fell 9 H after its peak
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 48.5}, 2.0) == 100  # 1.5 H: noise
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 48.0}, 2.0) == 100  # 2.0 H: not more than it
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": 48.5}, 0.0) == 60  # no noise allowed: the peak
+    assert refit_epoch({**row, "best_epoch": 100, "best_val_H": 50.0, "last_val_H": 50.0}, 2.0) == 100
+    stopped = {**row, "status": "pruned", "best_epoch": 70, "epochs_run": 75, "best_val_H": 30.0, "last_val_H": 29.0}
+    assert refit_epoch(stopped, 2.0) == 75  # a stopped trial: the last epoch it trained
+    assert refit_epoch({**row, "best_val_H": 50.0, "last_val_H": float("nan")}, 2.0) == 60  # no last H: the peak
+    assert refit_epoch({"trial_id": "t", "best_epoch": None}, 2.0) == 0  # nothing recorded: the schedule's end
+
+
+def _confirm_rows(hs: dict, status: dict | None = None) -> pd.DataFrame:
+    rows = [{"trial_id": t, "val_split": k, "val_H": h, "status": (status or {}).get((t, k), "completed")}
+            for t, per_split in hs.items() for k, h in enumerate(per_split, 1)]
+    return pd.DataFrame(rows)
+
+
+def test_a_finalist_replaces_the_defaults_only_when_ahead_by_more_than_the_seed_noise():
+    """The search's best (b: 61.8 on validation) is the maximum of many noisy numbers; on fresh
+    splits it is compared with the defaults (d) and replaces them only when ahead by more than
+    h_noise (2 H here), on the mean over the splits, never on the search's own value."""
+    trials = pd.DataFrame({"trial_id": ["d", "a", "b", "c"], "trial_number": [0, 1, 2, 3],
+                           "status": ["completed", "completed", "completed", "pruned"],
+                           "start": ["defaults", "", "", ""], "best_val_H": [50.5, 55.0, 61.8, 40.0],
+                           "best_epoch": [85, 100, 100, 10]})
+    assert [f["trial_id"] for f in finalists(trials, 2)] == ["b", "a", "d"]  # the defaults wherever they rank
+    assert [f["trial_id"] for f in finalists(trials, 3)] == ["b", "a", "d"]  # completed only, as the search chooses
+    assert [f["trial_id"] for f in finalists(trials, 1)] == ["b", "d"]
+    # b leads by 1.5 on the fresh splits: within the noise, the defaults stay.
+    pick, means = confirmed(trials, _confirm_rows({"d": [48.0, 50.0], "a": [45.0, 47.0], "b": [50.0, 51.0]}), 2.0)
+    assert pick["trial_id"] == "d" and means == {"d": 49.0, "a": 46.0, "b": 50.5}
+    # a leads by 3: it is chosen, though b was the search's best.
+    pick, _ = confirmed(trials, _confirm_rows({"d": [48.0, 50.0], "a": [52.0, 52.0], "b": [50.0, 51.0]}), 2.0)
+    assert pick["trial_id"] == "a"
+    # A finalist that diverged on a split is out, however high its other split.
+    rows = _confirm_rows({"d": [48.0, 50.0], "a": [90.0, 0.0]}, status={("a", 2): "diverged"})
+    assert confirmed(trials, rows, 2.0)[0]["trial_id"] == "d"
+    # Without confirmation rows the search's best is chosen; without the defaults, the best mean.
+    assert confirmed(trials, pd.DataFrame(), 2.0)[0]["trial_id"] == "b"
+    assert confirmed(trials, _confirm_rows({"a": [40.0, 41.0], "b": [30.0, 35.0]}), 2.0)[0]["trial_id"] == "a"
