@@ -62,7 +62,7 @@ def check(args, environ=os.environ) -> Checked:
     check_no_secret(results)
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))
-    check_results_folder(spec, results, args.resume)
+    check_results_folder(spec, results, args.resume, args.num_samples)
     if not address:
         check_local_cpus(spec, args.num_cpus)
     return Checked(spec, results, storage, address, notes)
@@ -134,7 +134,7 @@ def fingerprint(spec: StudySpec) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_results_folder(spec: StudySpec, results: str, resume: bool) -> None:
+def check_results_folder(spec: StudySpec, results: str, resume: bool, num_samples: int | None = None) -> None:
     """The results folder, if it holds anything: every Parquet part reads, under this gzsl's
     schema, and it is this study's (its name; on --resume the settings are compared key by key
     later, gzsl.study.check_start). Another study's folder is refused: two studies in one folder
@@ -164,6 +164,10 @@ def check_results_folder(spec: StudySpec, results: str, resume: bool) -> None:
     if not resume and recorded:
         raise ResultsError(f"{results}: already holds a run of study {spec.name}; add --resume to continue it, or "
                            "pass another --results folder")
+    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
+    if resume and num_samples is not None and len(first) and num_samples != int(first.num_samples.iloc[0]):
+        raise ConfigError(f"--num-samples {num_samples}: the run in {results} was started with a budget of "
+                          f"{int(first.num_samples.iloc[0])} trials, which a resumed run keeps; resume without --num-samples")
     if resume and recorded and fingerprint(spec) not in recorded:
         from gzsl.study.driver import check_unchanged  # names the key that changed
 

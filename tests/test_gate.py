@@ -37,10 +37,10 @@ def study(tmp_path):
     return path
 
 
-def started(results, name: str, fingerprint: str = "0123456789abcdef") -> None:
+def started(results, name: str, fingerprint: str = "0123456789abcdef", num_samples: int = 12) -> None:
     ResultStore(str(results)).write_part("study", "run-1", [{
         "study": name, "schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "resumed": False,
-        "started_at": datetime.now(timezone.utc)}])
+        "started_at": datetime.now(timezone.utc), "num_samples": num_samples}])
 
 
 def test_mask_hides_every_password_whatever_the_url_looks_like():
@@ -156,3 +156,35 @@ def test_tune_refuses_before_ray_starts(monkeypatch, tmp_path, study, capsys):
     assert tune.main(["--study", str(study)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: $GZSL_OPTUNA_STORAGE gzsl:***@db/optuna") and "PASSWORD" not in err
+
+
+def test_resume_keeps_the_budget_the_run_started_with(tmp_path, study):
+    results = tmp_path / "results"
+    spec = gate.check(args(study, results=str(results))).spec
+    started(results, "second", gate.fingerprint(spec), num_samples=12)
+    with pytest.raises(ConfigError) as err:
+        gate.check(args(study, results=str(results), resume=True, num_samples=10))
+    assert str(err.value) == (f"--num-samples 10: the run in {results} was started with a budget of 12 trials, which a "
+                              "resumed run keeps; resume without --num-samples")
+    assert gate.check(args(study, results=str(results), resume=True, num_samples=12)).results == str(results)
+
+
+def test_resume_of_a_folder_with_no_run_says_so_before_ray_starts(monkeypatch, tmp_path, study, capsys):
+    import ray
+
+    from gzsl import tune
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init called"))
+    results = tmp_path / "empty"
+    assert tune.main(["--study", str(study), "--results", str(results), "--resume"]) == 2
+    assert capsys.readouterr().err == (f"error: --resume: no interrupted study at {results}/tune/second; run without "
+                                       "--resume to start one\n")
+
+
+def test_a_file_uri_results_folder_is_read_and_owned_as_a_path_is(tmp_path, study):
+    """--results as a pyarrow URI (file://, as s3:// would be): the same checks, through pyarrow's filesystem."""
+    uri = f"file://{tmp_path}/results"
+    started(uri, "first")
+    assert ResultStore(uri).read("study").study.tolist() == ["first"]
+    with pytest.raises(ResultsError, match="that folder belongs to study first, not second"):
+        gate.check(args(study, results=uri))

@@ -2,10 +2,14 @@
 each still there in the installed versions (an upgrade that removes one fails here, by name), and
 read nowhere else in the study layer."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
@@ -46,7 +50,15 @@ def test_the_readers_return_what_they_say():
     assert internals.stored(study, trial).intermediate_values == {1: 0.25}
     study.tell(trial, 0.5)
     assert internals.stored(study, trial).state == TrialState.COMPLETE
-    assert internals.token_auth_enabled() in (True, False, None)
+
+
+@pytest.mark.parametrize("mode, enabled", [("token", True), ("disabled", False)])
+def test_token_auth_is_read_from_ray_as_set(mode, enabled):
+    """Ray reads RAY_AUTH_MODE in a fresh process: each mode in one, the answer exact."""
+    code = "from gzsl.study import internals; print(internals.token_auth_enabled())"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RAY_AUTH_MODE": mode})
+    assert p.stdout.strip() == str(enabled), p.stderr
 
 
 def test_the_study_layer_reads_no_other_private_name():
