@@ -105,7 +105,29 @@ def check_storage(flag: str | None, env: str | None) -> str | None:
         raise ConfigError(f"--optuna-storage {mask(url)}: a password on the command line is shown by ps, shell "
                           f"history and Ray's job table; export {STORAGE_ENV}='{mask(url)}' (with the password) and "
                           "leave --optuna-storage out")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigError(f"{where} {mask(url)}: port {parsed.port} is not a TCP port (1-65535)")
+    _connect(url, parsed, where)
     return url
+
+
+def _connect(url: str, parsed, where: str) -> None:
+    """Open the database once and close it: a driver that is missing, a host that does not resolve
+    or a password that is refused ends here, not after Ray started."""
+    import sqlalchemy
+
+    scheme = url.split(":", 1)[0]
+    args = {"timeout": 30} if scheme.startswith("sqlite") else {"connect_timeout": 10} if "postgres" in scheme else {}
+    try:
+        sqlalchemy.create_engine(url, connect_args=args).connect().close()
+    except ImportError as exc:
+        fix = ('pip install "gzsl[cluster]"' if scheme.startswith("postgres") else
+               "install the database driver SQLAlchemy needs for it")
+        raise ConfigError(f"{where} {mask(url)}: no database driver for {scheme}:// "
+                          f"({mask(str(exc.__cause__ or exc))}); {fix}") from None
+    except Exception as exc:  # sqlalchemy's errors, and the driver's beneath them
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{where} {mask(url)}: cannot open it ({mask(first)})") from None
 
 
 def check_no_secret(results: str) -> None:

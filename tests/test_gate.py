@@ -97,7 +97,8 @@ def test_a_trial_that_asks_for_more_cpus_than_the_local_ray_has_is_refused(tmp_p
     assert gate.check(args(path, num_cpus=1, address="auto")).address == "auto"  # a cluster may have them
 
 
-def test_a_password_on_the_command_line_is_refused_and_one_in_the_environment_is_used(study):
+def test_a_password_on_the_command_line_is_refused_and_one_in_the_environment_is_used(study, monkeypatch):
+    monkeypatch.setattr(gate, "_connect", lambda *a: None)  # no database here: the URL's handling only
     url = "postgresql://u:PASSWORD@host/db"
     with pytest.raises(ConfigError) as err:
         gate.check(args(study, optuna_storage=url))
@@ -188,3 +189,14 @@ def test_a_file_uri_results_folder_is_read_and_owned_as_a_path_is(tmp_path, stud
     assert ResultStore(uri).read("study").study.tolist() == ["first"]
     with pytest.raises(ResultsError, match="that folder belongs to study first, not second"):
         gate.check(args(study, results=uri))
+
+
+def test_the_storage_is_opened_before_ray_starts(tmp_path, study):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    assert gate.check(args(study, optuna_storage=url)).storage == url
+    with pytest.raises(ConfigError) as err:  # .invalid never resolves (RFC 2606)
+        gate.check(args(study), environ={"GZSL_OPTUNA_STORAGE": "postgresql://u:PASSWORD@nohost.invalid/db"})
+    assert str(err.value).startswith("$GZSL_OPTUNA_STORAGE postgresql://u:***@nohost.invalid/db: cannot open it (")
+    assert "PASSWORD" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"port 99999999 is not a TCP port \(1-65535\)"):
+        gate.check(args(study, optuna_storage="postgresql://u@db:99999999/x"))
