@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ray_sessions, stop_ray_session
-from gzsl.results import SCHEMA_VERSION, ResultStore, confirmed, refit_epoch, schema
+from gzsl.results import SCHEMA_VERSION, ResultStore, schema
 
 INJECT = str(Path(__file__).parent / "inject")  # tests/inject/sitecustomize.py: faults and holds in Ray's workers
 STUDY = """
@@ -132,19 +132,26 @@ def test_a_short_study_end_to_end(short_study):
     ranked = trials[trials.status == "completed"].sort_values("best_val_H", ascending=False)
     expected = set(ranked.trial_id[:2]) | set(trials.trial_id[trials.start == "defaults"])
     assert set(confirm.trial_id) == expected and (confirm.val_split == 1).all() and len(confirm) == len(expected)
+    # What the test expects, worked out here from the rows (not by results.refit_epoch or confirmed):
+    # the peak epoch where it leads the last by more than 2 H, else the last epoch; the defaults kept
+    # unless a finalist's fresh-split H beats theirs by more than 2.
+    def scored_at(t):
+        return int(t.best_epoch) if t.best_val_H - t.last_val_H > 2.0 else int(t.epochs_run)
+
     by_id = trials.set_index("trial_id")
-    assert dict(zip(confirm.trial_id, confirm.scored_epoch)) == {t: refit_epoch({"trial_id": t, **by_id.loc[t]}, 2.0)
-                                                                  for t in expected}
+    assert dict(zip(confirm.trial_id, confirm.scored_epoch)) == {t: scored_at(by_id.loc[t]) for t in expected}
     assert confirm.val_H.between(0, 100).all() and (confirm.status == "completed").all()
-    best, means = confirmed(trials, confirm, h_noise=2.0)
-    assert means == pytest.approx(dict(zip(confirm.trial_id, confirm.val_H)))
-    assert f"trial {best['trial_id']}" in out.split("confirming")[1] and "<- chosen" in out
+    fresh = dict(zip(confirm.trial_id, confirm.val_H))
+    defaults = trials.trial_id[trials.start == "defaults"].iloc[0]
+    challenger = max((t for t in fresh if t != defaults), key=fresh.get)
+    chosen = challenger if fresh[challenger] > fresh[defaults] + 2.0 else defaults
+    best = by_id.loc[chosen].to_dict() | {"trial_id": chosen}
+    assert f"trial {chosen}" in out.split("confirming")[1] and re.search(rf"trial {chosen}.*<- chosen", out)
     # Final refit of the chosen trial, 2 seeds, scored on test.
     assert len(final) == 2 and (final.latent_size == best["latent_size"]).all() and final.seed.nunique() == 2
     # Validation-chosen stopping: the refit trains the 16-epoch schedule up to the chosen trial's best
     # epoch, or to its end where the peak is within h_noise of the last epoch (refit_epoch, unit-tested).
-    assert (final.epochs == 16).all() and (final.scored_epoch == refit_epoch(best, 2.0)).all()
-    assert refit_epoch(best, 2.0) in (best["best_epoch"], 16)
+    assert (final.epochs == 16).all() and (final.scored_epoch == scored_at(by_id.loc[chosen])).all()
     assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
     # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
     for prefix in ("test_", "fast_test_"):
