@@ -81,9 +81,11 @@ def test_a_damaged_part_is_named_in_one_line(tmp_path, study):
     bad = results / "trials.parquet" / "part-x.parquet"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(ResultsError, match=rf"^{bad}: not a readable trials part \(.*\); it was damaged outside gzsl"):
+    whole = (rf"^{bad}: not a readable trials part \(.*\); it was damaged outside gzsl: restore it from a backup, "
+             r"or move it out of the folder \(its rows are lost\)$")
+    with pytest.raises(ResultsError, match=whole):
         gate.check(args(study, results=str(results), resume=True))
-    with pytest.raises(ResultsError, match=rf"^{bad}: not a readable trials part"):
+    with pytest.raises(ResultsError, match=whole):
         ResultStore(str(results)).read("trials")  # what gzsl.report reads
 
 

@@ -59,3 +59,23 @@ def test_a_finalist_replaces_the_defaults_only_when_ahead_by_more_than_the_seed_
     # Without confirmation rows the search's best is chosen; without the defaults, the best mean.
     assert confirmed(trials, pd.DataFrame(), 2.0)[0]["trial_id"] == "b"
     assert confirmed(trials, _confirm_rows({"a": [40.0, 41.0], "b": [30.0, 35.0]}), 2.0)[0]["trial_id"] == "a"
+
+
+def test_the_edges_of_the_choice():
+    """What mutation testing found unchecked (docs/benchmarks.md, "Tests that can fail")."""
+    trials = pd.DataFrame({"trial_id": ["d", "a", "b"], "trial_number": [0, 1, 2],
+                           "status": ["completed", "completed", "completed"], "start": ["defaults", "", ""],
+                           "best_val_H": [50.0, 55.0, 61.8], "best_epoch": [85, 100, 100],
+                           "error": [None, None, None]})  # an empty column beside the scores
+    assert best_trial(trials)["trial_id"] == "b"  # a NaN elsewhere in the row does not drop it
+    assert best_trial(trials.assign(best_val_H=float("nan"))) is None  # nothing scored: nothing to choose
+    no_defaults = trials.assign(start="")
+    assert [f["trial_id"] for f in finalists(no_defaults, 1)] == ["b"]  # no defaults' row: the best alone
+    # Ahead by exactly h_noise is not ahead by more: the defaults stay.
+    pick, _ = confirmed(trials, _confirm_rows({"d": [50.0, 50.0], "b": [52.0, 52.0]}), 2.0)
+    assert pick["trial_id"] == "d"
+    # A finalist that completed only some of the splits is out; with no finalist complete, the search's best.
+    rows = _confirm_rows({"d": [50.0, 50.0], "b": [60.0]})
+    assert confirmed(trials, rows, 2.0) == (trials.iloc[0].to_dict(), {"d": 50.0})
+    only_failed = _confirm_rows({"d": [50.0]}, status={("d", 1): "diverged"})
+    assert confirmed(trials, only_failed, 2.0) == (best_trial(trials), {})
