@@ -192,3 +192,40 @@ def test_the_audit_finds_a_wrongful_stop_planted_in_recorded_curves():
         planted, found = planted + out.wrongful, found + out.audit_found
         assert replay(curves, lambda e, k: Blind(e, k), trials=64, slots=4, seed=seed).audit_found == 0
     assert planted > 0 and found == planted
+
+
+def test_the_rules_at_their_boundaries():
+    """Each rule at the value where it turns, worked out by hand (what mutation testing found loose)."""
+    # quantile: numpy's linear interpolation; of [0, 10, 20, 40] at 2/3: position 2 -> 20; at 0.75: 20 + 0.25 * 20
+    assert selection.quantile([40.0, 0.0, 20.0, 10.0], 2 / 3) == pytest.approx(20.0)
+    assert selection.quantile([40.0, 0.0, 20.0, 10.0], 0.75) == pytest.approx(25.0)
+    assert selection.quantile([7.0], 0.5) == 7.0
+    # would_stop, eta 3 over [0, 10, 20, 40]: cutoff 20; h 17.9 is below it by more than 2, 18 is not.
+    values = [0.0, 10.0, 20.0, 40.0]
+    assert selection.would_stop(values, 17.9, 3, 5.0, 2.0) and not selection.would_stop(values, 18.0, 3, 5.0, 2.0)
+    assert not selection.would_stop([5.0, 5.0, 5.0], 5.0, 3, 5.0, 0.0)  # the leader (a tie included) never stops
+    assert selection.would_stop([5.0, 1.0, 0.0], 0.0, 3, 5.0, 0.0)  # a rung whose best is exactly h_floor judges
+    assert not selection.would_stop([4.9, 1.0, 0.0], 0.0, 3, 5.0, 0.0)  # ... and below it stops nobody
+    # wrongful: ahead of the chosen by more than h_noise; exactly h_noise is not
+    assert selection.wrongful({"a": 52.0, "b": 52.1, "c": float("nan"), "d": None}, 50.0, 2.0) == ["b"]
+    # on_grid: epoch 0.5 is judged at the first epoch; recipe_epochs with a peak grid of 1 scores every epoch
+    assert selection.on_grid(0.5, 1, 10) == 1 and selection.on_grid(0.2, 1, 10) == 1
+    assert selection.recipe_epochs(4, 1, [], peak_every=1) == (1, 2, 3, 4)
+    assert selection.alignment_rung(1, 1) == 1  # a one-epoch run: its only epoch
+    # audited: a fraction of 0.6 rounds to every 2nd stop; 0.9 to every stop (k = 1), within the cap
+    stops = ["s1", "s2", "s3", "s4"]
+    assert selection.audited(stops, 10_000, 10, 0.6) == ["s2", "s4"]
+    assert selection.audited(stops, 10_000, 10, 0.9) == stops
+    assert selection.audited(stops, 100, 10, 0.9) == ["s1"]  # 10% of 100 trained epochs: one 10-epoch run
+
+
+def test_a_resumed_policy_records_what_each_ended_trial_reached():
+    """record(): the first H at or after each rung it reached, its final H at the last epoch, and
+    the highest rung it reached as its stop; describe() names each rung's count and trust."""
+    p = Halving(30, 2, 3)  # rungs 8 and 24
+    p.record("done", [(8, 10.0), (24, 30.0), (30, 35.0)])
+    p.record("stopped", [(10, 5.0), (24, 6.0)], stopped=True)  # 8 judged on the next evaluation, 10
+    p.record("early", [(8, 1.0)], stopped=True)
+    assert p.recorded == {8: {"done": 10.0, "stopped": 5.0, "early": 1.0}, 24: {"done": 30.0, "stopped": 6.0}}
+    assert p.final == {"done": 35.0} and p.stopped == {"stopped": 24, "early": 8}
+    assert p.describe() == "8 (untrusted): 3, 24 (untrusted): 2"
