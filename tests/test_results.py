@@ -79,3 +79,40 @@ def test_the_edges_of_the_choice():
     assert confirmed(trials, rows, 2.0) == (trials.iloc[0].to_dict(), {"d": 50.0})
     only_failed = _confirm_rows({"d": [50.0]}, status={("d", 1): "diverged"})
     assert confirmed(trials, only_failed, 2.0) == (best_trial(trials), {})
+
+
+def test_the_store_writes_a_part_once_or_replaces_it_whole(tmp_path):
+    from gzsl.results import ResultStore, schema
+
+    store = ResultStore(str(tmp_path / "r"))
+    assert store.write_part("trials", "t1", [{"trial_id": "t1", "best_val_H": 40.0}]) is True
+    assert store.write_part("trials", "t1", [{"trial_id": "t1", "best_val_H": 99.0}]) is False  # there: untouched
+    assert store.write_part("trials", "t2", []) is False and not store.has_part("trials", "t2")  # no rows, no part
+    assert store.write_part("trials", "t1", [{"trial_id": "t1", "best_val_H": 41.0}], replace=True) is True
+    trials = store.read("trials")
+    assert trials.best_val_H.tolist() == [41.0] and list(trials.columns) == schema("trials").names
+    assert store.part_ids("trials") == {"t1"} and store.part_ids("final") == set()
+    assert list(store.read("final").columns) == schema("final").names and store.read("final").empty
+
+
+def test_a_folder_of_another_schema_is_refused_naming_both(tmp_path):
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from gzsl.errors import ResultsError
+    from gzsl.results import SCHEMA_VERSION, ResultStore
+
+    store = ResultStore(str(tmp_path / "old"))
+    store.check_version()  # nothing there: nothing to refuse
+    store.write_part("study", "run", [{"study": "s", "schema_version": SCHEMA_VERSION - 1, "resumed": False,
+                                       "started_at": datetime.now(timezone.utc)}])
+    with pytest.raises(ResultsError) as err:
+        store.check_version()
+    assert str(err.value) == (f"{tmp_path / 'old'}: results written by another version of gzsl (schema "
+                              f"{SCHEMA_VERSION - 1}, this one reads {SCHEMA_VERSION}); run the study again into a new "
+                              "--results folder, or read these with the gzsl that wrote them")
+    unversioned = ResultStore(str(tmp_path / "older"))  # written before the column existed: schema 1
+    unversioned.write_part("study", "run", [{"study": "s", "resumed": False, "started_at": datetime.now(timezone.utc)}])
+    with pytest.raises(ResultsError, match=r"\(schema 1, this one reads"):
+        unversioned.check_version()
