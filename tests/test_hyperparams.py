@@ -101,3 +101,30 @@ def test_the_table_is_the_models():
 def test_a_row_that_cannot_describe_a_hyperparameter_is_refused(row):
     with pytest.raises(ValueError, match=f"hyperparameter {row[0]}: kind must be"):
         Hyperparameter(*row)
+
+
+def test_each_rule_of_a_row_says_what_is_wrong():
+    """The table's own checks, message by message (what mutation testing found unchecked)."""
+    import argparse
+
+    import optuna
+
+    with pytest.raises(KeyError, match="bogus: not a searched hyperparameter; expected one of alpha, gamma"):
+        hyperparams.get("bogus")
+    for bad in (dict(kind=list, default=1), dict(kind=str, default="a"), dict(kind=float, default=0.0),
+                dict(kind=int, default=2, choices=("a",))):
+        with pytest.raises(ValueError, match="kind must be one of float, int, str"):
+            hyperparams.Hyperparameter("x", help="", **bad)
+    lr, latent = hyperparams.get("lr"), hyperparams.get("latent_size")
+    assert latent.problem("16") == "expected a positive integer" and lr.problem("x") == "expected a number"
+    assert lr.problem(True) == "expected a number" and latent.problem(16.5) == "expected a positive integer"
+    assert lr.problem(float("inf")) == "expected a number" and lr.problem(0.0) == "lr must stay > 0"
+    assert lr.problem(1e3) is None and lr.problem(1001.0) == "lr must stay <= 1000" and latent.problem(16.0) is None
+    assert latent.distribution(choices=[16, 32.0]).choices == (16, 32)  # cast to the row's kind
+    d = lr.distribution(1e-4, 1e-2, log=True)
+    assert isinstance(d, optuna.distributions.FloatDistribution) and (d.low, d.high, d.log) == (1e-4, 1e-2, True)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^must be a finite number > 0 and <= 1000, got abc$"):
+        lr.parse("abc")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^must be a positive integer and <= 4096, got 1.5$"):
+        latent.parse("1.5")
+    assert latent.parse("64") == 64 and lr.parse("1e-3") == 1e-3
