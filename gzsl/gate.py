@@ -30,6 +30,13 @@ def mask(text: str) -> str:
     return _CREDENTIAL.sub(lambda m: f"{m['user']}:***@", text)
 
 
+def shown(value: str) -> str:
+    """A value a user gave, fit for a one-line message: masked, and quoted with escapes where it
+    holds a line break or another control character."""
+    masked = mask(value)
+    return masked if masked.isprintable() else repr(masked)
+
+
 @dataclass(frozen=True)
 class Checked:
     """What a run may start with: the study, where its results go, the Optuna URL (None: the
@@ -91,7 +98,7 @@ def check_storage(flag: str | None, env: str | None) -> str | None:
         return None
     where = "--optuna-storage" if flag is not None else f"${STORAGE_ENV}"
     if "://" not in url:
-        raise ConfigError(f"{where} {mask(url)}: not a database URL; expected e.g. postgresql://USER@HOST/DB "
+        raise ConfigError(f"{where} {shown(url)}: not a database URL; expected e.g. postgresql://USER@HOST/DB "
                           "or sqlite:///PATH/optuna.db")
     try:
         import sqlalchemy.engine
@@ -100,13 +107,13 @@ def check_storage(flag: str | None, env: str | None) -> str | None:
         parsed.port  # noqa: B018 - parses the port: "host:abc" raises here, not in a trial
     except Exception as exc:
         first = mask(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{where} {mask(url)}: not a valid database URL ({first})") from None
+        raise ConfigError(f"{where} {shown(url)}: not a valid database URL ({shown(first)})") from None
     if flag is not None and (parsed.password or urlsplit(url).password):
-        raise ConfigError(f"--optuna-storage {mask(url)}: a password on the command line is shown by ps, shell "
-                          f"history and Ray's job table; export {STORAGE_ENV}='{mask(url)}' (with the password) and "
+        raise ConfigError(f"--optuna-storage {shown(url)}: a password on the command line is shown by ps, shell "
+                          f"history and Ray's job table; export {STORAGE_ENV}='{shown(url)}' (with the password) and "
                           "leave --optuna-storage out")
     if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise ConfigError(f"{where} {mask(url)}: port {parsed.port} is not a TCP port (1-65535)")
+        raise ConfigError(f"{where} {shown(url)}: port {parsed.port} is not a TCP port (1-65535)")
     _connect(url, parsed, where)
     return url
 
@@ -123,11 +130,11 @@ def _connect(url: str, parsed, where: str) -> None:
     except ImportError as exc:
         fix = ('pip install "gzsl[cluster]"' if scheme.startswith("postgres") else
                "install the database driver SQLAlchemy needs for it")
-        raise ConfigError(f"{where} {mask(url)}: no database driver for {scheme}:// "
+        raise ConfigError(f"{where} {shown(url)}: no database driver for {shown(scheme)}:// "
                           f"({mask(str(exc.__cause__ or exc))}); {fix}") from None
     except Exception as exc:  # sqlalchemy's errors, and the driver's beneath them
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{where} {mask(url)}: cannot open it ({mask(first)})") from None
+        raise ConfigError(f"{where} {shown(url)}: cannot open it ({shown(first)})") from None
 
 
 def check_no_secret(results: str) -> None:

@@ -197,8 +197,10 @@ class ResultStore:
         if self.fs.get_file_info(self._dir(table)).type != pafs.FileType.Directory:
             return schema(table).empty_table().to_pandas()
         try:
-            return pq.read_table(self._dir(table), filesystem=self.fs, schema=schema(table)).to_pandas()
-        except (pa.ArrowException, OSError) as exc:
+            data = pq.read_table(self._dir(table), filesystem=self.fs, schema=schema(table))
+            data.validate(full=True)  # a damaged string (bad UTF-8) reads, then fails wherever it is used
+            return data.to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as exc:
             raise self._damage(table, exc) from None
 
     def _damage(self, table: str, exc: Exception) -> ResultsError:
@@ -207,8 +209,8 @@ class ResultStore:
         for part in sorted(self.part_ids(table)):
             path = f"{self._dir(table)}/part-{part}.parquet"
             try:
-                pq.read_table(path, filesystem=self.fs, schema=schema(table))
-            except (pa.ArrowException, OSError) as part_exc:
+                pq.read_table(path, filesystem=self.fs, schema=schema(table)).validate(full=True)
+            except (pa.ArrowException, OSError, ValueError) as part_exc:
                 why = str(part_exc).strip().splitlines()[0] if str(part_exc).strip() else type(part_exc).__name__
                 return ResultsError(f"{path}: not a readable {table} part ({why}); it was damaged outside gzsl: "
                                     "restore it from a backup, or move it out of the folder (its rows are lost)")

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, start)
     except GzslError as exc:
-        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        print("error: " + " ".join(mask(str(exc)).splitlines()), file=sys.stderr)  # one line, whatever a value held
         return 2
 
 

@@ -202,3 +202,19 @@ def test_the_storage_is_opened_before_ray_starts(tmp_path, study):
     assert "PASSWORD" not in str(err.value)
     with pytest.raises(ConfigError, match=r"port 99999999 is not a TCP port \(1-65535\)"):
         gate.check(args(study, optuna_storage="postgresql://u@db:99999999/x"))
+
+
+def test_what_the_long_fuzz_run_found(tmp_path, study):
+    """Two inputs a 20,000-example run of tests/test_fuzz.py found (docs/security.md): a storage URL
+    holding a line break, and a part whose string bytes are not UTF-8 (it reads, then fails in use)."""
+    with pytest.raises(ConfigError) as err:
+        gate.check(args(study, optuna_storage="\n"))
+    assert str(err.value).startswith("--optuna-storage '\\n': not a database URL")
+    results = tmp_path / "results"
+    started(results, "second")
+    part = next((results / "study.parquet").glob("part-*.parquet"))
+    raw = part.read_bytes()
+    at = raw.index(b"second")
+    part.write_bytes(raw[:at] + b"\x80" + raw[at + 1:])
+    with pytest.raises(ResultsError, match=rf"^{part}: not a readable study part \("):
+        ResultStore(str(results)).read("study")
