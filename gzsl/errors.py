@@ -2,7 +2,17 @@
 
 
 class GzslError(Exception):
-    """Bad input: the message names the file, key or value and says what was expected."""
+    """Bad input: the message names the file, key or value and says what was expected. One line
+    by construction: a line break or another control character a value brought into the message
+    (a study file's key, a path, a URL) is written as its escape."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(one_line(str(message)))
+
+
+def one_line(text: str) -> str:
+    """`text` with each unprintable character (a line break, a NUL) as its escape, e.g. \\n."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class DataError(GzslError):
