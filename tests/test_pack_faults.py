@@ -382,13 +382,14 @@ def test_a_recovered_trial_is_recorded_from_its_new_attempt_numbered_by_first_st
 
 
 def test_a_member_joins_when_the_pack_evaluates_so_their_classifiers_fit_at_once(tmp_path, data):
-    """eval_every = 2: a trial that asks to join while the pack's member is between evaluations
-    waits for the next evaluated epoch; from then on both are scored in the same pack epochs (one
-    fit for both: the same epoch and evaluation seconds)."""
+    """eval_every = 2 (and H on every point of that grid, peak_every = 2): a trial that asks to join
+    while the pack's member is between evaluations waits for the next evaluated epoch; from then on
+    both are scored in the same pack epochs (one fit for both: the same epoch and evaluation seconds)."""
     from gzsl.studyfile import load_study
     from gzsl.study.executor import Executor
 
-    study = write_study(tmp_path, name="aligned", epochs=6, grace=6, eval_every=2, latent="[16]", training_extra=TINY)
+    study = write_study(tmp_path, name="aligned", epochs=6, grace=6, eval_every=2, latent="[16]",
+                        training_extra=TINY + "\npeak_every = 2")
     study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 3\n"))
     executor = Executor(load_study(str(study)), data, "cpu", {"executor_id": "p0"}, run=False)
     assert executor.try_join("a@1", PARAMS)
@@ -433,7 +434,8 @@ def test_a_packed_executor_caps_its_gpu_memory_at_its_share(tmp_path, monkeypatc
 def _every_epoch_spec(tmp_path, name):
     from gzsl.studyfile import load_study
 
-    study = write_study(tmp_path, name=name, epochs=3, grace=3, eval_every=1, latent="[16]", training_extra=TINY)
+    study = write_study(tmp_path, name=name, epochs=3, grace=3, eval_every=1, latent="[16]",
+                        training_extra=TINY + "\npeak_every = 1")  # H every epoch
     study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n"))
     return load_study(str(study))
 

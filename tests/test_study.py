@@ -289,7 +289,7 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
 
 @pytest.mark.parametrize("args, message", [
     (["--study", "no_such_study"], "no such study file"),
-    (["--study", "demo", "--num-samples", "0"], "--num-samples must be positive"),
+    (["--study", "demo", "--num-samples", "0"], "--num-samples must be in [1, 100000], got 0"),
     (["--study", "demo", "--results", "s3://u:pw@bucket/r?x=1"], "--results s3://bucket/r: holds a password; give "
                                                                   "credentials through the environment"),
     (["--study", "demo", "--results", "s3://bucket/r?secret_key=pw"], "holds secret_key in its query"),
@@ -630,9 +630,11 @@ def test_the_audit_retrains_a_stopped_trial_to_the_end_as_its_trial_would_have_r
     assert ResultStore(str(results)).part_ids("audit") == {"cut"}
     torch.set_num_threads(1)
     data = load("synth-small", "val", seed=0)
+    from gzsl.studyfile import load_study
+
     cfg = TrainConfig(alpha=2.0, gamma=0.5, latent_size=32, lr=2e-3, epochs=4, eval_every=1, batch_size=50,
-                      classifier="fast", seed=0, hidden=_hidden())
-    hs = [(r.epoch, r.scores.H) for r in train(data, cfg)]
+                      classifier="fast", seed=0, hidden=_hidden(), eval_at=load_study(str(path)).eval_at)
+    hs = [(r.epoch, r.scores.H) for r in train(data, cfg) if r.scores is not None]  # at eval_at only
     best = max(hs, key=lambda eh: eh[1])
     assert rows[0]["best_val_H"] == pytest.approx(best[1], abs=1e-9) and rows[0]["best_epoch"] == best[0]
     assert rows[0]["last_val_H"] == pytest.approx(hs[-1][1], abs=1e-9)
