@@ -63,7 +63,8 @@ def learning_curves(curves: list[rec.Curve], rungs: list[rec.Rung]) -> go.Figure
     for c in curves:
         pruned = c.status != "completed"
         fig.add_trace(go.Scatter(
-            x=c.epochs, y=c.val_H, mode="lines", name=c.status, legendgroup=c.status,
+            x=c.epochs, y=c.val_H, mode="lines+markers", name=c.status, legendgroup=c.status,
+            marker=dict(size=4),  # the epochs H was scored at (the rungs and the last): lines only join them
             showlegend=c.status not in shown, opacity=0.45 if pruned else 0.95,
             line=dict(color=STATUS_COLORS.get(c.status, "#333"), width=1 if pruned else 2,
                       dash="dot" if pruned else "solid"),
@@ -75,7 +76,8 @@ def learning_curves(curves: list[rec.Curve], rungs: list[rec.Rung]) -> go.Figure
                       annotation_position="top")
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="validation H (%)")
-    return _layout(fig, "Learning curves (pruned trials dotted; ASHA rungs dashed, grey where the study's order never trusted them)", height=460)
+    return _layout(fig, "Learning curves: H where it was scored (pruned trials dotted; ASHA rungs dashed, grey where the "
+                        "study's order never trusted them)", height=460)
 
 
 def importance(imp: rec.Importance) -> go.Figure:
