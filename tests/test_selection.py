@@ -229,3 +229,33 @@ def test_a_resumed_policy_records_what_each_ended_trial_reached():
     assert p.recorded == {8: {"done": 10.0, "stopped": 5.0, "early": 1.0}, 24: {"done": 30.0, "stopped": 6.0}}
     assert p.final == {"done": 35.0} and p.stopped == {"stopped": 24, "early": 8}
     assert p.describe() == "8 (untrusted): 3, 24 (untrusted): 2"
+
+
+def test_trust_at_its_boundaries():
+    """The highest rung trusts itself at exactly trust_trials trials; a lower one is judged against
+    the rung directly above it, and refuses trust when its cutoff would stop a trial that lands
+    exactly h_noise below the best above (what mutation testing found unchecked)."""
+    top = Halving(30, 2, 3)  # rungs 8 and 24
+    for i in range(5):
+        top.record(f"t{i}", [(8, i), (24, 10.0 + i)])
+    assert not top.trusted(24)
+    top.record("t5", [(8, 5.0), (24, 15.0)])
+    assert top.trusted(24)  # six unjudged trials reached it
+
+    three = Halving(100, 5, 3, grace_period=5)  # rungs 10, 25, 75: rung 25's is 75, not 10
+    assert three.rungs == [10, 25, 75]
+    for i in range(6):  # the same order at every rung and at the end
+        three.record(f"t{i}", [(10, float(i)), (25, 10.0 + i), (75, 20.0 + i), (100, 30.0 + i)])
+    assert three.trusted(75) and three.agreement(75) > 0.8
+    assert three.trusted(25)  # judged against 75 (were it 10, untrusted yet, 25 could not be trusted)
+    assert three.trusted(10)  # and then 10 against 25: the chain
+
+    def study(later_x: float) -> Halving:
+        p = Halving(30, 2, 3, h_noise=2.0)
+        for i in range(100):  # concordant everywhere (one late bloomer cannot spoil the order); best at 24: 119
+            p.record(f"t{i}", [(8, float(i)), (24, 20.0 + i), (30, 30.0 + i)])
+        p.record("x", [(8, 0.5), (24, later_x), (30, 120.0)])  # near last at 8, near the best at 24
+        assert p.trusted(24)  # the rung above first, as the scheduler asks
+        return p
+    assert not study(117.0).trusted(8)  # exactly h_noise below the best: rung 8 would stop it, so no trust
+    assert study(116.9).trusted(8)  # further below: rung 8 may stop it
