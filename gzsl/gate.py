@@ -118,6 +118,15 @@ def check_storage(flag: str | None, env: str | None) -> str | None:
     return url
 
 
+def driver_fix(scheme: str) -> str:
+    """What to install for a storage URL whose database driver is missing."""
+    if scheme.startswith("postgres"):
+        return 'pip install "gzsl[cluster]"'
+    if scheme.startswith("mysql"):
+        return "pip install mysqlclient (or PyMySQL with a mysql+pymysql:// URL)"
+    return "install the database driver SQLAlchemy needs for it"
+
+
 def _connect(url: str, parsed, where: str) -> None:
     """Open the database once and close it: a driver that is missing, a host that does not resolve
     or a password that is refused ends here, not after Ray started."""
@@ -128,10 +137,8 @@ def _connect(url: str, parsed, where: str) -> None:
     try:
         sqlalchemy.create_engine(url, connect_args=args).connect().close()
     except ImportError as exc:
-        fix = ('pip install "gzsl[cluster]"' if scheme.startswith("postgres") else
-               "install the database driver SQLAlchemy needs for it")
         raise ConfigError(f"{where} {shown(url)}: no database driver for {shown(scheme)}:// "
-                          f"({mask(str(exc.__cause__ or exc))}); {fix}") from None
+                          f"({mask(str(exc.__cause__ or exc))}); {driver_fix(scheme)}") from None
     except Exception as exc:  # sqlalchemy's errors, and the driver's beneath them
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{where} {shown(url)}: cannot open it ({shown(first)})") from None
@@ -193,16 +200,28 @@ def check_results_folder(spec: StudySpec, results: str, resume: bool, num_sample
     if not resume and recorded:
         raise ResultsError(f"{results}: already holds a run of study {spec.name}; add --resume to continue it, or "
                            "pass another --results folder")
-    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
-    if resume and num_samples is not None and len(first) and num_samples != int(first.num_samples.iloc[0]):
-        raise ConfigError(f"--num-samples {num_samples}: the run in {results} was started with a budget of "
-                          f"{int(first.num_samples.iloc[0])} trials, which a resumed run keeps; resume without --num-samples")
+    if resume and num_samples is not None:
+        resumed_budget(store, num_samples, results)
     if resume and recorded and fingerprint(spec) not in recorded:
         from gzsl.study.driver import check_unchanged  # names the key that changed
 
         check_unchanged(spec, store, results)
         raise ResultsError(f"{results}: was started with other settings of study {spec.name} than {spec.path} "
                            "says now; set them back, or start a new run with another --results folder")
+
+
+def resumed_budget(store, asked: int | None, results_uri: str) -> int | None:
+    """The trial budget of the run being resumed (study.parquet), which Tuner.restore keeps:
+    `--num-samples` given at the start need not be repeated, and a different one is refused."""
+    runs = store.read("study")
+    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
+    if first.empty:
+        return asked
+    budget = int(first.num_samples.iloc[0])
+    if asked is not None and asked != budget:
+        raise ConfigError(f"--num-samples {asked}: the run in {results_uri} was started with a budget of {budget} "
+                          "trials, which a resumed run keeps; resume without --num-samples")
+    return budget
 
 
 def check_local_cpus(spec: StudySpec, num_cpus: int | None) -> None:

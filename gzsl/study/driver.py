@@ -17,7 +17,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
-from gzsl.gate import fingerprint
+from gzsl.gate import fingerprint, resumed_budget
 from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.internals import restored_parts
@@ -237,20 +237,6 @@ def check_local_gpu(spec: StudySpec, flag: str | None = None) -> None:
         raise ConfigError(f"{asked}, but torch sees no GPU on this machine (torch {torch.__version__}, CUDA build: "
                           f"{torch.version.cuda}), where a study without --address runs: pass --gpu 0 (or set "
                           "resources.gpu = 0) to train on CPU, or --address of a Ray cluster with GPUs")
-
-
-def resumed_budget(store: ResultStore, asked: int | None, results_uri: str) -> int | None:
-    """The trial budget of the run being resumed (study.parquet), which Tuner.restore keeps:
-    `--num-samples` given at the start need not be repeated, and a different one is refused."""
-    runs = store.read("study")
-    first = runs[~runs.resumed.astype(bool)].sort_values("started_at")
-    if first.empty:
-        return asked
-    budget = int(first.num_samples.iloc[0])
-    if asked is not None and asked != budget:
-        raise ConfigError(f"--num-samples {asked}: the run in {results_uri} was started with a budget of {budget} "
-                          "trials, which a resumed run keeps; resume without --num-samples")
-    return budget
 
 
 def study_row(spec: StudySpec, resumed: bool, early_stopping: bool) -> dict:

@@ -13,6 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from gzsl import hyperparams
 from gzsl.errors import ConfigError
+from gzsl.gate import driver_fix
 from gzsl.study.internals import asked, optuna_study, stored, told
 from gzsl.study.trial import METRIC, trial_status
 from gzsl.studyfile import StudySpec
@@ -155,11 +156,8 @@ def optuna_storage(url: str):
     except ImportError as exc:
         scheme = url.split(":", 1)[0]
         missing = exc.__cause__ or exc
-        fix = ('pip install "gzsl[cluster]"' if scheme.startswith("postgres") else
-               "pip install mysqlclient (or PyMySQL with a mysql+pymysql:// URL)" if scheme.startswith("mysql") else
-               "install the database driver SQLAlchemy needs for it")
         raise ConfigError(f"--optuna-storage {shown_url(url)}: no database driver for {scheme}:// ({missing}); "
-                          f"{fix}") from None
+                          f"{driver_fix(scheme)}") from None
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--optuna-storage {shown_url(url)}: cannot open it ({first})") from None
