@@ -80,7 +80,7 @@ def short_study(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("short-study")
     study = write_study(tmp, name="mini", epochs=16, samples=6, final_seeds=2, grace=2, eval_every=2,
-                        confirm_top=2, confirm_splits=1,
+                        confirm_top=2, confirm_splits=1, tiny=False,  # its tests read what a model learns
                         training_extra="kl_weight = 0.5", space_extra='sampling = { choices = ["textbook", "cada"] }')
     results = tmp / "results"
     p = subprocess.run([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),

@@ -159,10 +159,11 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
     until the other has trained an epoch (tests/inject), so both train trials on any machine."""
     hold = tmp_path / "hold"
     hold.touch()
-    head = OwnHead("--num-cpus", "2", "--port", "6391", "--include-dashboard=false", env={
+    (port,) = free_ports(1)  # from the OS: no clash with another Ray on the machine
+    head = OwnHead("--num-cpus", "2", "--port", str(port), "--include-dashboard=false", env={
         "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
         "GZSL_INJECT_FAULT": "hold-first-pack", "GZSL_INJECT_HOLD": str(hold)})
-    other_job = subprocess.Popen([sys.executable, "-c", OTHER_JOB, "127.0.0.1:6391"], stdin=subprocess.PIPE,
+    other_job = subprocess.Popen([sys.executable, "-c", OTHER_JOB, f"127.0.0.1:{port}"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, env=_env())
     try:
         assert other_job.stdout.readline().strip() == "holding 1 CPU"
@@ -171,7 +172,7 @@ def test_a_packed_study_on_a_cluster_takes_up_room_that_frees_later(tmp_path):
         study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\npack = 2\n")
                          .replace("max_concurrent = 2", "max_concurrent = 4"))
         proc = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results", str(results),
-                                 "--address", "127.0.0.1:6391", "--no-report"], stdout=subprocess.PIPE,
+                                 "--address", f"127.0.0.1:{port}", "--no-report"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=_env())
         seen = []
         for line in proc.stdout:  # the study has started, on the one free CPU
@@ -246,16 +247,17 @@ def test_a_local_study_stays_local_beside_a_leftover_ray_start(tmp_path):
     of its own, leaves the other study running to its end (tests/inject holds it meanwhile)."""
     beside, hold_after = tmp_path / "beside", tmp_path / "hold_after"
     hold_after.write_text("1")  # the study beside holds once it has recorded a trial
-    bystander = OwnHead("--num-cpus", "1", "--port", "6393", "--include-dashboard=false", env={
+    ports = free_ports(2)  # from the OS: no clash with another Ray on the machine
+    bystander = OwnHead("--num-cpus", "1", "--port", str(ports[0]), "--include-dashboard=false", env={
         "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]), "GZSL_INJECT_FAULT": "hold-after",
         "GZSL_INJECT_HOLD": str(beside / "trials.parquet"), "GZSL_INJECT_HOLD_AFTER": str(hold_after)})
-    head = OwnHead("--num-cpus", "1", "--port", "6394", "--include-dashboard=false")
+    head = OwnHead("--num-cpus", "1", "--port", str(ports[1]), "--include-dashboard=false")
     other = None
     try:
         # Trials after the first hold; enough of them that one must, whenever the first is recorded.
         other_study = write_study(tmp_path, name="beside", epochs=2, samples=4, final_seeds=0, grace=1)
         other = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(other_study), "--results",
-                                  str(beside), "--address", "127.0.0.1:6393", "--no-report"],
+                                  str(beside), "--address", f"127.0.0.1:{ports[0]}", "--no-report"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
         deadline = time.monotonic() + 300
         while not list((beside / "trials.parquet").glob("part-*")) and other.poll() is None:

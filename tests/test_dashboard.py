@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gzsl.report.screenshot import CHROMIUM_ARGS, find_chromium
-from tests.test_study import write_study
+from tests.test_study import INJECT, write_study
 
 CHROMIUM = find_chromium()
 
@@ -20,9 +20,15 @@ CHROMIUM = find_chromium()
 def test_the_dashboard_of_a_running_study_shows_its_job_by_name_once_given_the_token(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    study = write_study(tmp_path, name="dash", epochs=200, samples=2, final_seeds=0, grace=50)  # runs until stopped
+    # Every epoch waits while the hold file exists (tests/inject "hold-while"): the study is still
+    # running whenever the browser looks, however slow this machine is, and costs no CPU meanwhile.
+    hold = tmp_path / "hold"
+    hold.touch()
+    study = write_study(tmp_path, name="dash", epochs=4, samples=2, final_seeds=0, grace=4)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+           "GZSL_INJECT_FAULT": "hold-while", "GZSL_INJECT_HOLD": str(hold)}
     proc = subprocess.Popen([sys.executable, "-m", "gzsl.tune", "--study", str(study), "--results",
-                             str(tmp_path / "results"), "--num-cpus", "2", "--no-report"], cwd=tmp_path,
+                             str(tmp_path / "results"), "--num-cpus", "2", "--no-report"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         seen = []
@@ -39,14 +45,16 @@ def test_the_dashboard_of_a_running_study_shows_its_job_by_name_once_given_the_t
             page = browser.new_page(viewport={"width": 1366, "height": 900})
             page.goto(f"{url}/#/jobs")
             if "ray get-auth-token" in seen[-1]:  # token auth: the page asks, the printed line says where it is
-                page.get_by_text("Authentication Token Required").wait_for(timeout=60_000)
+                page.get_by_text("Authentication Token Required").wait_for(timeout=300_000)
                 page.get_by_placeholder("Enter your authentication token").fill(token_file.read_text().strip())
                 page.get_by_role("button", name="Submit").click()
-            page.get_by_text("gzsl.tune dash").first.wait_for(timeout=120_000)  # the job, by its name
+            page.get_by_text("gzsl.tune dash").first.wait_for(timeout=300_000)  # the job, by its name
             if os.environ.get("GZSL_SCREENSHOTS"):  # a folder: keep what the test saw, to look at
                 page.screenshot(path=str(Path(os.environ["GZSL_SCREENSHOTS"]) / "dashboard-jobs.png"))
             browser.close()
+        assert proc.poll() is None  # the study was running all along
     finally:
+        hold.unlink(missing_ok=True)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the study saves its state and stops
         try:
             proc.communicate(timeout=300)

@@ -13,9 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.test_study import INJECT, optuna_states, tune_cmd, write_study
-
-TINY = "hidden = [32, 32, 16, 16]\nbatch_size = 512"  # tiny layers, 3 steps an epoch: tests of the machinery
+from tests.test_study import INJECT, TINY, optuna_states, tune_cmd, write_study
 PARAMS = {"alpha": 1.0, "gamma": 1.0, "latent_size": 16, "lr": 2e-3}
 
 
@@ -408,27 +406,37 @@ def test_a_member_joins_when_the_pack_evaluates_so_their_classifiers_fit_at_once
     assert all(r["eval_seconds"] > 0 for r in a + b if "val_H" in r)
 
 
-def test_a_packed_executor_caps_its_gpu_memory_at_its_share(tmp_path, monkeypatch):
-    """With gpu = 0.25 and pack > 1, four executors share one GPU: each caps its allocations at a
-    quarter, as a solo trial does (no GPU here: torch's cap and the pack are stand-ins)."""
+def test_a_process_sharing_a_gpu_may_allocate_its_share_only(tmp_path):
+    """gpu = 0.25: four processes share a GPU and each may allocate a quarter of it; more than one
+    GPU, or none given, is the whole GPU; on a CPU nothing is capped. (The cap set for real on a
+    GPU: test_a_packed_executor_on_a_gpu_caps_its_memory_at_its_share.)"""
     import dataclasses
 
-    import gzsl.study.executor as executor_module
+    from gzsl.study.trial import gpu_memory_share
+
+    spec = packed_spec(tmp_path, pack=2)
+    with_gpu = lambda g: dataclasses.replace(spec, resources={**spec.resources, "gpu": g})  # noqa: E731
+    assert gpu_memory_share(with_gpu(0.25), "cuda") == 0.25
+    assert gpu_memory_share(with_gpu(0.25), "cuda:1") == 0.25
+    assert gpu_memory_share(with_gpu(2.0), "cuda") == 1.0
+    assert gpu_memory_share(spec, "cuda") == 1.0  # no gpu key: a whole GPU
+    assert gpu_memory_share(with_gpu(0.25), "cpu") is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by the GPU checks)")
+def test_a_packed_executor_on_a_gpu_caps_its_memory_at_its_share(tmp_path, data):
+    import dataclasses
+
+    from gzsl.study.executor import Executor
 
     spec = packed_spec(tmp_path, pack=2)
     spec = dataclasses.replace(spec, resources={**spec.resources, "gpu": 0.25})
-    caps = []
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=None: caps.append((f, str(device))))
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
-
-    class NoPack:  # a Pack on "cuda" would need a GPU
-        def __init__(self, data, config, width=None):
-            self.data = data
-    monkeypatch.setattr(executor_module, "Pack", NoPack)
-    executor_module.Executor(spec, None, "cuda", {"executor_id": "p0"}, run=False)
-    assert caps == [(0.25, "cuda")]
-    executor_module.Executor(spec, None, "cpu", {"executor_id": "p1"}, run=False)
-    assert caps == [(0.25, "cuda")]  # nothing to cap on a CPU
+    executor = Executor(spec, data, "cuda", {"executor_id": "p0"}, run=False)
+    assert executor.memory_share == 0.25
+    assert torch.cuda.get_per_process_memory_fraction(torch.device("cuda")) == pytest.approx(0.25)
+    with pytest.raises(torch.OutOfMemoryError):  # 30% of the GPU is more than this process may take
+        torch.empty(int(0.3 * torch.cuda.get_device_properties(0).total_memory), dtype=torch.uint8, device="cuda")
+    torch.cuda.set_per_process_memory_fraction(1.0)
 
 
 def _every_epoch_spec(tmp_path, name):

@@ -52,12 +52,19 @@ lr = {{ low = {lr_low}, high = {lr_high} }}
 """
 
 
+# Tiny layers, 3 steps an epoch: the studies of these tests check the machinery, whose assertions do
+# not depend on the model's width; each epoch then costs milliseconds, not a second.
+TINY = "hidden = [32, 32, 16, 16]\nbatch_size = 512"
+
+
 def write_study(tmp_path, name="mini", epochs=24, samples=6, final_seeds=1, max_failures=0, latent="[32, 64]",
                 lr_low=1e-3, lr_high=3e-3, grace=3, training_extra="", space_extra="", eval_every=1,
-                classifier="fast", confirm_top=0, confirm_splits=0):
-    """A small study file. The fast final classifier by default: these studies test the machinery,
-    and CADA-VAE's recipe (the shipped studies' choice) costs seconds per evaluation; no
-    confirmation unless asked for."""
+                classifier="fast", confirm_top=0, confirm_splits=0, tiny=True):
+    """A small study file. Tiny layers (TINY, which learn next to nothing in a few epochs) unless
+    `tiny` is False or training_extra gives `hidden`; the fast final classifier: CADA-VAE's recipe
+    (the shipped studies' choice) costs seconds per evaluation; no confirmation unless asked for."""
+    if tiny and "hidden" not in training_extra:
+        training_extra = TINY + "\n" + training_extra
     path = tmp_path / f"{name}.toml"
     path.write_text(STUDY.format(epochs=epochs, samples=samples, final_seeds=final_seeds, max_failures=max_failures,
                                  latent=latent, lr_low=lr_low, lr_high=lr_high, grace=grace,
@@ -191,20 +198,22 @@ def test_a_short_study_end_to_end(short_study):
 
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
     # latent_size 4096 cannot be allocated (tests/inject raises a CUDA out-of-memory for it; a size that
-    # truly cannot be is out of the study file's bounds); lr above 0.2 diverges. TPE's two seeded
-    # startup draws are (16, lr 0.35) and (4096, lr 0.2), proposed before any trial ends: one diverges
-    # and one errors in any order. Later proposals depend on the order trials end, so whether any
-    # trial completes does too: without one there is nothing to choose, and the run says so (exit 1).
+    # truly cannot be is out of the study file's bounds); lr above 0.2 diverges. The first trial is
+    # method.md's defaults moved inside the space (latent 16, lr 1e-3), which trains to the end
+    # whatever else happens; TPE's two seeded startup draws are (16, lr 0.35) and (4096, lr 0.2):
+    # one diverges and one errors, in any order.
     study = write_study(tmp_path, name="faulty", epochs=3, samples=8, final_seeds=0, max_failures=1, grace=1,
                         latent="[16, 4096]", lr_low=1e-3, lr_high=1e3)
     results = tmp_path / "results"
     p = run_tune(study, results, env={**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
                                       "GZSL_INJECT_FAULT": "latent-4096"})
+    assert p.returncode == 0, p.stdout + p.stderr
     trials = pd.read_parquet(results / "trials.parquet").set_index("trial_id")
     assert len(trials) == 8
-    completed = (trials.status == "completed").any()
-    assert p.returncode == (0 if completed else 1), p.stdout + p.stderr
-    assert completed or "no trial finished with a score" in p.stdout
+    defaults = trials[trials.start == "defaults"]
+    assert len(defaults) == 1
+    assert (defaults.latent_size.iloc[0], defaults.lr.iloc[0]) == (16, 1e-3)
+    assert defaults.status.iloc[0] in ("completed", "pruned") and defaults.best_val_H.notna().all()
     errors, diverged = trials[trials.status == "error"], trials[trials.status == "diverged"]
     assert len(errors) >= 1 and len(diverged) >= 1, trials[["status", "latent_size", "lr"]]
     assert (errors.latent_size == 4096).all()
@@ -219,6 +228,26 @@ def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_
     by_tid = {t.user_attrs.get("tune_trial_id"): t for t in ostudy.trials}
     assert all(by_tid[tid].state.name == "FAIL" for tid in errors.index if tid in by_tid)
     assert all(by_tid[tid].value == 0.0 for tid in diverged.index)
+
+
+def test_a_study_in_which_no_trial_scores_says_so_and_exits_1(tmp_path):
+    """Every configuration of this space cannot be allocated (tests/inject): both trials error, the
+    run says there is nothing to choose or refit, exit 1, and the two errors stay recorded. The file
+    is written for GPUs (resources.gpu = 1) and runs on this CPU-only machine unedited with `--gpu 0`:
+    study.parquet records what the trials got."""
+    study = write_study(tmp_path, name="none", epochs=2, samples=2, final_seeds=1, grace=2, latent="[4096]")
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 1\n"))
+    results = tmp_path / "results"
+    p = run_tune(study, results, "--gpu", "0", env={
+        **os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+        "GZSL_INJECT_FAULT": "latent-4096"})
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert json.loads(ResultStore(str(results)).read("study").resources.iloc[0]) == {"cpu": 1.0, "gpu": 0.0}
+    assert p.stdout.strip().splitlines()[-1] == "no trial finished with a score: nothing to refit"
+    assert "Traceback" not in p.stderr
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert list(trials.status) == ["error", "error"]
+    assert not (results / "final.parquet").exists()
 
 
 def _parts(folder: Path) -> int:
@@ -275,6 +304,9 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     # Tune's experiment state is saved every 2 s: a trial that finished after the last save is
     # unknown to the resumed run, which proposes a new one in its place (one more row, no duplicate).
     assert 10 <= len(trials) <= 12 and trials.trial_id.is_unique
+    # Each resumed run kept the first run's budget, --num-samples 10, not the file's 12.
+    runs = pd.read_parquet(results / "study.parquet").sort_values("started_at")
+    assert list(runs.resumed.astype(bool)) == [False, True, True] and list(runs.num_samples) == [10, 10, 10]
     assert set(rows[0].trial_id) <= set(rows[1].trial_id) <= set(trials.trial_id)  # nothing lost
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert len(epochs) == trials.epochs_run.sum()
@@ -285,6 +317,74 @@ def test_a_killed_packed_study_resumes_without_lost_or_duplicated_rows(tmp_path)
     side_by_side = [(g.started_at.shift(-1) < g.ended_at).any() for _, g in trials.sort_values("started_at")
                     .groupby("executor_id")]
     assert any(side_by_side), trials[["executor_id", "started_at", "ended_at"]]  # members trained together
+
+
+def _killed_once(tmp_path, study, results, args, folder: str, parts: int) -> str:
+    """Runs gzsl.tune and SIGKILLs the driver and the local Ray it started once `folder` (a table
+    of the results) has `parts` parts: from then on every epoch waits (tests/inject "hold-after"),
+    so the kill lands inside that step whatever this machine's speed. Returns what it printed."""
+    (tmp_path / "hold-after").write_text(str(parts))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
+           "GZSL_INJECT_FAULT": "hold-after", "GZSL_INJECT_HOLD": str(results / folder),
+           "GZSL_INJECT_HOLD_AFTER": str(tmp_path / "hold-after")}
+    out = tmp_path / f"out-{folder}.txt"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(tune_cmd(study, results, *args), stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
+        deadline = time.time() + 600
+        while _parts(results / folder) < parts and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, f"the run ended before {folder} had {parts} part(s): {out.read_text()}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for session in ray_sessions():  # its own Ray only (named by the driver's pid), never another
+        if session.endswith(f"_{proc.pid}"):
+            stop_ray_session(session)
+    return out.read_text()
+
+
+def test_an_unpacked_study_killed_in_its_search_confirmation_and_refit_resumes_each_where_it_stopped(tmp_path):
+    """SQLite storage, one trial per worker, and SIGKILL (nothing saved at that moment) three times:
+    during the search, during the confirmation, during the refit. Each resume goes on from what
+    the Parquet files hold: no trial, split or seed is lost, none is recorded twice, and a
+    confirmation or refit already written is not trained again."""
+    study = write_study(tmp_path, name="steps", epochs=3, samples=4, final_seeds=2, grace=3, eval_every=3,
+                        latent="[16]", confirm_top=1, confirm_splits=2)
+    results = tmp_path / "results"
+    one = ["--num-cpus", "1"]  # one task at a time: the one after the first part waits at its first epoch
+    _killed_once(tmp_path, study, results, one, "trials.parquet", 1)
+    searched = set(pd.read_parquet(results / "trials.parquet").trial_id)
+    assert 1 <= len(searched) < 4
+    _killed_once(tmp_path, study, results, ["--resume", *one], "confirm.parquet", 1)
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert len(trials) == 4 and trials.trial_id.is_unique and searched <= set(trials.trial_id)
+    # The finalists, from the rows: the best completed trial by its search H, and the defaults' trial.
+    done = trials[trials.status == "completed"]
+    expected = {done.loc[done.best_val_H.idxmax(), "trial_id"], trials.loc[trials.start == "defaults", "trial_id"].iloc[0]}
+    confirmed_first = {f.name: f.stat().st_mtime_ns for f in (results / "confirm.parquet").glob("part-*.parquet")}
+    assert len(confirmed_first) == 1
+    printed = _killed_once(tmp_path, study, results, ["--resume", *one], "final.parquet", 1)
+    assert printed.count("confirm trial ") == 2 * len(expected) - len(confirmed_first)  # only the pairs not written
+    refit_first = {f.name: f.stat().st_mtime_ns for f in (results / "final.parquet").glob("part-*.parquet")}
+    assert len(refit_first) == 1
+
+    p = run_tune(study, results, "--resume")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "confirm trial " not in p.stdout and p.stdout.count("final refit seed ") == 1
+    after = pd.read_parquet(results / "trials.parquet")
+    assert after.sort_values("trial_id").reset_index(drop=True).equals(trials.sort_values("trial_id").reset_index(drop=True))
+    confirm = pd.read_parquet(results / "confirm.parquet")
+    assert not confirm.duplicated(["trial_id", "val_split"]).any()
+    assert set(confirm.trial_id) == expected and set(confirm.val_split) == {1, 2} and len(confirm) == 2 * len(expected)
+    for name, mtime in confirmed_first.items():  # written before the kill: kept, not trained again
+        assert (results / "confirm.parquet" / name).stat().st_mtime_ns == mtime
+    final = pd.read_parquet(results / "final.parquet")
+    assert sorted(final.seed) == sorted(set(final.seed)) and len(final) == 2
+    for name, mtime in refit_first.items():
+        assert (results / "final.parquet" / name).stat().st_mtime_ns == mtime
+    assert len(list((results / "models").glob("*"))) == 2
+    states, _ = optuna_states(results, "steps")
+    assert "RUNNING" not in states
 
 
 @pytest.mark.parametrize("args, message", [
@@ -318,17 +418,11 @@ def test_a_local_packed_study_that_asks_for_a_gpu_here_without_one_is_one_line_e
     assert "results:" not in p.stdout and not (results / "tune").exists()  # Ray never started
 
 
-def test_gpu_flag_replaces_the_study_files_gpu_share(tmp_path):
-    """`--gpu 0` runs a study written for GPUs (resources.gpu = 1) on this CPU-only machine, unedited,
-    and study.parquet records what the trials got; a --gpu torch cannot use here is one line naming
-    the flag."""
-    study, results = write_study(tmp_path, name="gpuflag", epochs=2, samples=1, grace=1), tmp_path / "results"
+def test_a_gpu_flag_that_cannot_be_used_here_is_one_line_naming_it(tmp_path):
+    """A --gpu torch cannot use here, or no share at all, is one line naming the flag, before Ray
+    starts. (`--gpu 0` running a GPU study file here: test_a_study_in_which_no_trial_scores_...)"""
+    study = write_study(tmp_path, name="gpuflag", epochs=2, samples=1, grace=1)
     study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 1\ngpu = 1\n"))
-    p = run_tune(study, results, "--gpu", "0", "--no-confirm", "--no-refit", "--no-report", "--no-dashboard",
-                 timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert json.loads(ResultStore(str(results)).read("study").resources.iloc[0]) == {"cpu": 1.0, "gpu": 0.0}
-    assert len(ResultStore(str(results)).read("trials")) == 1
     if not _torch_sees_a_gpu():
         p = run_tune(study, tmp_path / "other", "--gpu", "0.5", timeout=120)
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -344,7 +438,7 @@ def _started_run(tmp_path, **study):
     from gzsl.studyfile import load_study
     from gzsl.study import study_row, tune_storage
 
-    path, results = write_study(tmp_path, name="changed", **study), tmp_path / "results"
+    path, results = write_study(tmp_path, name="changed", **{"tiny": False, **study}), tmp_path / "results"
     spec = load_study(str(path))
     ResultStore(str(results)).write_part("study", "run-1", [study_row(spec, resumed=False, early_stopping=True)])
     experiment = Path(tune_storage(str(results))) / spec.name

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,20 @@ from tests.conftest import real_att_splits
 def gzsl_train(*args, env=None):
     return subprocess.run([sys.executable, "-m", "gzsl.train", *args], capture_output=True, text=True,
                           timeout=300, env=env)
+
+
+def refused(capsys, *args):
+    """`python -m gzsl.train ARGS` run in this process (main, as `-m` calls it; argparse's exit is
+    SystemExit): (exit code, stdout, stderr). The refusals below need no process of their own each:
+    the subprocess tests above show the real one's exit code and stderr."""
+    from gzsl import train
+
+    try:
+        code = train.main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def test_trains_and_ends_with_one_json_line():
@@ -56,8 +71,8 @@ def test_malformed_data_file_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("flag", [["--lr", "-1"], ["--split", "train"], ["--device", "nonsense"], ["--device", "meta"],
                                   ["--device", "mps"], ["--epochs", "10000000000"]])
-def test_bad_flags_exit_2_without_traceback(flag):
-    p = gzsl_train("--epochs", "1", *flag)
+def test_bad_flags_exit_2_without_traceback(flag, capsys):
+    p = refused(capsys, "--epochs", "1", *flag)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert flag[0] in p.stderr
 
@@ -70,8 +85,8 @@ def test_bad_flags_exit_2_without_traceback(flag):
     ("--latent-size", "100000000", "must be a positive integer and <= 4096"),
     ("--kl-weight", "inf", "must be a finite number > 0"),
 ])
-def test_out_of_range_numbers_are_refused_before_training(flag, value, rule):
-    p = gzsl_train("--dataset", "synth-small", "--epochs", "1", flag, value)
+def test_out_of_range_numbers_are_refused_before_training(flag, value, rule, capsys):
+    p = refused(capsys, "--dataset", "synth-small", "--epochs", "1", flag, value)
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stdout == ""
     errors = [line for line in p.stderr.splitlines() if "error" in line]  # argparse's usage lines, then this one
     assert errors == [f"python -m gzsl.train: error: argument {flag}: {rule}, got {value}"]

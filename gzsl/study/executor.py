@@ -58,8 +58,8 @@ class Executor:
     its members fail and it takes no more trials (out of rotation)."""
 
     def __init__(self, spec: StudySpec, data, device: str, where: dict, run: bool = True):
-        cap_gpu_memory(spec, device)  # with gpu = 0.25, four executors share a GPU
         self.spec, self.device, self.where = spec, device, where
+        self.memory_share = cap_gpu_memory(spec, device)  # with gpu = 0.25, four executors share a GPU
         self.first = train_config(spec, {}, seed=spec.seed, device=device)
         self.pack = Pack(data, self.first, max_latent(spec))
         self.data = self.pack.data  # on the device: a pack started again reuses it

@@ -38,14 +38,23 @@ def trial_device(gpu_ids: list) -> str:
     return "cuda"
 
 
-def cap_gpu_memory(spec: StudySpec, device: str) -> None:
+def gpu_memory_share(spec: StudySpec, device: str) -> float | None:
+    """The share of its GPU's memory a process of this study may allocate ([resources] gpu, at most
+    the whole GPU), or None on a CPU, where nothing is capped."""
+    if torch.device(device).type != "cuda":
+        return None
+    return min(1.0, spec.resources.get("gpu", 1.0) or 1.0)
+
+
+def cap_gpu_memory(spec: StudySpec, device: str) -> float | None:
     """Several processes share a GPU (a trial, a pack's executor, a refit or confirmation task, each
     with [resources] gpu < 1): cap this one's allocations at its share, so one cannot starve the
-    others; the peak is counted from here."""
-    if torch.device(device).type != "cuda":
-        return
-    torch.cuda.set_per_process_memory_fraction(min(1.0, spec.resources.get("gpu", 1.0) or 1.0), torch.device(device))
-    torch.cuda.reset_peak_memory_stats(torch.device(device))
+    others; the peak is counted from here. Returns the share set (None: nothing to cap)."""
+    share = gpu_memory_share(spec, device)
+    if share is not None:
+        torch.cuda.set_per_process_memory_fraction(share, torch.device(device))
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+    return share
 
 
 def objective(config: dict, data=None, spec: StudySpec = None) -> None:
