@@ -1,6 +1,7 @@
 """The documents follow the code: the README's demo study as shipped, every study-file key
 (docs/study-files.md), every Parquet column as gzsl/results.py writes it (docs/results.md), and a
-README a user reads through (at most 300 lines, its links to files that exist)."""
+README a user reads through (at most 300 lines and 2,000 words, no prose line over 200 characters,
+its links to files that exist)."""
 
 import re
 from pathlib import Path
@@ -37,7 +38,9 @@ def test_the_readme_lists_every_parquet_column(table):
 
 
 def test_the_readme_is_a_guide_whose_links_resolve():
-    assert len(README.splitlines()) <= 300
+    assert len(README.splitlines()) <= 300 and len(README.split()) <= 2000
+    prose = re.sub(r"```.*?```", "", README, flags=re.S)  # code blocks may hold long commands
+    assert [line[:60] for line in prose.splitlines() if len(line) > 200] == []
     for doc in ("README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))):
         text = (ROOT / doc).read_text()
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):

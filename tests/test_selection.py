@@ -259,3 +259,47 @@ def test_trust_at_its_boundaries():
         return p
     assert not study(117.0).trusted(8)  # exactly h_noise below the best: rung 8 would stop it, so no trust
     assert study(116.9).trusted(8)  # further below: rung 8 may stop it
+
+
+def test_rungs_and_scored_epochs_at_their_edges():
+    """Hand-worked: 16 epochs scored every 2nd, rf 3: the alignment rung is 12 (75% of 16), 12 / 3 = 4."""
+    assert selection.rung_epochs(16, 2, 3, grace_period=4) == [4, 12]  # a division landing on the grace period
+    assert selection.rung_epochs(16, 2, 3, grace_period=5) == [12]  # just above it: only the alignment rung
+    assert selection.rung_epochs(16, 2, 3, grace_period=1) == [2, 4, 12]  # 12 / 9 = 1.3 -> 2 on the grid
+    assert selection.rung_epochs(16, 2, 3, grace_period=12) == [12]  # at the alignment rung: that one rung
+    assert selection.rung_epochs(16, 2, 3, grace_period=16) == []  # at the last epoch: no rung
+    assert selection.recipe_epochs(4, 1, [1]) == (1, 4)  # a rung at the first epoch is scored
+    assert selection.recipe_epochs(10, 1, [3], peak_every=5) == (3, 5, 10)  # the peak grid meets the last epoch
+    assert selection.recipe_epochs(10, 2, [3], peak_every=4) == (4, 8, 10)  # rung 3 judged at 4, on the grid
+
+
+def _live(trials: dict[str, list[tuple[int, float]]], final: dict[str, float], **kw) -> Halving:
+    """A policy fed as a study feeds it: each trial's scored epochs in turn (on_result), then its final H."""
+    p = Halving(30, 2, 3, **kw)  # rungs 8 and 24
+    for tid, points in trials.items():
+        for epoch, h in points:
+            assert p.on_result(tid, epoch, h) == CONTINUE
+    for tid, h in final.items():
+        p.on_result(tid, 30, h)
+    return p
+
+
+def test_a_lower_rung_needs_exactly_trust_trials_pairs_and_an_agreement_at_least_trust():
+    """Six trials in the same order at rungs 8 and 24 and at the end: rung 24 trusts itself (six
+    unjudged), and rung 8 has exactly six pairs with it, enough. If one of the six skipped rung 8
+    (its first score came at 24), five pairs are too few however well they agree. The agreement
+    is the product of two lower bounds (Fisher's z, n = 6, z = 1.28), computed here by hand: a
+    threshold exactly at it still trusts."""
+    full = {f"t{i}": [(8, float(i)), (24, 10.0 + i)] for i in range(6)}
+    final = {f"t{i}": 20.0 + i for i in range(6)}
+    p = _live(full, final)
+    assert p.trusted(24) and p.trusted(8)
+    skipped = {**full, "t0": [(24, 10.0)]}
+    q = _live(skipped, final)
+    assert q.trusted(24) and len(q.recorded[8]) == 5 and not q.trusted(8)
+    bound = math.tanh(math.atanh(0.999999) - 1.28 * 1.06 / math.sqrt(6 - 3))
+    assert p.agreement(24) == pytest.approx(bound, abs=1e-12) and p.agreement(8) == pytest.approx(bound * bound, abs=1e-12)
+    at = _live(full, final, trust=p.agreement(8))
+    assert at.trusted(24) and at.trusted(8)  # exactly at the threshold
+    above = _live(full, final, trust=math.nextafter(p.agreement(8), 1.0))
+    assert above.trusted(24) and not above.trusted(8)  # a hair above it
