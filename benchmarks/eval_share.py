@@ -13,7 +13,7 @@
    ("Fewer launches on a GPU": a captured synth-cub epoch 0.13 s, one captured recipe 1.43 s);
    a device run measures it (`--device cuda`).
 3. The refit epoch on recorded curves (benchmarks/measured/curves-*.jsonl): the refit rule
-   (gzsl.results.refit_epoch) applied to each curve with H at every recorded epoch and with H
+   (gzsl.selection.refit_epoch) applied to each curve with H at every recorded epoch and with H
    only at eval_at plus a peak grid of `peak_every`; prints the H lost at the chosen epoch (mean,
    and for the five configurations with the highest H, those a study chooses). The dense grid's
    own choice is winner's-cursed (the argmax of a noisy curve), so the loss is an upper bound.
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from gzsl import hyperparams  # noqa: E402
 from gzsl.datasets import default_hidden, load  # noqa: E402
-from gzsl.results import refit_epoch  # noqa: E402
+from gzsl.selection import refit_epoch  # noqa: E402
 from gzsl.selection import recipe_epochs, rung_epochs  # noqa: E402
 from gzsl.study.search import search_space  # noqa: E402
 from gzsl.studyfile import load_study  # noqa: E402

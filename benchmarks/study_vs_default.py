@@ -150,7 +150,7 @@ def mean_std(x: pd.Series) -> str:
 
 def table(preset: str, defaults: pd.DataFrame, trials: pd.DataFrame, confirm: pd.DataFrame, final: pd.DataFrame,
           wall: float) -> tuple[list[str], float, float]:
-    from gzsl.results import best_trial, confirmed
+    from gzsl.selection import best_trial, confirmed
 
     d, s = defaults.sort_values("seed"), final.sort_values("seed")
     lines = [f"### {preset}", "", "| run | seeds | test U | test S | test H | H per seed |", "| --- | --- | --- | --- | --- | --- |"]

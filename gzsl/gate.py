@@ -59,7 +59,7 @@ def check(args, environ=os.environ) -> Checked:
         spec = replace(spec, data_root=args.data_root)
     check_flags(args)
     storage = check_storage(args.optuna_storage, environ.get(STORAGE_ENV))
-    notes = []
+    notes = list(spec.notes)
     address = args.address
     if not address and environ.get("RAY_ADDRESS"):
         address = environ["RAY_ADDRESS"]

@@ -321,3 +321,89 @@ class Halving:
     def describe(self) -> str:
         trusted = set(self.judging)
         return ", ".join(f"{m}{'' if m in trusted else ' (untrusted)'}: {len(self.recorded[m])}" for m in self.rungs)
+
+# --------------------------------------------------------------------------- the choice
+# Which trial a study chooses and where its refit stops, from trials.parquet and confirm.parquet's
+# rows (pandas tables; the scheduler, the confirmation, the refit, the report and the replayer all
+# read these rules here).
+
+
+def chosen_val_H(trial: dict) -> float:
+    """The validation H a trial is ranked by: its best scored epoch's (best_val_H, at best_epoch).
+    The refit stops at that epoch and scores it there (validation-chosen stopping), so this is the
+    number its test score is set beside."""
+    return trial["best_val_H"]
+
+
+def refit_epoch(trial: dict, h_noise: float) -> int:
+    """Where a refit (and a confirmation) of the trial stops and scores: its best validation epoch
+    when H there is ahead of its last epoch's by more than h_noise, a peak the seed noise of H does
+    not explain (docs/benchmarks.md, "Where validation H peaks": chosen configurations can lose 3 to
+    13 H after their peak); otherwise the last epoch it trained, as the method's schedule scores. A
+    peak within the noise of the end is no evidence for stopping early: the argmax of a flat, noisy
+    curve is one more winner's curse. 0 (the schedule's last epoch) where the trial recorded none."""
+    best, last = _epoch(trial.get("best_epoch")), _epoch(trial.get("epochs_run"))
+    best_h, last_h = trial.get("best_val_H"), trial.get("last_val_H")
+    if best and last > best and not _missing(best_h) and not _missing(last_h) and best_h - last_h <= h_noise:
+        return last
+    return best
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _epoch(epoch) -> int:
+    return 0 if _missing(epoch) else int(epoch)
+
+
+def ranked_trials(trials):
+    """The trials a study may choose, best first: completed trials by validation H at their best
+    epoch (ties: the earlier trial); pruned trials only when none completed."""
+    done = trials[trials.status == "completed"]
+    pool = done if not done.empty else trials[trials.status == "pruned"]
+    pool = pool.dropna(subset=["best_val_H"])
+    return pool.sort_values(["best_val_H", "trial_number"], ascending=[False, True])
+
+
+def best_trial(trials) -> dict | None:
+    """The search's best trial (the first of ranked_trials), None when no trial has a score."""
+    pool = ranked_trials(trials)
+    return pool.iloc[0].to_dict() if len(pool) else None
+
+
+def finalists(trials, top: int) -> list[dict]:
+    """The trials a study confirms on fresh validation splits: the `top` best of ranked_trials, and
+    the defaults' trial wherever it ranks (it has a score unless it diverged or failed)."""
+    pool = ranked_trials(trials)
+    chosen = [r for _, r in pool.head(top).iterrows()]
+    defaults = trials[(trials.start == "defaults") & trials.best_val_H.notna()]
+    if len(defaults) and defaults.trial_id.iloc[0] not in {r["trial_id"] for r in chosen}:
+        chosen.append(defaults.iloc[0])
+    return [r.to_dict() for r in chosen]
+
+
+def confirmed(trials, confirm, h_noise: float) -> tuple[dict | None, dict]:
+    """The trial a study chooses, and each finalist's mean validation H over the fresh splits.
+
+    Without confirmation rows: the search's best trial. With them, the defaults are the incumbent
+    (SMAC's intensification, Hutter et al. 2011): the finalist with the best mean H over the
+    splits every finalist completed replaces them only when ahead by more than h_noise, the
+    study's seed noise of H; a finalist that diverged on a split is out. The search's own
+    validation H is left out of the means: it is the maximum over the trials and over epochs,
+    biased upward by that choice (the winner's curse of docs/benchmarks.md)."""
+    if confirm is None or confirm.empty:
+        return best_trial(trials), {}
+    splits = sorted(confirm.val_split.unique())
+    means = {}
+    for tid, rows in confirm.groupby("trial_id"):
+        if sorted(rows.val_split) == splits and (rows.status == "completed").all():
+            means[tid] = float(rows.val_H.mean())
+    if not means:
+        return best_trial(trials), {}
+    by_id = {r["trial_id"]: r for r in trials.to_dict("records")}
+    defaults = next((t for t in means if by_id.get(t, {}).get("start") == "defaults"), None)
+    challenger = max((t for t in means if t != defaults), key=lambda t: means[t], default=None)
+    if defaults is None or (challenger is not None and means[challenger] > means[defaults] + h_noise):
+        return by_id[challenger], means
+    return by_id[defaults], means

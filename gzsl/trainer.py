@@ -64,7 +64,7 @@ class TrainConfig:
     # (gzsl.selection.recipe_epochs). Empty: at every one.
     eval_at: tuple[int, ...] = ()
     # 0: train all `epochs` and score the last. n: stop after epoch n and score it (a refit scored at
-    # gzsl.results.refit_epoch of its trial); the warm-ups still follow the full `epochs`.
+    # gzsl.selection.refit_epoch of its trial); the warm-ups still follow the full `epochs`.
     score_epoch: int = 0
     seed: int = 0
     device: str = "cpu"

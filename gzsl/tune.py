@@ -115,99 +115,34 @@ def _run(args, start: float) -> int:
                                                    if moved else ""))
     if dashboard:
         print(f"Ray dashboard: http://{dashboard}{dashboard_sign_in()}", flush=True)
-    store = study.run_study(spec, data, results, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
-                            optuna_url=checked.storage, resume=args.resume, cluster=bool(address),
-                            experiment=experiment)
-    trials = store.read("trials")
-    target = int(store.read("study").sort_values("started_at").num_samples.iloc[-1])  # this run's budget
-    if len(trials) < target:
-        print(f"study stopped with {len(trials)}/{target} trials recorded; continue with "
-              f"python -m gzsl.tune --study {args.study} --resume --results {results}")
+    steps = study.Steps(num_samples=args.num_samples, max_concurrent=args.max_concurrent, optuna_url=checked.storage,
+                        resume=args.resume, cluster=bool(address), experiment=experiment, confirm=not args.no_confirm,
+                        refit=not args.no_refit, report=None if args.no_report else _reports_folder())
+    result = study.run(spec, load, results, steps, data=data)
+    again = f"python -m gzsl.tune --study {args.study} --resume --results {results}"
+    if result.interrupted:
+        print(f"study stopped with {result.searched}/{result.budget} trials recorded; continue with {again}")
         return 130
-    counts = trials.status.value_counts().to_dict()
-    print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    _audit(spec, store, data)
-    if spec.confirm_top > 0 and spec.confirm_splits > 0 and not args.no_confirm:
-        _confirm(spec, store, load)
-    best = study.best_params(store, spec.h_noise)
-    if best is None:
+    if result.chosen is None:
         print("no trial finished with a score: nothing to refit")
         return 1
-    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
-    print(f"best configuration: {shown}")
-    incomplete = 0
-    if not args.no_refit and spec.final_seeds > 0:
-        test_data = load(spec.dataset, "test", spec.data_root, seed=spec.seed)  # first use of test images
-        final = study.final_refit(spec, best, test_data, store)
-        incomplete = spec.final_seeds - len(final)
-        if len(final) == 0:
-            print(f"final refit: no seed completed (error files in {results.rstrip('/')}/errors/); "
-                  f"python -m gzsl.tune --study {args.study} --resume --results {results} retries each once")
-            return 1
-        for prefix, label in (("test_", "CADA-VAE classifier recipe"), ("fast_test_", "fast classifier")):
-            if len(final) == 1:
-                print(f"test (1 seed), {label}: " + "  ".join(f"{k} {final[prefix + k].iloc[0]:.2f}" for k in "USH"))
-            else:
-                print(f"test (mean ± std over {len(final)} seeds), {label}: " + "  ".join(
-                    f"{k} {final[prefix + k].mean():.2f} ± {final[prefix + k].std():.2f}" for k in "USH"))
-        saved = final.dropna(subset=["model"]).sort_values("seed")
-        if len(saved):
-            first = f"{results.rstrip('/')}/{saved.model.iloc[0]}"
-            print(f"models: {len(saved)} in {results.rstrip('/')}/models/ (python -m gzsl.predict --model {first})")
-    if not args.no_report:
-        _report(spec.name, results)
-    if incomplete:
-        print(f"final refit: {incomplete} of {spec.final_seeds} seeds failed (error files in {results.rstrip('/')}/errors/); "
-              f"python -m gzsl.tune --study {args.study} --resume --results {results} retries each once")
+    if result.seeds and result.final.empty:
+        print(f"final refit: no seed completed (error files in {results.rstrip('/')}/errors/); {again} retries each once")
+        return 1
+    if result.seeds_failed:
+        print(f"final refit: {result.seeds_failed} of {result.seeds} seeds failed (error files in "
+              f"{results.rstrip('/')}/errors/); {again} retries each once")
         return 1
     print(f"done in {time.time() - start:.0f}s; results in {results}")
     return 0
 
 
-def _audit(spec, store, data) -> None:
-    """The stops the policy audits, retrained to the end (gzsl.study.audit), and the verdict:
-    a warning, with what to change, when a stop cost the study a better trial."""
-    from gzsl import study
-    from gzsl.results import best_trial
-    from gzsl.selection import alignment_rung, wrongful
+def _reports_folder() -> str:
+    """reports/ beside the command; in a `ray job submit` job, whose working directory is a
+    temporary copy, on the head node beside the results."""
+    from gzsl.gate import default_results_root, in_ray_job
 
-    trials = store.read("trials")
-    rows = study.audit(spec, trials, data, store)
-    best = best_trial(trials)
-    if rows.empty or best is None:
-        return
-    found = wrongful(dict(zip(rows.trial_id, rows.best_val_H)), best["best_val_H"], spec.h_noise)
-    print(f"stops audited: {len(rows)}; would have beaten the search's best (val H {best['best_val_H']:.2f}) by more "
-          f"than h_noise = {spec.h_noise:g}: {len(found)}")
-    if found:
-        print(f"warning: the rungs stopped {len(found)} trial(s) that would have won ({', '.join(found)}; "
-              "audit.parquet): this data ranks late; raise asha.h_noise, or set asha.grace_period = "
-              f"{alignment_rung(spec.epochs, spec.eval_every)} (one rung, after the warm-ups), and --resume or rerun")
-
-
-def _confirm(spec, store, load) -> None:
-    """The finalists retrained on fresh validation splits (gzsl.study.confirm), and the table of
-    what that showed."""
-    from gzsl import study
-    from gzsl.results import confirmed, finalists
-
-    trials = store.read("trials")
-    chosen = finalists(trials, spec.confirm_top)
-    if not chosen:
-        return
-    splits = range(1, spec.confirm_splits + 1)
-    print(f"confirming {len(chosen)} finalists (the best {spec.confirm_top} and the defaults) on "
-          f"{spec.confirm_splits} fresh validation splits: {len(chosen) * spec.confirm_splits} trainings", flush=True)
-    data = {k: load(spec.dataset, spec.split, spec.data_root, seed=spec.seed, val_split=k) for k in splits}
-    rows = study.confirm(spec, chosen, data, store)
-    pick, means = confirmed(trials, rows, spec.h_noise)
-    for f in chosen:
-        tid = f["trial_id"]
-        label = f" ({f['start']})" if f.get("start") else ""
-        mean = f"{means[tid]:.2f}" if tid in means else "incomplete"
-        print(f"  trial {tid}{label}: search val H {f['best_val_H']:.2f}; fresh splits mean {mean}"
-              + ("  <- chosen" if pick is not None and pick["trial_id"] == tid else ""))
-    print(f"(a finalist replaces the defaults only when ahead of them by more than asha.h_noise = {spec.h_noise:g} H)")
+    return os.path.join(default_results_root(), "reports") if in_ray_job() else "reports"
 
 
 def dashboard_sign_in() -> str:
@@ -217,20 +152,6 @@ def dashboard_sign_in() -> str:
     if not token_auth_enabled():
         return ""
     return "  (it asks for a token: `ray get-auth-token` prints it, or read ~/.ray/auth_token)"
-
-
-def _report(name: str, results: str) -> None:
-    from gzsl import report
-    from gzsl.gate import default_results_root, in_ray_job
-
-    reports = os.path.join(default_results_root(), "reports") if in_ray_job() else "reports"
-    try:
-        path = report.write_report(results, os.path.join(reports, f"{name}.html"), study=name)
-    except Exception as exc:  # the results are safe in Parquet: say so, don't fail the study
-        print(f"report not written ({type(exc).__name__}: {exc}); results are in {results}, "
-              f"retry with python -m gzsl.report --results {results}")
-        return
-    print(f"report: {path}")
 
 
 if __name__ == "__main__":

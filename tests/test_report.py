@@ -85,7 +85,7 @@ def test_records_match_the_parquet(study_results):
     assert h.best_so_far == sorted(h.best_so_far) and len(h.value) == 7
     assert h.defaults_H == pytest.approx(s.defaults["best_val_H"]) and h.start.count("defaults") == 1
     # The history's best so far is the search's best; the summary's choice is the confirmation's
-    # (results.confirmed over confirm.parquet), one of the finalists it lists.
+    # (selection.confirmed over confirm.parquet), one of the finalists it lists.
     done = r.trials[r.trials.status == "completed"]
     assert h.best_so_far[-1] == h.best_so_far_by_time[-1] == pytest.approx(done.best_val_H.max())
     # The choice, worked out here from the rows: the defaults, unless a finalist's fresh-split H beats

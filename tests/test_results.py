@@ -3,7 +3,7 @@ out in each test: the search's best, the refit's epoch, the finalists and the co
 
 import pandas as pd
 
-from gzsl.results import best_trial, confirmed, finalists, refit_epoch
+from gzsl.selection import best_trial, confirmed, finalists, refit_epoch
 
 
 def test_the_study_chooses_the_completed_trial_with_the_best_validation_peak():

@@ -133,13 +133,13 @@ def test_a_short_study_end_to_end(short_study):
     searched = {t.user_attrs["tune_trial_id"]: t.params["sampling"] for t in ostudy.trials}
     assert dict(zip(trials.trial_id, trials.sampling)) == searched  # what Optuna proposed, as a string
     # The best 2 trials and the defaults, each retrained on one fresh validation split (other classes),
-    # scored at its best epoch; the choice is made there (results.confirmed, unit-tested below).
+    # scored at its best epoch; the choice is made there (selection.confirmed, unit-tested below).
     confirm = pd.read_parquet(results / "confirm.parquet")
     assert list(confirm.columns) == schema("confirm").names
     ranked = trials[trials.status == "completed"].sort_values("best_val_H", ascending=False)
     expected = set(ranked.trial_id[:2]) | set(trials.trial_id[trials.start == "defaults"])
     assert set(confirm.trial_id) == expected and (confirm.val_split == 1).all() and len(confirm) == len(expected)
-    # What the test expects, worked out here from the rows (not by results.refit_epoch or confirmed):
+    # What the test expects, worked out here from the rows (not by selection.refit_epoch or confirmed):
     # the peak epoch where it leads the last by more than 2 H, else the last epoch; the defaults kept
     # unless a finalist's fresh-split H beats theirs by more than 2.
     def scored_at(t):

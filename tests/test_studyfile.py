@@ -70,8 +70,9 @@ def test_a_peak_grid_adds_the_recipe_between_the_decisions(tmp_path):
     ("[space.lr]\nlow = 1e-4\nhigh = 1e6", r"space.lr.high: lr must stay <= 1000, got 1000000.0"),
     ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
     ("[resources]\ncpu = 1\npack = 2.5", r"resources.pack: expected int, got float 2.5"),
-    ("[asha]\nh_noise = -1.0", r"asha.h_noise: must be an H in \[0, 100\], got -1.0"),
-    ("[asha]\nh_floor = nan", r"asha.h_floor: must be an H in \[0, 100\], got nan"),
+    ("[selection]\nh_noise = -1.0", r"selection.h_noise: must be an H in \[0, 100\], got -1.0"),
+    ("[asha]\nh_floor = nan", r"selection.h_floor: must be an H in \[0, 100\], got nan"),  # the old place, read as the new
+    ("[asha]\nh_noise = 1.0\n[selection]\nh_noise = 2.0", r"asha.h_noise: given in \[asha\] and in \[selection\]; keep the one in \[selection\]"),
     ("[search]\nstart = [{ alpha = 20.0 }]", r"search.start\[1\].alpha: 20.0 is outside space.alpha \[0.1, 10\]"),
     ("[search]\nstart = [{ lr = 1e-3 }]", r"search.start\[1\].lr: not searched by this study; \[space\] has alpha, "
                                          "latent_size"),
@@ -236,3 +237,17 @@ def test_every_study_starts_from_the_defaults_then_its_own_points(tmp_path):
     assert {k: getattr(TrainConfig(), k) for k in defaults} == defaults
     cub = load_study("cub_full")
     assert cub.start[0] == ("defaults", {k: defaults[k] for k in ("alpha", "gamma", "lam", "latent_size", "lr")})
+
+
+def test_h_noise_and_h_floor_belong_in_selection_and_still_load_from_asha_with_a_note(tmp_path):
+    """[selection] holds the two Hs every rule reads (the rungs, the confirmation, the refit epoch);
+    a file written before gives them under [asha]: it loads the same values, and says where they go."""
+    new = load_text(tmp_path, '[study]\ndataset = "synth-small"\n[selection]\nh_noise = 3.5\nh_floor = 7.0\n'
+                              '[space]\nlr = { low = 1e-4, high = 1e-2 }', name="new")
+    old = load_text(tmp_path, '[study]\ndataset = "synth-small"\n[asha]\nh_noise = 3.5\nh_floor = 7.0\n'
+                              '[space]\nlr = { low = 1e-4, high = 1e-2 }', name="old")
+    assert (new.h_noise, new.h_floor, new.notes) == (3.5, 7.0, ())
+    assert (old.h_noise, old.h_floor) == (3.5, 7.0)
+    assert [n.split(": ", 2)[2] for n in old.notes] == [
+        f"asha.{k} now belongs in [selection] (the stopping rules, the confirmation and the refit epoch all read it); "
+        f"loaded as selection.{k}" for k in ("h_floor", "h_noise")]

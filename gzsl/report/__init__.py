@@ -18,7 +18,7 @@ from gzsl import hyperparams
 from gzsl.report import figures as fig
 from gzsl.report import page
 from gzsl.report import records as rec
-from gzsl.results import chosen_val_H, refit_epoch
+from gzsl.selection import chosen_val_H, refit_epoch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from gzsl import hyperparams, selection
 from gzsl.errors import NoResultsYet
-from gzsl.results import ResultStore, confirmed
+from gzsl.results import ResultStore
+from gzsl.selection import confirmed
 
 
 # docs/method.md, "Reference numbers" (attribute semantics, ResNet-101 features): (U, S, H).
@@ -65,7 +66,7 @@ class Summary(NamedTuple):
     wall_seconds: float
     trial_epochs: int  # epochs actually trained
     full_epochs: int  # what every trial run to the end would have cost
-    best: dict | None  # the chosen trial's row (results.confirmed), None if no score
+    best: dict | None  # the chosen trial's row (selection.confirmed), None if no score
     defaults: dict | None  # the trial of method.md's defaults (the study's first), None if not run yet
     confirmed: dict  # trial id -> mean validation H over the fresh splits, {} without confirmation
 
@@ -159,7 +160,7 @@ def _shared_epochs(r: StudyResults) -> pd.DataFrame:
 
 
 def noise(meta: dict) -> float:
-    """The study's h_noise, the margin by which a finalist must beat the defaults (results.confirmed)."""
+    """The study's h_noise, the margin by which a finalist must beat the defaults (selection.confirmed)."""
     h = meta.get("h_noise")
     return 2.0 if h is None or h != h else float(h)
 
@@ -167,7 +168,7 @@ def noise(meta: dict) -> float:
 class ConfirmRow(NamedTuple):
     trial_id: str
     start: str
-    search_H: float  # the trial's validation H in the search (results.chosen_val_H)
+    search_H: float  # the trial's validation H in the search (selection.chosen_val_H)
     split_H: dict  # fresh split -> validation H (None: diverged)
     mean: float | None  # over the splits, None when incomplete or diverged
 
@@ -241,8 +242,8 @@ class History(NamedTuple):
     trial_number: list[int]
     trial_id: list[str]
     status: list[str]
-    value: list[float]  # the trial's val H at its best epoch (results.chosen_val_H)
-    best_so_far: list[float]  # over completed trials, the study's choice (results.best_trial)
+    value: list[float]  # the trial's val H at its best epoch (selection.chosen_val_H)
+    best_so_far: list[float]  # over completed trials, the study's choice (selection.best_trial)
     minutes: list[float]  # when each trial ended, in minutes since the study's first trial started
     ended_minutes: list[float]  # the same, sorted: the x of best_so_far_by_time
     best_so_far_by_time: list[float]

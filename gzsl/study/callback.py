@@ -114,7 +114,7 @@ class ParquetCallback(tune.Callback):
         h = row["best_val_H"] if row["best_val_H"] is not None else float("nan")
         last_h = row["last_val_H"] if row["last_val_H"] is not None else float("nan")
         if status == "completed" and not math.isnan(h) and (self.best is None or h > self.best[0]):
-            self.best = (h, params)  # the study chooses among completed trials (results.best_trial)
+            self.best = (h, params)  # the study chooses among completed trials (selection.best_trial)
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items()) + (f" ({row['start']})" if row["start"] else "")
         best = f"best so far H {self.best[0]:.2f}" if self.best else "none completed yet"
         at = f" (epoch {row['best_epoch']})" if row["best_epoch"] is not None else ""

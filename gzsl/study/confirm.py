@@ -5,7 +5,7 @@ noisy numbers: on synth-small (8 validation classes) the search's choice scored 
 validation and 44.5 on test, where the defaults scored 50.5 and 54.6 (docs/benchmarks.md, "A
 study against its defaults"). So the best `[confirm] top` trials and method.md's defaults are
 each retrained, with the epochs and scoring of the refit, on `[confirm] splits` other sets of
-validation classes (gzsl.data.build's val_split), and results.confirmed chooses among them.
+validation classes (gzsl.data.build's val_split), and selection.confirmed chooses among them.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ def check_start(spec: StudySpec, results_uri: str, resume: bool) -> str:
 # they were built: a file changed since would mix two settings in one study.
 RESUMED = {"dataset": "study.dataset", "split": "study.split", "seed": "study.seed", "epochs": "training.epochs",
            "grace_period": "asha.grace_period", "reduction_factor": "asha.reduction_factor",
-           "h_floor": "asha.h_floor", "h_noise": "asha.h_noise", "audit": "asha.audit", "start": "search.start",
+           "h_floor": "selection.h_floor", "h_noise": "selection.h_noise", "audit": "asha.audit", "start": "search.start",
            "pack": "resources.pack", "resources": "resources", "space": "space", "beta": "training.beta",
            "kl_weight": "training.kl_weight", "sampling": "training.sampling", "classifier": "training.classifier",
            "batch_size": "training.batch_size", "eval_every": "training.eval_every", "peak_every": "training.peak_every",

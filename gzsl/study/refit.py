@@ -11,7 +11,8 @@ import torch
 
 from gzsl import hyperparams, modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
-from gzsl.results import ResultStore, chosen_val_H, confirmed, refit_epoch
+from gzsl.results import ResultStore
+from gzsl.selection import chosen_val_H, confirmed, refit_epoch
 from gzsl.study.callback import say
 from gzsl.study.tasks import gather
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
@@ -20,7 +21,7 @@ from gzsl.trainer import MAIN, classifier_config, train
 
 
 def best_params(store: ResultStore, h_noise: float = 0.0) -> dict | None:
-    """The configuration to refit (results.confirmed: the search's best trial, or the finalist the
+    """The configuration to refit (selection.confirmed: the search's best trial, or the finalist the
     confirmation chose), its validation H and the epoch the refit stops and scores at (refit_epoch)."""
     best, _ = confirmed(store.read("trials"), store.read("confirm"), h_noise)
     return None if best is None else trial_params(best, h_noise)

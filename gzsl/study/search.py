@@ -119,7 +119,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             optuna_study(self).tell(ot_trial, state=TrialState.PRUNED)
         elif status == "error":
             optuna_study(self).tell(ot_trial, state=TrialState.FAIL)
-        else:  # completed: H at its best epoch (the epoch a refit scores, results.chosen_val_H); diverged: 0
+        else:  # completed: H at its best epoch (the epoch a refit scores, selection.chosen_val_H); diverged: 0
             optuna_study(self).tell(ot_trial, self._best_value(ot_trial) if status == "completed" else 0.0)
         told(self).add(trial_id)
 

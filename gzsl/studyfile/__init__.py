@@ -80,6 +80,8 @@ class StudySpec:
     # Validation H with the recipe also every `peak_every` epochs, for the refit epoch's peak; 0:
     # only where a decision needs it (the rungs and the last epoch: eval_at).
     peak_every: int = 0
+    # Lines to print before the run: keys read from where they used to belong (MOVED).
+    notes: tuple[str, ...] = ()
 
     @property
     def eval_at(self) -> tuple[int, ...]:
@@ -101,7 +103,8 @@ _SECTIONS = {
     "training": {"epochs": int, "batch_size": int, "eval_every": int, "peak_every": int, "hidden": list, "beta": float,
                  "kl_weight": float, "sampling": str, "classifier": str},
     "search": {"num_samples": int, "max_concurrent": int, "final_seeds": int, "max_failures": int, "start": list},
-    "asha": {"grace_period": int, "reduction_factor": int, "h_floor": float, "h_noise": float, "audit": float},
+    "asha": {"grace_period": int, "reduction_factor": int, "audit": float},
+    "selection": {"h_floor": float, "h_noise": float},  # read by the stopping rules, the confirmation and the refit
     "confirm": {"top": int, "splits": int},
     "resources": {"cpu": float, "gpu": float, "pack": int},
     "space": {},  # the searched hyperparameters (gzsl.hyperparams), each a table: _keys
@@ -190,10 +193,16 @@ def _parse_text(text: str, path: Path) -> StudySpec:
     return parse(raw, path)
 
 
+# Keys that moved to another section: a file that still gives them in the old one loads, with a
+# note saying where they belong now; giving them in both is refused.
+MOVED = {("asha", "h_floor"): "selection", ("asha", "h_noise"): "selection"}
+
+
 def parse(raw: dict, path: Path) -> StudySpec:
     def fail(key: str, msg: str):
         raise ConfigError(f"{path}: {key}: {msg}")
 
+    raw, notes = _moved_keys(raw, path, fail)
     for section, value in raw.items():
         if section not in _SECTIONS:
             fail(section, f"unknown section; expected one of {', '.join(_SECTIONS)}")
@@ -251,9 +260,9 @@ def parse(raw: dict, path: Path) -> StudySpec:
     if reduction < 2:
         fail("asha.reduction_factor", f"must be >= 2, got {reduction}")
     for key in ("h_floor", "h_noise"):
-        v = get("asha", key)
+        v = get("selection", key)
         if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
-            fail(f"asha.{key}", f"must be an H in [0, 100], got {v}")
+            fail(f"selection.{key}", f"must be an H in [0, 100], got {v}")
     audit = float(get("asha", "audit", StudySpec.audit))
     if not 0 <= audit <= 1:
         fail("asha.audit", f"must be a fraction of the stops in [0, 1] (0: no audit, 1: every stop), got {audit:g}")
@@ -272,11 +281,28 @@ def parse(raw: dict, path: Path) -> StudySpec:
         final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=seed,
         hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack,
         start=start_points(space, get("search", "start", []), fail),
-        h_floor=float(get("asha", "h_floor", StudySpec.h_floor)),
-        h_noise=float(get("asha", "h_noise", StudySpec.h_noise)), audit=audit,
+        h_floor=float(get("selection", "h_floor", StudySpec.h_floor)),
+        h_noise=float(get("selection", "h_noise", StudySpec.h_noise)), audit=audit, notes=notes,
         confirm_top=positive("confirm", "top", StudySpec.confirm_top, allow_zero=True),
         confirm_splits=positive("confirm", "splits", StudySpec.confirm_splits, allow_zero=True), peak_every=peak_every,
     )
+
+
+def _moved_keys(raw: dict, path: Path, fail) -> tuple[dict, tuple[str, ...]]:
+    """The file's tables with each MOVED key in its new section, and one note per key moved."""
+    notes = []
+    for (old, key), new in MOVED.items():
+        table = raw.get(old)
+        if not isinstance(table, dict) or key not in table:
+            continue
+        target = raw.get(new, {})
+        if isinstance(target, dict) and key in target:
+            fail(f"{old}.{key}", f"given in [{old}] and in [{new}]; keep the one in [{new}]")
+        raw = {**raw, old: {k: v for k, v in table.items() if k != key},
+               new: {**(target if isinstance(target, dict) else {}), key: table[key]}}
+        notes.append(f"note: {path}: {old}.{key} now belongs in [{new}] (the stopping rules, the confirmation and "
+                     f"the refit epoch all read it); loaded as {new}.{key}")
+    return raw, tuple(notes)
 
 
 def resources_problem(resources: dict) -> tuple[str, str] | None:
