@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gzsl.defaults import alignment_on
 
@@ -188,6 +189,60 @@ def would_stop(values: list[float], h: float, eta: int, h_floor: float, h_noise:
     if h >= best or best < h_floor:
         return False
     return h < quantile(values, 1 - 1 / eta) - h_noise
+
+
+class StoppingRule(Protocol):
+    """What a study asks its early stopping (the scheduler seam): Tune's adapter
+    (gzsl.study.scheduler.RuleScheduler) feeds a rule every evaluated epoch and acts on its answer.
+    Halving (ASHA over data-trusted rungs) is the study's rule; NoStopping trains every trial to the
+    end. Another rule (a Hyperband bracket, a median rule) is one more class with these members."""
+
+    rungs: list[int]  # the epochs where it may stop a trial (the report draws them)
+    recorded: dict[int, dict[str, float]]  # rung -> trial -> the H it was judged on
+    stopped: dict[str, int]  # trial -> the rung that stopped it
+
+    def on_result(self, trial_id: str, epoch: int, h: float) -> str:
+        """An evaluated epoch of a trial: CONTINUE or STOP."""
+
+    def record(self, trial_id: str, curve: list[tuple[int, float]], stopped: bool = False) -> None:
+        """A trial that ended before a resume, with its evaluated (epoch, H): Tune saves no
+        scheduler state, so a resumed run refills the rule from epochs.parquet."""
+
+    @property
+    def judging(self) -> list[int]:
+        """The rungs that may stop trials now (the driver announces each once)."""
+
+    def agreement(self, rung: int) -> float:
+        """How far a judging rung's order agrees with the end (nan when unknown)."""
+
+    def describe(self) -> str:
+        """One line for Tune's status: each rung and what it holds."""
+
+
+@dataclass
+class NoStopping:
+    """Every trial trains to the end: a FIFO search (the efficiency benchmark's baseline)."""
+
+    epochs: int
+    rungs: list[int] = field(default_factory=list)
+    recorded: dict[int, dict[str, float]] = field(default_factory=dict)
+    stopped: dict[str, int] = field(default_factory=dict)
+
+    def on_result(self, trial_id: str, epoch: int, h: float) -> str:
+        return CONTINUE
+
+    def record(self, trial_id: str, curve: list[tuple[int, float]], stopped: bool = False) -> None:
+        pass
+
+    @property
+    def judging(self) -> list[int]:
+        return []
+
+    def agreement(self, rung: int) -> float:
+        return math.nan
+
+    def describe(self) -> str:
+        return "none (every trial to the end)"
 
 
 @dataclass

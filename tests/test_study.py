@@ -531,6 +531,46 @@ def test_the_tune_scheduler_stops_what_the_policy_stops_and_passes_epochs_withou
     assert "24: 8" in s.debug_string() and "stopped 1" in s.debug_string()
 
 
+def test_a_stopping_rule_of_ones_own_plugs_into_the_scheduler():
+    """The scheduler seam: Tune's adapter asks any gzsl.selection.StoppingRule. A rule written here
+    (stop a trial below H 10 from epoch 5 on) is one class; NoStopping, the efficiency benchmark's
+    FIFO baseline, stops nobody, however weak."""
+    import math
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from gzsl.selection import CONTINUE, STOP, NoStopping
+    from gzsl.study import RuleScheduler
+
+    class BelowTen:
+        rungs, recorded, stopped, judging = [5], {5: {}}, {}, [5]
+
+        def on_result(self, trial_id, epoch, h):
+            if epoch >= 5 and h < 10:
+                self.stopped[trial_id] = 5
+                return STOP
+            return CONTINUE
+
+        def record(self, trial_id, curve, stopped=False):
+            self.recorded[5][trial_id] = curve[-1][1]
+
+        def agreement(self, rung):
+            return math.nan
+
+        def describe(self):
+            return "5: below H 10"
+
+    s = RuleScheduler(BelowTen())
+    assert [_report(s, "weak", e, 3.0) for e in (4, 5)] == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
+    assert _report(s, "good", 5, 30.0) == TrialScheduler.CONTINUE
+    assert s.debug_string() == "BelowTen: rungs (epoch: trials) 5: below H 10; stopped 1"
+    epochs = pd.DataFrame({"trial_id": ["old", "old"], "epoch": [4, 5], "val_H": [1.0, 2.0]})
+    assert s.restore_rungs(epochs, {"old"}) == 1 and s.policy.recorded[5] == {"old": 2.0}
+    fifo = RuleScheduler(NoStopping(30))
+    assert {_report(fifo, "weak", e, 0.5) for e in range(1, 31)} == {TrialScheduler.CONTINUE}
+    assert fifo.policy.rungs == [] and fifo.debug_string().startswith("NoStopping: ")
+
+
 def test_asha_rungs_rebuilt_after_a_resume_still_stop_a_weak_rerun_trial():
     """Tune restores the scheduler with empty rungs: a trial rerun after --resume would pass its rung
     unjudged, as the rung had not yet seen six trials. Rebuilt from epochs.parquet, the rung holds

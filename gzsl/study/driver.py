@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler
 
 from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
@@ -23,7 +22,8 @@ from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
 from gzsl.study.pack import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
-from gzsl.study.scheduler import NoiseAwareASHA
+from gzsl.selection import Halving, NoStopping
+from gzsl.study.scheduler import RuleScheduler
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective
@@ -94,10 +94,9 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     if resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
         _, scheduler, _ = restored_parts(tuner)  # restored as first built: rungs empty
-        if isinstance(scheduler, NoiseAwareASHA):
-            ended = store.read("trials")
-            n = scheduler.restore_rungs(store.read("epochs"), set(ended.trial_id),
-                                        set(ended.trial_id[ended.status == "pruned"]))
+        ended = store.read("trials")
+        n = scheduler.restore_rungs(store.read("epochs"), set(ended.trial_id), set(ended.trial_id[ended.status == "pruned"]))
+        if scheduler.policy.rungs:
             log(f"ASHA: rungs rebuilt from the {n} trial(s) that ended before the interruption")
     else:
         if sampler == "tpe":
@@ -119,12 +118,9 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
                                            study_name=spec.name, storage=storage, max_epochs=spec.epochs,
                                            owner=experiment, points_to_evaluate=[p for _, p in spec.start])
-        if early_stopping:
-            scheduler = NoiseAwareASHA(max_t=spec.epochs, eval_every=spec.eval_every,
-                                       grace_period=spec.grace_period, reduction_factor=spec.reduction_factor,
-                                       h_floor=spec.h_floor, h_noise=spec.h_noise)
-        else:
-            scheduler = FIFOScheduler()
+        rule = (Halving(spec.epochs, spec.eval_every, spec.reduction_factor, spec.h_floor, spec.h_noise,
+                        grace_period=spec.grace_period) if early_stopping else NoStopping(spec.epochs))
+        scheduler = RuleScheduler(rule)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
