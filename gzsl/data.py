@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gzsl.registry import get as registered
 from gzsl.errors import DataError
 
-XLSA17_DATASETS = ("CUB", "AWA1", "AWA2", "SUN")
-# Usual number of validation classes when a copy of att_splits.mat has no train_loc/val_loc.
-DEFAULT_VAL_CLASSES = {"CUB": 50, "AWA1": 13, "AWA2": 13, "SUN": 65}
 VAL_SEEN_FRACTION = 0.2  # stratified share of the training classes' images held out as "val seen"
 
 
@@ -175,7 +173,8 @@ def _train_val_images(raw: RawBenchmark, rng: np.random.Generator):
     if raw.train is not None and raw.val is not None:
         return raw.train, raw.val, False
     classes = np.unique(raw.labels[raw.trainval])
-    n_val = DEFAULT_VAL_CLASSES.get(raw.name, 0)
+    row = registered(raw.name)
+    n_val = row.val_classes if row is not None else 0  # the usual count of the benchmark (gzsl.registry)
     if not 0 < n_val < len(classes):  # unknown dataset, or too few classes for the usual count
         n_val = max(1, len(classes) // 4)
     val_classes = rng.choice(classes, size=n_val, replace=False)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from gzsl import synthetic
-from gzsl.data import XLSA17_DATASETS, GZSLData, build, read_xlsa17
+from gzsl import registry, synthetic
+from gzsl.data import GZSLData, build, read_xlsa17
 from gzsl.errors import DataError
 from gzsl.model import CADA_HIDDEN
 
@@ -17,18 +17,18 @@ def load(name: str, split: str = "val", data_root: str | os.PathLike | None = No
     """Load a dataset by name: an xlsa17 benchmark (needs data_root), a synthetic preset, or an
     attribute preset such as cub-sim (needs data_root: the xlsa17 folder with CUB/att_splits.mat).
     `val_split`: which set of validation classes (gzsl.data.build)."""
-    if synthetic.preset(name) is not None:  # synth-small, or another draw of it: synth-small@1
+    row = registry.get(name)
+    if row is None:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(registry.names())} (a synthetic preset's "
+                        "other draws: synth-small@1, ...)")
+    if row.source == "synthetic":  # synth-small, or another draw of it: synth-small@1
         return build(synthetic.generate(name), split, seed, val_split)
-    if name in synthetic.ATTRIBUTE_PRESETS:
-        return build(synthetic.generate_from_attributes(name, data_root), split, seed, val_split)
-    if name.upper() in XLSA17_DATASETS:
-        if data_root is None:
-            raise DataError(f"dataset {name} needs --data-root pointing at the xlsa17 folder "
-                            f"(containing {name.upper()}/res101.mat)")
-        return build(read_xlsa17(data_root, name.upper()), split, seed, val_split)
-    known = ", ".join([*synthetic.PRESETS, *synthetic.ATTRIBUTE_PRESETS, *XLSA17_DATASETS])
-    raise DataError(f"unknown dataset {name!r}; choose one of {known} (a synthetic preset's other draws: "
-                    "synth-small@1, ...)")
+    if row.source == "attributes":
+        return build(synthetic.generate_from_attributes(row.name, data_root), split, seed, val_split)
+    if data_root is None:
+        raise DataError(f"dataset {name} needs --data-root pointing at the xlsa17 folder "
+                        f"(containing {row.name}/res101.mat)")
+    return build(read_xlsa17(data_root, row.name), split, seed, val_split)
 
 
 def default_hidden(name: str) -> tuple[int, int, int, int]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gzsl import fastpaths, graphs, synthetic
+from gzsl import fastpaths, graphs, registry
 from gzsl.data import GZSLData
 from gzsl.model import sample
 
@@ -36,15 +36,15 @@ class ClassifierConfig:
 
 
 CADA_RECIPE = ClassifierConfig()  # what published rows report, and what validation H uses (CUB's epochs)
-# CADA-VAE's classifier epochs per dataset (method.md); synthetic presets take CUB's.
-CADA_EPOCHS = {"CUB": 23, "SUN": 21, "AWA1": 33, "AWA2": 29}
 
 
 def cada_recipe(dataset: str) -> ClassifierConfig:
-    """CADA-VAE's final classifier recipe with the dataset's number of epochs (an attribute preset
-    takes its source benchmark's: cub-sim CUB's)."""
-    name = synthetic.imitates(dataset) or dataset
-    return replace(CADA_RECIPE, epochs=CADA_EPOCHS.get(name.upper(), CADA_RECIPE.epochs))
+    """CADA-VAE's final classifier recipe with the dataset's number of epochs (method.md; the
+    registry's classifier_epochs): an attribute preset takes its source benchmark's (cub-sim CUB's),
+    a synthetic preset the recipe's own."""
+    row = registry.settings_of(dataset)
+    epochs = row.classifier_epochs if row is not None and row.classifier_epochs else CADA_RECIPE.epochs
+    return replace(CADA_RECIPE, epochs=epochs)
 # 60-75 large steps: a few times cheaper, but it does not rank configurations as the recipe does
 # (benchmarks/val_test_agreement.py: Spearman 0.63 on synth-small's validation split), so it is
 # only a cheap option (`classifier = "fast"`) and the second number of the final refit.

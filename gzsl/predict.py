@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from gzsl import registry
 from gzsl.errors import GzslError
 
 
@@ -25,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gzsl.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="a model file (results/<study>/models/seed<N>.pt, or a URI)")
-    p.add_argument("--data-root", help="xlsa17 folder, for a model of CUB, AWA1, AWA2, SUN or cub-sim")
+    rooted = [d.name for d in registry.DATASETS.values() if d.needs_data_root]
+    p.add_argument("--data-root", help=f"xlsa17 folder, for a model of {', '.join(rooted)}")
     p.add_argument("--dataset", help="score on this dataset (default: the model's; another is refused)")
     p.add_argument("--split", choices=("val", "test"), help="the split to score (default: the model's)")
     p.add_argument("--features", metavar="FILE.npy", help="name the classes of these images instead of scoring")

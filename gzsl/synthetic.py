@@ -114,13 +114,6 @@ def hidden(name: str) -> tuple[int, int, int, int] | None:
     return spec.hidden if spec is not None else None
 
 
-def imitates(name: str) -> str | None:
-    """The xlsa17 benchmark an attribute preset is built from ("CUB" for cub-sim): it takes that
-    benchmark's per-dataset settings (the final classifier's epochs); None otherwise."""
-    spec = ATTRIBUTE_PRESETS.get(name)
-    return spec.source if spec is not None else None
-
-
 @lru_cache(maxsize=4)
 def generate(name: str) -> RawBenchmark:
     """The preset's benchmark (a name `preset` knows); same name, same arrays."""

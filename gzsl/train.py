@@ -17,7 +17,7 @@ import math
 import sys
 import time
 
-from gzsl import hyperparams
+from gzsl import hyperparams, registry
 from gzsl.errors import GzslError
 
 
@@ -63,10 +63,12 @@ def parser() -> argparse.ArgumentParser:
     )
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="synth-small",
-                      help="synth-small, synth-cub, cub-sim (CUB's real attributes and class split, generated "
-                           "features; needs --data-root), or an xlsa17 benchmark: CUB, AWA1, AWA2, SUN")
+                      help=f"{', '.join(registry.names('synthetic'))} (generated), "
+                           f"{', '.join(registry.names('attributes'))} (a real benchmark's attributes and class "
+                           f"split, generated features; needs --data-root), or an xlsa17 benchmark: "
+                           f"{', '.join(registry.names('xlsa17'))}")
     data.add_argument("--data-root", help="the xlsa17 folder, holding <DATASET>/res101.mat and att_splits.mat "
-                                          "(cub-sim reads CUB/att_splits.mat only)")
+                                          "(an attribute preset reads its benchmark's att_splits.mat only)")
     data.add_argument("--split", choices=("val", "test"), default="val",
                       help="val: train on training classes, score on validation classes (tuning); "
                            "test: train on trainval, score on test_seen/test_unseen")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from gzsl import hyperparams
+from gzsl import hyperparams, registry
 from gzsl.report import figures as fig
 from gzsl.report import page
 from gzsl.report import records as rec
@@ -146,7 +146,8 @@ def _final_html(r: rec.StudyResults) -> str:
         note += (f" Seed(s) {', '.join(str(seed) for seed in f.failed)} did not complete (see the table below); "
                  "the mean counts each as H 0.")
     if not f.references:
-        note += " No published reference numbers: this dataset is not one of CUB, AWA1, AWA2, SUN."
+        published = ", ".join(d.name for d in registry.DATASETS.values() if d.references)
+        note += f" No published reference numbers: this dataset is not one of {published}."
     else:
         note += " Reference rows: published results (method.md)."
     return (f'<p class="note">{escape(note)}</p>'
@@ -217,7 +218,7 @@ def build_comparison(studies: list[rec.StudyResults]) -> str:
         s, f = rec.summary(r), rec.final_result(r)
         best = s.best
         best_h = chosen_val_H(best) if best else None
-        cada = (f.references.get("CADA-VAE") if f else None) or rec.REFERENCES.get(str(s.dataset).upper(), {}).get("CADA-VAE")
+        cada = (f.references.get("CADA-VAE") if f else None) or rec.references(str(s.dataset)).get("CADA-VAE")
         ours = f.recipe() if f else None
         test_h = "" if ours is None else f"{ours.mean['H']:.1f} ± {ours.std['H']:.1f}" + (
             "" if ours.published_recipe else " (fast classifier)")

@@ -12,20 +12,16 @@ import pandas as pd
 
 from gzsl import hyperparams, selection
 from gzsl.errors import NoResultsYet
+from gzsl import registry
 from gzsl.results import ResultStore
 from gzsl.selection import confirmed
 
 
-# docs/method.md, "Reference numbers" (attribute semantics, ResNet-101 features): (U, S, H).
-REFERENCES = {
-    "CUB": {"CADA-VAE": (51.6, 53.5, 52.4), "f-CLSWGAN": (43.7, 57.7, 49.7), "TF-VAEGAN": (52.8, 64.7, 58.1),
-            "SDGZSL": (51.4, 57.9, 54.4), "HSVA": (51.9, 59.5, 55.5)},
-    "AWA1": {"CADA-VAE": (57.3, 72.8, 64.1), "HSVA": (61.1, 75.2, 67.4)},
-    "AWA2": {"CADA-VAE": (55.8, 75.0, 63.9), "f-CLSWGAN": (56.1, 65.5, 60.4), "TF-VAEGAN": (59.8, 75.1, 66.6),
-             "SDGZSL": (64.6, 73.6, 68.8), "HSVA": (57.8, 79.3, 66.9)},
-    "SUN": {"CADA-VAE": (47.2, 35.7, 40.6), "f-CLSWGAN": (42.6, 36.6, 39.4), "TF-VAEGAN": (45.6, 40.7, 43.0),
-            "SDGZSL": (44.9, 37.3, 40.8), "HSVA": (48.6, 39.0, 43.3)},
-}
+def references(dataset: str) -> dict:
+    """Published (U, S, H) per method on this dataset (docs/method.md, "Reference numbers"; the
+    registry's row): none for a synthetic one."""
+    row = registry.get(dataset)
+    return dict(row.references) if row is not None else {}
 
 
 class StudyResults(NamedTuple):
@@ -229,7 +225,7 @@ def final_result(r: StudyResults) -> FinalResult | None:
     seeds = f[["seed", "status", "scored_epoch", "test_U", "test_S", "test_H", "fast_test_H", "model"]]
     seeds = seeds.sort_values("seed").reset_index(drop=True)
     failed = [int(x) for x in seeds.seed[seeds.status != "completed"]]
-    return FinalResult(len(f), rows, REFERENCES.get(str(r.meta.get("dataset", "")).upper(), {}), settings, seeds, failed)
+    return FinalResult(len(f), rows, references(str(r.meta.get("dataset", ""))), settings, seeds, failed)
 
 
 def _score_row(label: str, f: pd.DataFrame, prefix: str, published_recipe: bool) -> ScoreRow:

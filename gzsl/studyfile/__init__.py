@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from gzsl import hyperparams
+from gzsl import hyperparams, registry
 from gzsl.selection import AUDIT, H_FLOOR, H_NOISE, lowest_rung, recipe_epochs, rung_epochs
 from gzsl.errors import ConfigError
 
@@ -218,7 +218,10 @@ def parse(raw: dict, path: Path) -> StudySpec:
 
     get = lambda s, k, d=None: raw.get(s, {}).get(k, d)  # noqa: E731
     if "dataset" not in raw.get("study", {}):
-        fail("study.dataset", "missing; name a dataset (synth-small, synth-cub; cub-sim, CUB, AWA1, AWA2, SUN with data_root)")
+        fail("study.dataset", f"missing; name a dataset ({registry.described()})")
+    if registry.get(raw["study"]["dataset"]) is None:
+        fail("study.dataset", f"unknown dataset {raw['study']['dataset']!r}; choose one of {registry.described()} "
+                              "(a synthetic preset's other draws: synth-small@1, ...)")
     split = get("study", "split", "val")
     if split == "test":
         fail("study.split", "a study tunes on validation H and scores test once, in its final refit; "
