@@ -1,4 +1,4 @@
-"""Faults a pack of trials must survive (gzsl.study.pack): a member's error fails its trial only,
+"""Faults a pack of trials must survive (gzsl.study.executors): a member's error fails its trial only,
 an executor that cannot go on is taken out of rotation and replaced, a dead executor is skipped,
 a retried trial starts clean. Faults are injected in Ray's worker processes by
 tests/inject/sitecustomize.py (Pack.run_epoch raises a CUDA out-of-memory for the members
@@ -67,8 +67,8 @@ def test_a_packed_study_whose_executors_are_all_gone_fails_in_one_line(tmp_path)
     again until its restarts are spent, and then nothing can train. Without executors the searcher
     has no room and proposes nothing: the study must fail in one line naming them, not wait forever,
     and the trials that ran stay recorded."""
-    from gzsl.study.pack import MAX_RESTARTS
-    from gzsl.study.executor import MAX_STRIKES
+    from gzsl.study.executors.actors import MAX_RESTARTS
+    from gzsl.study.executors.members import MAX_STRIKES
 
     study, results = write_study(tmp_path, name="gone", epochs=2, samples=60, final_seeds=0, grace=2, eval_every=2,
                                  latent="[16]", training_extra=TINY), tmp_path / "results"
@@ -103,7 +103,7 @@ def plain_executor(tmp_path, monkeypatch, data, fails, pack=3, epochs=3):
     """An Executor driven by run_epoch() in this process; an epoch raises a CUDA out-of-memory whenever
     fails(keys of the members in it)."""
     from gzsl.trainer import Pack
-    from gzsl.study.executor import Executor
+    from gzsl.study.executors.members import Executor
 
     run_epoch = Pack.run_epoch
 
@@ -126,7 +126,7 @@ def run_out(executor, limit=30):
 
 def taken(executor, key):
     """What member `key`'s trial is handed: its epochs, then its error's text (None if it did not fail)."""
-    from gzsl.study.executor import LEFT, MemberError
+    from gzsl.study.executors.members import LEFT, MemberError
 
     rows = []
     while True:
@@ -156,7 +156,7 @@ def test_members_that_join_together_are_told_apart_when_their_epoch_fails(tmp_pa
 
 def test_a_pack_that_fails_with_no_new_member_starts_again_and_one_that_keeps_failing_stops(tmp_path, monkeypatch,
                                                                                           data):
-    from gzsl.study.executor import MAX_STRIKES, MemberError
+    from gzsl.study.executors.members import MAX_STRIKES, MemberError
 
     fault = {"on": False}
     executor = plain_executor(tmp_path, monkeypatch, data, fails=lambda keys: fault["on"], epochs=5)
@@ -199,7 +199,7 @@ def local_ray():
 
 
 def started_pool(spec, data, experiment):
-    from gzsl.study.pack import ExecutorPool, executor_names
+    from gzsl.study.executors.actors import ExecutorPool, executor_names
 
     pool = ExecutorPool(spec, executor_names(experiment, 1), elastic=False)
     assert pool.start(data, searcher=None, log=lambda *_: None) == 1
@@ -208,9 +208,9 @@ def started_pool(spec, data, experiment):
 
 def rows_until_end(executor, key, limit=120.0):
     """The epochs the executor hands member `key` until its trial would end, as the trial takes them
-    (gzsl.study.pack.next_row: MemberError when the member failed)."""
-    from gzsl.study.executor import LEFT
-    from gzsl.study.pack import next_row
+    (gzsl.study.executors.actors.next_row: MemberError when the member failed)."""
+    from gzsl.study.executors.members import LEFT
+    from gzsl.study.executors.actors import next_row
 
     rows, deadline = [], time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -226,7 +226,7 @@ def rows_until_end(executor, key, limit=120.0):
 
 def test_trials_skip_a_dead_executor_and_find_the_next(local_ray):
     ray = local_ray
-    from gzsl.study.pack import StartedExecutors
+    from gzsl.study.executors.actors import StartedExecutors
 
     @ray.remote(num_cpus=0)
     class Stub:
@@ -258,7 +258,7 @@ def test_trials_skip_a_dead_executor_and_find_the_next(local_ray):
 
 
 def test_a_trial_that_finds_no_live_executor_fails_with_one_line(local_ray):
-    from gzsl.study.pack import NoExecutor, StartedExecutors, join_executor
+    from gzsl.study.executors.actors import NoExecutor, StartedExecutors, join_executor
 
     names = ["faults-never-0", "faults-never-1"]
     start = time.monotonic()
@@ -275,7 +275,7 @@ def test_a_retried_trial_replaces_its_old_member(local_ray, data, tmp_path):
     attempt, a new member, takes the old one out before it joins, and trains from epoch 1 alone in
     the pack, never handed the old member's epochs."""
     ray = local_ray
-    from gzsl.study.pack import StartedExecutors, join_executor, member_key, next_row
+    from gzsl.study.executors.actors import StartedExecutors, join_executor, member_key, next_row
 
     spec = packed_spec(tmp_path, epochs=40)  # the old member would still be training
     pool = started_pool(spec, data, "faults-retry")
@@ -295,7 +295,7 @@ def test_a_member_error_fails_that_member_and_the_others_train_to_the_end(local_
     """Two good members and a bad one (its epochs raise a CUDA out-of-memory) join together: the bad
     member's trial gets the error, in one line; the good ones train every epoch, from 1, to the end."""
     ray = local_ray
-    from gzsl.study.executor import MemberError
+    from gzsl.study.executors.members import MemberError
 
     spec = packed_spec(tmp_path, pack=3, epochs=3)
     pool = started_pool(spec, data, "faults-member")
@@ -318,8 +318,8 @@ def test_an_executor_that_cannot_go_on_is_replaced(local_ray, data, tmp_path):
     """Epoch after epoch fails (MAX_STRIKES in a row): the executor fails its members, takes no
     more trials, and Ray starts it again under its name; a new trial then trains there to the end."""
     ray = local_ray
-    from gzsl.study.executor import MAX_STRIKES, MemberError
-    from gzsl.study.pack import StartedExecutors, join_executor
+    from gzsl.study.executors.members import MAX_STRIKES, MemberError
+    from gzsl.study.executors.actors import StartedExecutors, join_executor
 
     spec = packed_spec(tmp_path, pack=2, epochs=2)
     pool = started_pool(spec, data, "faults-broken")
@@ -384,7 +384,7 @@ def test_a_member_joins_when_the_pack_evaluates_so_their_classifiers_fit_at_once
     while the pack's member is between evaluations waits for the next evaluated epoch; from then on
     both are scored in the same pack epochs (one fit for both: the same epoch and evaluation seconds)."""
     from gzsl.studyfile import load_study
-    from gzsl.study.executor import Executor
+    from gzsl.study.executors.members import Executor
 
     study = write_study(tmp_path, name="aligned", epochs=6, grace=6, eval_every=2, latent="[16]",
                         training_extra=TINY + "\npeak_every = 2")
@@ -427,7 +427,7 @@ def test_a_process_sharing_a_gpu_may_allocate_its_share_only(tmp_path):
 def test_a_packed_executor_on_a_gpu_caps_its_memory_at_its_share(tmp_path, data):
     import dataclasses
 
-    from gzsl.study.executor import Executor
+    from gzsl.study.executors.members import Executor
 
     spec = packed_spec(tmp_path, pack=2)
     spec = dataclasses.replace(spec, resources={**spec.resources, "gpu": 0.25})
@@ -452,7 +452,7 @@ def test_the_survivors_of_a_failed_epoch_train_as_if_the_failing_member_never_jo
     """b joins a's pack and the epoch fails at its second step (an out-of-memory), after one step
     of both and the epoch's random draws: the pack goes back to the boundary, b fails alone, and a's
     losses are bit for bit those of a pack b never joined."""
-    from gzsl.study.executor import Executor
+    from gzsl.study.executors.members import Executor
     from gzsl.trainer import Pack
 
     def a_alone():

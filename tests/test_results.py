@@ -1,5 +1,7 @@
-"""The choice and the refit epoch (gzsl.results), on hand-made rows whose right answers are worked
+"""The choice and the refit epoch (gzsl.selection), on hand-made rows whose right answers are worked
 out in each test: the search's best, the refit's epoch, the finalists and the confirmation's pick."""
+
+from pathlib import Path
 
 import pandas as pd
 
@@ -116,3 +118,32 @@ def test_a_folder_of_another_schema_is_refused_naming_both(tmp_path):
     unversioned.write_part("study", "run", [{"study": "s", "resumed": False, "started_at": datetime.now(timezone.utc)}])
     with pytest.raises(ResultsError, match=r"\(schema 1, this one reads"):
         unversioned.check_version()
+
+
+def test_the_choice_on_a_committed_demo_folder_worked_out_by_hand():
+    """tests/golden/demo-choice: trials.parquet and confirm.parquet of a demo run (python -m gzsl.tune
+    --study demo --max-concurrent 1, 2026-12-06; benchmarks/measured/demo-max-concurrent-1-before-after-
+    pipeline.txt), the columns the choice reads. Worked out by hand from the rows:
+    - completed by best val H: 1c4a443f 55.56, 149a0bb0 55.43, 807b395d 54.51; the pruned bacc89dc never counts;
+    - finalists (top 2): 1c4a443f, 149a0bb0, and the defaults' 68f4da7c (39.49, ranked 12th);
+    - refit epochs (h_noise 2): 1c4a443f peaks at 24 with 55.56 but ends at 53.65, 1.91 below: within
+      the noise, its last epoch 30; 149a0bb0 peaks at 24 with 55.43 and ends at 50.81, 4.62 below: 24;
+    - fresh-split means: 149a0bb0 (49.17 + 57.43) / 2 = 53.30, 1c4a443f (46.47 + 57.84) / 2 = 52.15,
+      defaults (39.41 + 41.77) / 2 = 40.59; the best challenger leads the defaults by 12.71 > 2: 149a0bb0,
+      though the search ranked it second."""
+    from gzsl.selection import ranked_trials
+
+    folder = Path(__file__).parent / "golden" / "demo-choice"
+    trials, confirm = pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "confirm.parquet")
+    assert list(ranked_trials(trials).trial_id[:3]) == ["1c4a443f", "149a0bb0", "807b395d"]
+    assert [f["trial_id"] for f in finalists(trials, 2)] == ["1c4a443f", "149a0bb0", "68f4da7c"]
+    by_id = trials.set_index("trial_id")
+    assert refit_epoch(by_id.loc["1c4a443f"].to_dict(), 2.0) == 30 and refit_epoch(by_id.loc["149a0bb0"].to_dict(), 2.0) == 24
+    assert set(confirm.trial_id) == {"1c4a443f", "149a0bb0", "68f4da7c"}
+    assert confirm.set_index("trial_id").scored_epoch.to_dict() == {"149a0bb0": 24, "1c4a443f": 30, "68f4da7c": 30}
+    pick, means = confirmed(trials, confirm, 2.0)
+    assert pick["trial_id"] == "149a0bb0"
+    assert {k: round(v, 2) for k, v in means.items()} == {"149a0bb0": 53.30, "1c4a443f": 52.15, "68f4da7c": 40.59}
+    assert best_trial(trials)["trial_id"] == "1c4a443f"  # without the confirmation, the search's best
+    # With a margin above the challenger's lead (12.71), the defaults would stay.
+    assert confirmed(trials, confirm, 12.8)[0]["trial_id"] == "68f4da7c"

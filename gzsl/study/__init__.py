@@ -10,7 +10,7 @@ from gzsl.study.callback import ParquetCallback
 from gzsl.study.confirm import confirm
 from gzsl.study.driver import (RunPlan, check_local_gpu, check_start, pending_trials, plan_run, resumed_budget,
                                run_study, study_row, tune_storage)
-from gzsl.study.pack import executors_that_fit
+from gzsl.study.executors.actors import executors_that_fit
 from gzsl.study.pipeline import Steps, StudyResult, run
 from gzsl.study.refit import best_params, final_refit
 from gzsl.study.audit import audit

@@ -21,7 +21,7 @@ from gzsl.results import SCHEMA_VERSION, ResultStore
 from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
 from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
-from gzsl.study.pack import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
+from gzsl.study.executors.actors import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
 from gzsl.selection import Halving, NoStopping
 from gzsl.study.scheduler import RuleScheduler
 from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
@@ -68,7 +68,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
     and `early_stopping=False` give the plain baseline (random search, every trial to the end).
     `cluster`: Ray is a cluster that may grow (--address); a packed study then asks for all the
-    executors it can use, not only those that fit now (gzsl.study.pack.ExecutorPool). `experiment`: what
+    executors it can use, not only those that fit now (gzsl.study.executors.actors.ExecutorPool). `experiment`: what
     check_start returned, where the caller already checked the start (gzsl.tune, before starting Ray)."""
     # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
     # and Tune must not reject them as missing the metric.
@@ -84,7 +84,7 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     storage = optuna_storage(storage_url)
     experiment = experiment or check_start(spec, results_uri, resume)
     pool = None
-    if plan.executors:  # executors each train their members as one fused model (gzsl.study.pack)
+    if plan.executors:  # executors each train their members as one fused model (gzsl.study.executors)
         pool = ExecutorPool(spec, executor_names(experiment, plan.executors), elastic=cluster)
         trainable = tune.with_resources(tune.with_parameters(packed_objective, spec=spec, names=pool.names),
                                         trial_resources(spec))

@@ -41,7 +41,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     Its cap on the trials in flight is Tune's `set_max_concurrency` (what a ConcurrencyLimiter,
     and so `max_concurrent_trials`, sets): a packed study proposes only as many configurations as
-    its started executors can train (gzsl.study.pack.ExecutorPool raises the cap, from Tune's loop, as
+    its started executors can train (gzsl.study.executors.actors.ExecutorPool raises the cap, from Tune's loop, as
     executors start), so that a cluster still waiting for nodes does not turn TPE into random
     search by holding proposals that no executor can take yet."""
 

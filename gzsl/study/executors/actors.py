@@ -26,7 +26,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTa
 
 from gzsl.errors import ClusterError
 from gzsl.study.callback import say
-from gzsl.study.executor import LEFT, Executor, MemberError, member_key, one_line, trial_of
+from gzsl.study.executors.members import LEFT, Executor, MemberError, member_key, one_line, trial_of
 from gzsl.study.trial import placement, report, trial_device
 from gzsl.studyfile import StudySpec
 

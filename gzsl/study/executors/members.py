@@ -3,7 +3,7 @@
 queued for its trial.
 
 Faults: a member's error fails its trial only; an executor that cannot go on (MAX_STRIKES
-failed epochs in a row) is out of rotation. gzsl.study.pack makes it a Ray actor.
+failed epochs in a row) is out of rotation. gzsl.study.executors.actors makes it a Ray actor.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class Executor:
         self.spec, self.device, self.where = spec, device, where
         self.memory_share = cap_gpu_memory(spec, device)  # with gpu = 0.25, four executors share a GPU
         self.first = train_config(spec, {}, seed=spec.seed, device=device)
-        self.pack = Pack(data, self.first, max_latent(spec))
-        self.data = self.pack.data  # on the device: a pack started again reuses it
+        self.fused = Pack(data, self.first, max_latent(spec))
+        self.data = self.fused.data  # on the device: a pack started again reuses it
         self.cv = threading.Condition()
         self.joining: dict[str, TrainConfig] = {}
         self.held: dict[str, TrainConfig] = {}  # to rejoin one per boundary, after a failed epoch
@@ -124,7 +124,7 @@ class Executor:
             return None
 
     def members(self) -> list[str]:
-        return [m.key for m in self.pack.members]
+        return [m.key for m in self.fused.members]
 
     def load(self) -> int | None:
         """Members that will train after the next epoch boundary; None once out of rotation."""
@@ -159,15 +159,15 @@ class Executor:
             if not self.configs:
                 return False
             keys = list(self.configs)
-            epochs = {m.key: m.epoch for m in self.pack.members}
+            epochs = {m.key: m.epoch for m in self.fused.members}
         cuda = self.device == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         # An epoch with a new member is the one likely to fail (its memory, its configuration): the
         # pack is saved before it, so that the survivors of a failure go on from the boundary.
-        saved = self.pack.snapshot() if self.new & set(keys) else None
+        saved = self.fused.snapshot() if self.new & set(keys) else None
         try:
-            results = self.pack.run_epoch()  # outside the lock: trials may join and leave meanwhile
+            results = self.fused.run_epoch()  # outside the lock: trials may join and leave meanwhile
         except Exception as exc:
             with self.cv:
                 self._epoch_failed(keys, epochs, one_line(exc), saved)
@@ -189,7 +189,7 @@ class Executor:
         (_evaluated); after a failed epoch, the survivors first alone, then one member at a time
         (held ones first), so that a failure names its member."""
         for key in self.leaving & set(self.configs):
-            self.pack.leave(key)
+            self.fused.leave(key)
             self._forget(key)
         self.leaving.clear()
         if not self.strikes and not self.held:
@@ -201,7 +201,7 @@ class Executor:
             admitted = {k: waiting.pop(k) for k in list(waiting)[:1]}
         for key, config in admitted.items():
             try:
-                self.pack.join(key, config)
+                self.fused.join(key, config)
             except Exception as exc:  # its model cannot be made here (e.g. out of memory): it fails alone
                 self._fail(key, f"could not join executor {self.where['executor_id']}: {one_line(exc)}")
                 continue
@@ -216,7 +216,7 @@ class Executor:
         A trial scores H only at its study's eval_at, so members that joined at other times are
         scored at other pack epochs."""
         every = self.first.eval_every
-        return every <= 1 or not self.pack.members or any(m.epoch % every == 0 for m in self.pack.members)
+        return every <= 1 or not self.fused.members or any(m.epoch % every == 0 for m in self.fused.members)
 
     def _epoch_failed(self, keys: list[str], epochs: dict[str, int], why: str, saved: dict | None = None) -> None:
         self.strikes += 1
@@ -227,7 +227,7 @@ class Executor:
             self._restart(f"an epoch of executor {self.where['executor_id']} failed: {why}")
         else:
             try:
-                self.pack.restore(saved)  # the steps and random draws of the failed epoch undone
+                self.fused.restore(saved)  # the steps and random draws of the failed epoch undone
                 self._blame(new, epochs, why)
             except Exception as exc:  # the pack's state is beyond repair
                 self._restart(f"an epoch of executor {self.where['executor_id']} failed: {why}; then {one_line(exc)}")
@@ -235,13 +235,13 @@ class Executor:
 
     def _blame(self, new: list[str], epochs: dict[str, int], why: str) -> None:
         for key in new:
-            self.pack.leave(key)
+            self.fused.leave(key)
             config = self._forget(key)
             if len(new) == 1:
                 self._fail(key, f"its first epoch in executor {self.where['executor_id']} failed: {why}")
             else:
                 self.held[key] = config
-        for m in self.pack.members:  # the others train the failed epoch again: their epochs stay 1, 2, 3...
+        for m in self.fused.members:  # the others train the failed epoch again: their epochs stay 1, 2, 3...
             m.epoch = epochs[m.key]
 
     def _restart(self, why: str) -> None:
@@ -251,7 +251,7 @@ class Executor:
         self.configs.clear()
         self.new.clear()
         self.leaving.clear()
-        self.pack = Pack(self.data, self.first, max_latent(self.spec))
+        self.fused = Pack(self.data, self.first, max_latent(self.spec))
 
     def _break(self, why: str) -> None:
         self.broken = f"executor {self.where['executor_id']} is out of rotation: {why}"
