@@ -13,6 +13,7 @@ on the test split (final.parquet). Ctrl-C stops cleanly; --resume continues.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -63,10 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _progress_to_stdout() -> None:
+    """The study's progress lines (the `gzsl` logger of every module) on standard output, one line
+    each with nothing added, flushed as they come."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("gzsl")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _run(args, start: float) -> int:
     from gzsl import gate
     from gzsl.datasets import load
 
+    _progress_to_stdout()
     checked = gate.check(args)  # everything that needs no Ray, before Ray starts (gzsl.gate)
     spec, results, address = checked.spec, checked.results, checked.address
     for note in checked.notes:

@@ -12,6 +12,7 @@ never becomes the chosen one by itself: the verdict warns, and the confirmation 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -19,11 +20,12 @@ import torch
 from gzsl import hyperparams
 from gzsl.results import ResultStore
 from gzsl.selection import audited
-from gzsl.study.callback import say
 from gzsl.study.tasks import gather
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
 from gzsl.trainer import train
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 
 def _audit_one(spec: StudySpec, trial: dict, data) -> dict:
@@ -46,7 +48,7 @@ def _audit_one(spec: StudySpec, trial: dict, data) -> dict:
             "status": last.status if last is not None else "error"}
 
 
-def audit(spec: StudySpec, trials, data, store: ResultStore, log=say):
+def audit(spec: StudySpec, trials, data, store: ResultStore, log=_log.info):
     """Retrain the stops the policy audits (trials.parquet's pruned trials, in the order they
     ended) on the search's split `data`; returns audit.parquet."""
     import ray

@@ -15,18 +15,16 @@ from gzsl.results import ResultStore
 from gzsl.study.trial import METRIC, train_config, trial_status
 from gzsl.studyfile import StudySpec, start_label
 
-
-def say(line: str) -> None:
-    """The study's progress lines. A module function, not the builtin print: Tune pickles the
-    callbacks that hold it, and Ray's tqdm support may have replaced builtins.print by then."""
-    print(line, flush=True)
+# Progress lines go to the `gzsl` logger, which gzsl.tune prints on standard output; a logger's
+# bound method pickles by the logger's name (Tune pickles the callbacks that hold one).
+_log = logging.getLogger(__name__)
 
 
 class ParquetCallback(tune.Callback):
     """Runs in the driver: collects each trial's per-epoch results and writes its rows
     when it ends (completed, pruned, diverged or errored). Prints a progress line."""
 
-    def __init__(self, store: ResultStore, spec: StudySpec, log=say):
+    def __init__(self, store: ResultStore, spec: StudySpec, log=_log.info):
         self.store, self.spec, self.log = store, spec, log
         self.epochs: dict[str, dict[int, dict]] = {}
         self.started: dict[str, float] = {}

@@ -10,18 +10,20 @@ validation classes (gzsl.data.build's val_split), and selection.confirmed choose
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
 import torch
 
 from gzsl.results import ResultStore
-from gzsl.study.callback import say
 from gzsl.study.tasks import gather
 from gzsl.study.refit import trial_params
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
 from gzsl.trainer import train
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 
 def part(trial_id: str, split: int) -> str:
@@ -50,7 +52,7 @@ def _confirm_one(spec: StudySpec, params: dict, data, split: int) -> dict:
             "status": "completed" if last.status == "completed" and s is not None else last.status}
 
 
-def confirm(spec: StudySpec, finalists: list[dict], split_data: dict, store: ResultStore, log=say):
+def confirm(spec: StudySpec, finalists: list[dict], split_data: dict, store: ResultStore, log=_log.info):
     """Retrain every finalist (trials.parquet rows) on every fresh split (split -> GZSLData), as Ray
     tasks with a trial's resources; each result is written to confirm.parquet as it arrives, and
     pairs already there (an interrupted run) are not redone. Returns confirm.parquet."""

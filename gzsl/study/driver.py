@@ -3,6 +3,7 @@ stopping, as a Ray Tune example would read; the checks before it starts and on r
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import time
@@ -18,7 +19,7 @@ from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
 from gzsl.gate import fingerprint, resumed_budget
 from gzsl.results import SCHEMA_VERSION, ResultStore
-from gzsl.study.callback import ParquetCallback, quiet_trial_failures, say
+from gzsl.study.callback import ParquetCallback, quiet_trial_failures
 from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
 from gzsl.study.executors.actors import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
@@ -31,6 +32,8 @@ from gzsl.studyfile import StudySpec
 from gzsl.trainer import TrainConfig
 
 PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # Tune's: trials it may hold waiting for resources (a user's value wins)
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def plan_run(spec: StudySpec, resources: dict, num_samples: int | None = None, m
 def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | None = None,
               max_concurrent: int | None = None, optuna_url: str | None = None, resume: bool = False,
               sampler: str = "tpe", early_stopping: bool = True, cluster: bool = False, experiment: str | None = None,
-              log=say):
+              log=_log.info):
     """Search, then write trials.parquet / epochs.parquet. `data` is the loaded split (the
     driver's copy goes to the object store once, via tune.with_parameters). `sampler="random"`
     and `early_stopping=False` give the plain baseline (random search, every trial to the end).

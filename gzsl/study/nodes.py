@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import ray
 from ray import tune
 
-from gzsl.study.callback import say
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
+
 
 LOOK_S = 2.0  # how often the driver asks Ray for its nodes (one call to the GCS)
 
@@ -17,7 +19,7 @@ class NodeWatch(tune.Callback):
     work (Ray starts its executors again elsewhere; Tune retries its trials up to
     max_failures times). Locally there is one node, which lives as long as the driver."""
 
-    def __init__(self, max_failures: int, packed: bool, log=say):
+    def __init__(self, max_failures: int, packed: bool, log=_log.info):
         self.max_failures, self.packed, self.log = max_failures, packed, log
         self._alive: dict[str, str] | None = None  # node id -> what the line calls it
         self._looked = 0.0

@@ -6,6 +6,7 @@ how it ended; the rules each step applies are gzsl.selection's.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,11 +16,12 @@ import pandas as pd
 from gzsl.results import ResultStore
 from gzsl.selection import alignment_rung, best_trial, confirmed, finalists, wrongful
 from gzsl.study.audit import audit
-from gzsl.study.callback import say
 from gzsl.study.confirm import confirm
 from gzsl.study.driver import run_study
 from gzsl.study.refit import best_params, final_refit
 from gzsl.studyfile import StudySpec
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class StudyResult:
         return self.seeds - len(self.final) if self.seeds else 0
 
 
-def run(spec: StudySpec, load: Callable, results: str, steps: Steps = Steps(), data=None, log=say) -> StudyResult:
+def run(spec: StudySpec, load: Callable, results: str, steps: Steps = Steps(), data=None, log=_log.info) -> StudyResult:
     """The study in `spec`, its results in `results`; `load(dataset, split, data_root, seed=, val_split=)`
     reads a split (gzsl.datasets.load); `data`: the search's split, where the caller loaded it
     already. Needs a running Ray (ray.init)."""
@@ -94,7 +96,7 @@ def shown(params: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def audit_stops(spec: StudySpec, store: ResultStore, data, log=say) -> None:
+def audit_stops(spec: StudySpec, store: ResultStore, data, log=_log.info) -> None:
     """The stops the policy audits, retrained to the end (gzsl.study.audit), and the verdict:
     a warning, with what to change, when a stop cost the study a better trial."""
     trials = store.read("trials")
@@ -111,7 +113,7 @@ def audit_stops(spec: StudySpec, store: ResultStore, data, log=say) -> None:
             f"{alignment_rung(spec.epochs, spec.eval_every)} (one rung, after the warm-ups), and --resume or rerun")
 
 
-def confirm_finalists(spec: StudySpec, store: ResultStore, load: Callable, log=say) -> None:
+def confirm_finalists(spec: StudySpec, store: ResultStore, load: Callable, log=_log.info) -> None:
     """The finalists retrained on fresh validation splits (gzsl.study.confirm), and the table of
     what that showed."""
     trials = store.read("trials")
@@ -133,7 +135,7 @@ def confirm_finalists(spec: StudySpec, store: ResultStore, load: Callable, log=s
     log(f"(a finalist replaces the defaults only when ahead of them by more than selection.h_noise = {spec.h_noise:g} H)")
 
 
-def log_test_scores(final: pd.DataFrame, store: ResultStore, log=say) -> None:
+def log_test_scores(final: pd.DataFrame, store: ResultStore, log=_log.info) -> None:
     """The refit's test U, S, H (mean ± std over its seeds) with each classifier, and its models."""
     for prefix, label in (("test_", "CADA-VAE classifier recipe"), ("fast_test_", "fast classifier")):
         if len(final) == 1:
@@ -147,7 +149,7 @@ def log_test_scores(final: pd.DataFrame, store: ResultStore, log=say) -> None:
         log(f"models: {len(saved)} in {root}/models/ (python -m gzsl.predict --model {root}/{saved.model.iloc[0]})")
 
 
-def write_report(name: str, results: str, folder: str, log=say) -> str | None:
+def write_report(name: str, results: str, folder: str, log=_log.info) -> str | None:
     """The study's HTML report in `folder`; a report that fails is one line, never a failed study:
     the results are safe in Parquet."""
     from gzsl import report

@@ -3,6 +3,7 @@ tasks, and scored once on the test split."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import replace
@@ -13,11 +14,12 @@ from gzsl import hyperparams, modelfile
 from gzsl.evaluation import FAST_CLASSIFIER
 from gzsl.results import ResultStore
 from gzsl.selection import chosen_val_H, confirmed, refit_epoch
-from gzsl.study.callback import say
 from gzsl.study.tasks import gather
 from gzsl.study.trial import cap_gpu_memory, train_config, trial_device
 from gzsl.studyfile import StudySpec
 from gzsl.trainer import MAIN, classifier_config, train
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 
 def best_params(store: ResultStore, h_noise: float = 0.0) -> dict | None:
@@ -71,7 +73,7 @@ def _refit_one(spec: StudySpec, params: dict, data, seed: int) -> dict:
             "model": saved, "seconds": time.perf_counter() - start, "status": last.status}
 
 
-def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=say):
+def final_refit(spec: StudySpec, params: dict, test_data, store: ResultStore, log=_log.info):
     """Retrain the chosen configuration on all of trainval with `final_seeds` seeds (in
     parallel, as Ray tasks) and score each once on the test split, with CADA-VAE's classifier
     recipe and with the fast classifier (see _refit_one). Seeds already in final.parquet (from

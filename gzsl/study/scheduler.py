@@ -5,11 +5,13 @@ saves no scheduler state, so a resumed run refills it from epochs.parquet (`rest
 
 from __future__ import annotations
 
+import logging
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from gzsl.selection import STOP, Halving, StoppingRule
-from gzsl.study.callback import say
 from gzsl.study.trial import METRIC
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 CONTINUE = TrialScheduler.CONTINUE
 
@@ -34,7 +36,7 @@ class RuleScheduler(FIFOScheduler):
         for rung in set(self.policy.judging) - self.announced:
             self.announced.add(rung)
             a = self.policy.agreement(rung)
-            say(f"ASHA: rung {rung} now judges ({len(self.policy.recorded[rung])} trials reached it"
+            _log.info(f"ASHA: rung {rung} now judges ({len(self.policy.recorded[rung])} trials reached it"
                 + (f"; its order agrees with the end: Spearman >= {a:.2f}" if a == a else "") + ")")
         return TrialScheduler.STOP if decision == STOP else CONTINUE
 

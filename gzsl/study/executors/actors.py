@@ -14,6 +14,7 @@ when none is live for NO_EXECUTOR_S; a retried trial joins as a new member.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,10 +26,11 @@ from ray import tune
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 
 from gzsl.errors import ClusterError
-from gzsl.study.callback import say
 from gzsl.study.executors.members import LEFT, Executor, MemberError, member_key, one_line, trial_of
 from gzsl.study.trial import placement, report, trial_device
 from gzsl.studyfile import StudySpec
+
+_log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 STUB_CPU = 0.01  # what one executor's trial functions hold together; the executor holds the rest
 MAX_RESTARTS = 3  # times Ray starts an executor again (out of rotation, or its process died)
@@ -223,7 +225,7 @@ class ExecutorPool(tune.Callback):
 
     def __init__(self, spec: StudySpec, names: list[str], elastic: bool):
         self.spec, self.names, self.elastic = spec, names, elastic
-        self._handles, self._up, self._pending, self._searcher, self._log = [], {}, {}, None, print
+        self._handles, self._up, self._pending, self._searcher, self._log = [], {}, {}, None, _log.info
         self._data, self.failure, self._pings, self._deaths = None, None, {}, {}
         self._stopped = threading.Event()
 
@@ -233,7 +235,7 @@ class ExecutorPool(tune.Callback):
     def __setstate__(self, state):
         self.__init__(**state)
 
-    def start(self, data, searcher, log=say) -> int:
+    def start(self, data, searcher, log=_log.info) -> int:
         """Start the executors that fit the cluster now and wait for them (and, when elastic, ask
         for the rest); returns how many are up."""
         self._searcher, self._log = searcher, log
