@@ -29,7 +29,9 @@ import torch
 STATE_TOLERANCE = 1e-2
 OUTPUT_TOLERANCE = 1e-3
 TRAINING_GRAPH, CLASSIFIER_GRAPH, ONE_CALL_ADAM = "epoch-graph", "classifier-graph", "one-call-adam"
-_verdicts: dict[str, str] = {}  # fast path -> "ok", or why the process runs it eagerly
+# A cache, per process (a fast path is checked once in the process that runs it, on its device):
+# fast path -> "ok", or why this process runs it eagerly.
+_verdicts: dict[str, str] = {}
 
 
 def due(what: str) -> bool:

@@ -28,6 +28,8 @@ from gzsl import fastpaths
 
 ENABLED = os.environ.get("GZSL_CUDA_GRAPHS", "1") != "0"
 GIVE_UP_AFTER = 3  # failed captures of one kind of work, after which it runs eagerly for good
+# A cache, per process (CUDA graphs belong to a process's CUDA context): failed captures of each
+# kind of work so far.
 _failures: dict[str, int] = {}
 
 

@@ -19,6 +19,7 @@ scale of a gradient. Two ways to apply it, the same update to float rounding:
 
 from __future__ import annotations
 
+import functools
 import torch
 
 from gzsl import fastpaths
@@ -39,15 +40,10 @@ def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_size
         p.sub_(m / (v_max.sqrt() / bias_correction2_sqrt + eps) * step_size)
 
 
-_compiled_update = None
-
-
+@functools.cache  # a cache: torch.compile once per process
 def compiled_update():
     """adam_update compiled (once per process), its member axis dynamic."""
-    global _compiled_update
-    if _compiled_update is None:
-        _compiled_update = torch.compile(adam_update, dynamic=True)
-    return _compiled_update
+    return torch.compile(adam_update, dynamic=True)
 
 
 class MemberAdam(torch.optim.Optimizer):

@@ -3,10 +3,11 @@ stopping, as a Ray Tune example would read; the checks before it starts and on r
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,9 +74,6 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     `cluster`: Ray is a cluster that may grow (--address); a packed study then asks for all the
     executors it can use, not only those that fit now (gzsl.study.executors.actors.ExecutorPool). `experiment`: what
     check_start returned, where the caller already checked the start (gzsl.tune, before starting Ray)."""
-    # Epochs without evaluation (eval_every > 1) report no val_H: ASHA and the searcher skip them,
-    # and Tune must not reject them as missing the metric.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     store = ResultStore(results_uri)
     quiet_trial_failures()  # our line per errored trial replaces Tune's traceback
     if resume:
@@ -139,13 +137,13 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         pool = next(c for c in callbacks if isinstance(c, ExecutorPool))
         pool.start(data, searcher, log)
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
-    user_pending = os.environ.get(PENDING_ENV)
-    os.environ[PENDING_ENV] = user_pending or str(plan.pending)  # read when fit() builds Tune's loop
+    # Tune reads these from the environment when fit() builds its loop: set for the fit only, where
+    # the user did not set them. Epochs without evaluation (eval_every > 1) report no val_H: the
+    # rule and the searcher skip them, and Tune must not reject them as missing the metric.
     try:
-        tuner.fit()
+        with tune_environment({PENDING_ENV: str(plan.pending), "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}):
+            tuner.fit()
     finally:
-        if user_pending is None:
-            os.environ.pop(PENDING_ENV, None)
         if pool:
             pool.stop()
     if len(store.part_ids("trials")) >= num_samples:
@@ -156,6 +154,19 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         if stale:
             log(f"marked {stale} Optuna trial(s) left RUNNING by an interrupted driver as FAIL")
     return store
+
+
+@contextmanager
+def tune_environment(values: dict[str, str]):
+    """Tune's settings that only the environment carries, for the time of a block; a value the user
+    set wins, and the environment is as it was afterwards."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def pending_trials(per_trial: dict, cluster_resources: dict, num_samples: int, max_concurrent: int = 0,

@@ -125,7 +125,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
 
 STORAGE_ENV = "GZSL_OPTUNA_STORAGE"  # the storage URL, instead of --optuna-storage (keeps it out of `ps`)
-_url: list[str] = []  # the storage URL this driver was given: restored storages reconnect to it
+# The one value kept per process on purpose: the storage URL this driver was given, which a restored
+# storage reconnects to. Tune unpickles the searcher (and its storage) inside Tuner.restore and again
+# inside fit(), where no argument reaches it; the URL may hold a password, so it is neither pickled
+# nor put in the environment, which Ray's workers inherit.
+_url: list[str] = []
 
 
 class Storage(optuna.storages.RDBStorage):
@@ -150,7 +154,7 @@ def optuna_storage(url: str):
     not a traceback; its password is never shown, nor pickled (Storage)."""
     import sqlalchemy.exc
 
-    _url.append(url)
+    _url[:] = [url]
     try:
         return Storage(url, engine_kwargs={"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {})
     except ImportError as exc:

@@ -3,6 +3,7 @@ reporting every epoch; its device is what Ray assigned it."""
 
 from __future__ import annotations
 
+import functools
 import torch
 from ray import tune
 
@@ -73,7 +74,13 @@ def objective(config: dict, data=None, spec: StudySpec = None) -> None:
         report(epoch_metrics(r, where, gpu_mem), spec)
 
 
-_GAUGES = {}
+@functools.cache  # a cache: Ray's metrics are registered once per process
+def _gauges() -> dict:
+    from ray.util.metrics import Gauge
+
+    tags = ("study", "trial", "executor")
+    return {"epoch": Gauge("gzsl_trial_epoch", "epochs a gzsl trial has trained", tag_keys=tags),
+            "val_H": Gauge("gzsl_trial_val_h", "validation H (%) of a gzsl trial's last evaluated epoch", tag_keys=tags)}
 
 
 def report(row: dict, spec: StudySpec) -> None:
@@ -82,17 +89,11 @@ def report(row: dict, spec: StudySpec) -> None:
     a Prometheus/Grafana that scrapes Ray."""
     tune.report(row)
     try:
-        from ray.util.metrics import Gauge
-
-        if not _GAUGES:
-            tags = ("study", "trial", "executor")
-            _GAUGES["epoch"] = Gauge("gzsl_trial_epoch", "epochs a gzsl trial has trained", tag_keys=tags)
-            _GAUGES["val_H"] = Gauge("gzsl_trial_val_h", "validation H (%) of a gzsl trial's last evaluated epoch",
-                                     tag_keys=tags)
+        gauges = _gauges()
         tags = {"study": spec.name, "trial": tune.get_context().get_trial_id(), "executor": row.get("executor_id", "")}
-        _GAUGES["epoch"].set(row["epoch"], tags=tags)
+        gauges["epoch"].set(row["epoch"], tags=tags)
         if METRIC in row:
-            _GAUGES["val_H"].set(row[METRIC], tags=tags)
+            gauges["val_H"].set(row[METRIC], tags=tags)
     except Exception:  # metrics are for watching: never a reason for a trial to fail
         pass
 
