@@ -37,7 +37,7 @@ DEFAULTS = hyperparams.defaults()
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # The five searched hyperparameters.
+    # The searched hyperparameters of gzsl.hyperparams' table (sampling, the sixth, is below).
     alpha: float = DEFAULTS["alpha"]  # weight of KL(z^p): larger pulls z^p to the prior
     gamma: float = DEFAULTS["gamma"]  # weight of the shuffling classification loss L_SC
     lam: float = DEFAULTS["lam"]  # weight of modality alignment L_MA (CADA-VAE's cross-reconstruction end value)

@@ -1,10 +1,11 @@
 """Study files, validated on load: the shipped ones (`studies/<name>.toml` beside the package,
 installed with it, so `--study cub_full` works from any install) or any `path.toml`.
 
-A study names a dataset and split protocol, the search space (the five
-hyperparameters, and optionally the reparameterization `sampling`), settings held
-fixed (`[training] beta`, `kl_weight`, `sampling`), the trial budget, ASHA's
-settings, the resources of one trial and a seed. Every error names the file and the key.
+A study names a dataset and split protocol, the search space (any of the hyperparameter table's
+six: alpha, gamma, lam, latent_size, lr and the reparameterization `sampling`), settings held
+fixed (`[training] beta`, `kl_weight`, `sampling`), the trial budget, ASHA's settings, how much
+H counts (`[selection]`), the resources of one trial and a seed. Every error names the file and
+the key.
 """
 
 from __future__ import annotations
