@@ -46,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
+from shared_limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
 from gzsl import graphs  # noqa: E402
 from gzsl.datasets import load  # noqa: E402
 from gzsl.evaluation import CADA_RECIPE, compare_many  # noqa: E402

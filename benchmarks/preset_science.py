@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _runs import run_all, suffix, workers_default  # noqa: E402
+from shared_runs import run_all, suffix, workers_default  # noqa: E402
 
 # name -> TrainConfig overrides. Each names its sampling, so a run's record says what it trained
 # with whatever the default of the day.

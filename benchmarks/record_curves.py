@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _runs import run_all, workers_default  # noqa: E402
+from shared_runs import run_all, workers_default  # noqa: E402
 from val_test_agreement import draw_configs  # noqa: E402
 
 from gzsl import hyperparams  # noqa: E402
@@ -34,7 +34,7 @@ MEASURED = Path(__file__).parent / "measured"
 
 
 def as_curve(run: dict) -> dict:
-    """One runs-file line (gzsl's benchmarks/_runs.py) as one replayer line."""
+    """One runs-file line (gzsl's benchmarks/shared_runs.py) as one replayer line."""
     job = run["job"]
     params = {k: job["config"][k] for k in hyperparams.names() if k in job["config"]}
     return {"params": params, "curve": [[int(e), round(float(h), 3)] for e, h in run["per_epoch"]],

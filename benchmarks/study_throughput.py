@@ -17,7 +17,7 @@ off): (a) solo trials, [resources] as the study has them (on CUDA: --solo-gpu of
   in evaluation (validation H with the study's classifier), and in neither: Tune and Ray (trial
   start, reporting, scheduling), the searcher, and workers left idle;
 - peak memory per member (GPU only: the trials' peak CUDA memory over their pack's members);
-- on a known GPU, each rate as a share of the training's physical limit (benchmarks/_limits.py:
+- on a known GPU, each rate as a share of the training's physical limit (benchmarks/shared_limits.py:
   a configuration-epoch's FLOPs and parameter traffic against the device's peaks; evaluation
   is not in that limit, so the share says how far the whole study is from training alone at
   the limit).
@@ -41,7 +41,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
+from shared_limits import config_epoch_cost, device_peaks, limit, share  # noqa: E402
 from gzsl.datasets import load  # noqa: E402
 from gzsl.study.trial import train_config  # noqa: E402
 from gzsl.studyfile import load_study  # noqa: E402

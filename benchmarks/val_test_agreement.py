@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _runs import run_all, suffix, workers_default  # noqa: E402
+from shared_runs import run_all, suffix, workers_default  # noqa: E402
 
 from gzsl import hyperparams  # noqa: E402
 from gzsl.studyfile import load_study  # noqa: E402

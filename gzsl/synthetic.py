@@ -240,7 +240,7 @@ class AttributeSpec:
 ATTRIBUTE_PRESETS = {
     # Half of CUB's classes (75 seen / 25 unseen, 25 of the seen as validation classes, CUB's proposed
     # split and shares), 25 images each: a default run of 100 epochs on the validation split, H
-    # every 5 epochs, takes 86-97 s on one core. Chosen by benchmarks/cub_sim_sweep.py
+    # every 5 epochs, takes 86-97 s on one core. Chosen by benchmarks/experiments/cub_sim_sweep.py
     # (docs/benchmarks.md, "cub-sim"): a light per-image gain (0.25) and a per-image jitter of 0.7
     # are where the Disentangled-VAE beats its ablation; with a gain of 0.5 (at any nuisance and
     # jitter tried), a heavy tail per feature or fewer active features, it fell 10-16 H below it. Hidden widths

@@ -1,6 +1,6 @@
 """The defaults and one seen-biased configuration on other draws of synth-small, test and val split.
 
-    python benchmarks/synth_small_draws.py 1,2      # draws synth-small@1 and @2, about 10 minutes on 2 cores
+    python benchmarks/experiments/synth_small_draws.py 1,2      # draws synth-small@1 and @2, about 10 minutes on 2 cores
 
 The configuration is the one a 16-trial study chose on synth-small (docs/benchmarks.md, "A study
 against its defaults"): is it worse than the defaults on every draw of the preset, or only on the

@@ -1,6 +1,6 @@
 """Would a choice rule that discounts seen bias have chosen better on synth-small? (issue 26)
 
-    python benchmarks/seen_bias.py 0,1,2,3,4     # five draws, about 25 minutes on 2 cores (one thread)
+    python benchmarks/experiments/seen_bias.py 0,1,2,3,4     # five draws, about 25 minutes on 2 cores (one thread)
 
 On draw 0 of synth-small every validation split prefers a seen-biased configuration (the one a
 16-trial study chose there) that its test classes do not (docs/benchmarks.md). A calibration-free

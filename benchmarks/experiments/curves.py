@@ -1,7 +1,7 @@
 """Learning curves: validation H by epoch at method.md's defaults, and how far a shorter run gets.
 
-    python benchmarks/curves.py --dataset cub-sim --data-root ../shared/data/xlsa17    # ~1.5 + 0.5 min on a core
-    python benchmarks/curves.py --dataset cub-sim --dataset synth-cub --workers 0       # the table only
+    python benchmarks/experiments/curves.py --dataset cub-sim --data-root ../shared/data/xlsa17    # ~1.5 + 0.5 min on a core
+    python benchmarks/experiments/curves.py --dataset cub-sim --dataset synth-cub --workers 0       # the table only
 
 Per dataset, on the validation split with method.md's defaults (CADA-VAE's sampling and classifier
 recipe), seed 0: validation H every `--every` epochs of a `--epochs`-epoch run, and the final H
@@ -22,9 +22,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: shared_runs
 
-from _runs import run_all, with_data_id, workers_default  # noqa: E402
+from shared_runs import run_all, with_data_id, workers_default  # noqa: E402
 
 from gzsl.trainer import TrainConfig  # noqa: E402
 

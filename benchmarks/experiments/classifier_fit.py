@@ -3,8 +3,8 @@ classifiers fit at once, on random latents of a CUB-like size (N rows, 200 class
 --repeats. With --baseline PATH, each K is also timed by another checkout's gzsl (a subprocess
 that imports that tree), alternating, so the two are measured side by side.
 
-    python benchmarks/classifier_fit.py                          # K = 1 4 16, this tree
-    python benchmarks/classifier_fit.py --baseline /tmp/before   # beside another checkout
+    python benchmarks/experiments/classifier_fit.py                          # K = 1 4 16, this tree
+    python benchmarks/experiments/classifier_fit.py --baseline /tmp/before   # beside another checkout
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """How cub-sim's generator settings were chosen: settings that set its difficulty, each measured
 for the behaviour the preset must show.
 
-    python benchmarks/cub_sim_sweep.py --data-root ../shared/data/xlsa17 --workers 2   # 4 runs per setting
-    python benchmarks/cub_sim_sweep.py --data-root ../shared/data/xlsa17 --workers 0   # the table only
+    python benchmarks/experiments/cub_sim_sweep.py --data-root ../shared/data/xlsa17 --workers 2   # 4 runs per setting
+    python benchmarks/experiments/cub_sim_sweep.py --data-root ../shared/data/xlsa17 --workers 0   # the table only
 
 The settings varied, one at a time around the preset's:
   - gain_spread: the per-image gain's heavy tail, which after the MinMax scaling leaves most values
@@ -33,9 +33,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: shared_runs
 
-from _runs import run_all, workers_default  # noqa: E402
+from shared_runs import run_all, workers_default  # noqa: E402
 
 SETTINGS = [  # overrides of the preset's settings (gzsl.synthetic.ATTRIBUTE_PRESETS["cub-sim"]); {} is the preset
     {},

@@ -1,7 +1,7 @@
 """Where does validation H peak, and how much of it is lost by the last epoch?
 
-    python benchmarks/peak_epoch.py --study demo --configs 8           # synth-small, 30 epochs: minutes
-    python benchmarks/peak_epoch.py --study synth_cub --configs 2      # synth-cub, 100 epochs: ~30 min a run on a core
+    python benchmarks/experiments/peak_epoch.py --study demo --configs 8           # synth-small, 30 epochs: minutes
+    python benchmarks/experiments/peak_epoch.py --study synth_cub --configs 2      # synth-cub, 100 epochs: ~30 min a run on a core
 
 Trains, on the validation split, method.md's default configuration and `--configs` random
 configurations of a study's search space (seeded draws, the study's fixed settings: its sampling,
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: shared_runs
 
-from _runs import run_all, suffix, workers_default  # noqa: E402
+from shared_runs import run_all, suffix, workers_default  # noqa: E402
 from val_test_agreement import draw_configs  # noqa: E402
 
 from gzsl.studyfile import load_study  # noqa: E402

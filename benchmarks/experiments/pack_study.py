@@ -1,7 +1,7 @@
 """The demo study with and without packing, side by side: same best H, same result files?
 
-    python benchmarks/pack_study.py                      # demo with pack = 1, 2 and 32: about 12 minutes on 2 cores
-    python benchmarks/pack_study.py --packs 4 --study synth_cub --num-samples 8
+    python benchmarks/experiments/pack_study.py                      # demo with pack = 1, 2 and 32: about 12 minutes on 2 cores
+    python benchmarks/experiments/pack_study.py --packs 4 --study synth_cub --num-samples 8
 
 Runs `python -m gzsl.tune` on copies of the study, without packing and with each [resources]
 pack (max_concurrent scaled by it, so every run uses the same workers), then prints, per run, the
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: shared_runs
 
 from gzsl.studyfile import load_study  # noqa: E402
 

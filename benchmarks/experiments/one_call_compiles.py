@@ -1,7 +1,7 @@
 """How often MemberAdam's one-call update compiles as a pack grows and shrinks, and what a step costs.
 
-    python benchmarks/one_call_compiles.py --device cuda      # on a GPU (Triton kernels)
-    python benchmarks/one_call_compiles.py                    # on a CPU (C++ kernels; slow to compile)
+    python benchmarks/experiments/one_call_compiles.py --device cuda      # on a GPU (Triton kernels)
+    python benchmarks/experiments/one_call_compiles.py                    # on a CPU (C++ kernels; slow to compile)
 
 For K = 1..12, then back down, one MemberAdam step over a pack-shaped set of parameters (synth-cub's
 widths) with one_call=True: prints per K the compiles so far (torch._dynamo's unique graphs), whether

@@ -3,8 +3,8 @@
 and each alone (a pack of one), over 3 seeds, scored on validation with CADA-VAE's classifier
 recipe.
 
-    python benchmarks/pack_equivalence.py                  # synth-small, 30 epochs: about 10 minutes on 2 cores
-    python benchmarks/pack_equivalence.py --epochs 8       # a few minutes
+    python benchmarks/experiments/pack_equivalence.py                  # synth-small, 30 epochs: about 10 minutes on 2 cores
+    python benchmarks/experiments/pack_equivalence.py --epochs 8       # a few minutes
 
 A member draws its own sampling noise, as alone, and with one seed for all the pack's
 minibatch order is its solo run's too; what differs is the order of floating-point sums (a
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: shared_runs
 
 from gzsl.datasets import load  # noqa: E402
 from gzsl.datasets import default_hidden  # noqa: E402
