@@ -186,14 +186,13 @@ def seed_neighbour(url: str) -> None:
     """Another run's study in the same database, as gzsl's searcher leaves it: a COMPLETE trial, a
     PRUNED one, one RUNNING under its live driver and one whose driver died long ago."""
     import gzsl.study.search
-    from gzsl.study import STALE_AFTER_S, PrunedAwareOptunaSearch, optuna_storage
+    from gzsl.study import STALE_AFTER_S, StudySearcher, optuna_storage
 
     storage = optuna_storage(url)
 
     def driver(owner):
-        return PrunedAwareOptunaSearch(space={"alpha": optuna.distributions.FloatDistribution(0.1, 10.0)},
-                                       metric="val_H", mode="max", study_name="neighbour", storage=storage,
-                                       max_epochs=3, owner=owner)
+        return StudySearcher({"alpha": optuna.distributions.FloatDistribution(0.1, 10.0)}, study_name="neighbour",
+                             storage=storage, max_epochs=3, owner=owner)
 
     live, dead = driver("elsewhere/live"), driver("elsewhere/dead")
     for tid, result in (("done", {"val_H": 12.5, "epoch": 3, "training_iteration": 3}),
@@ -321,7 +320,7 @@ def test_stale_running_trials_are_this_folders_or_silent_ones_never_a_live_runs(
     """Two live drivers and a dead one share a study: the one that finishes fails its own leftovers
     and the dead driver's trial, never the other live driver's (pending ones included)."""
     import gzsl.study.search
-    from gzsl.study import HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSearch, fail_stale_running, optuna_storage
+    from gzsl.study import HEARTBEAT_S, STALE_AFTER_S, StudySearcher, fail_stale_running, optuna_storage
 
     storage = optuna_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     space = {"alpha": optuna.distributions.FloatDistribution(0.1, 10.0)}
@@ -329,8 +328,7 @@ def test_stale_running_trials_are_this_folders_or_silent_ones_never_a_live_runs(
     monkeypatch.setattr(gzsl.study.search, "time", clock)
 
     def driver(owner):
-        return PrunedAwareOptunaSearch(space=space, metric="val_H", mode="max", study_name="shared", storage=storage,
-                                       max_epochs=3, owner=owner)
+        return StudySearcher(space, study_name="shared", storage=storage, max_epochs=3, owner=owner)
 
     here, live, dead = driver("results/here"), driver("results/live"), driver("results/dead")
     here.suggest("h1")  # this folder's own leftover: its study has finished, nothing runs it

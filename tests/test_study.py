@@ -378,6 +378,8 @@ def test_an_unpacked_study_killed_in_its_search_confirmation_and_refit_resumes_e
     confirm = pd.read_parquet(results / "confirm.parquet")
     assert not confirm.duplicated(["trial_id", "val_split"]).any()
     assert set(confirm.trial_id) == expected and set(confirm.val_split) == {1, 2} and len(confirm) == 2 * len(expected)
+    for tid, rows in confirm.groupby("trial_id"):  # each finalist's mean over its two fresh splits, as printed
+        assert f"trial {tid}" in p.stdout and re.search(rf"trial {tid}.*fresh splits mean {rows.val_H.mean():.2f}", p.stdout)
     for name, mtime in confirmed_first.items():  # written before the kill: kept, not trained again
         assert (results / "confirm.parquet" / name).stat().st_mtime_ns == mtime
     final = pd.read_parquet(results / "final.parquet")

@@ -15,12 +15,12 @@ from gzsl.study.pipeline import Steps, StudyResult, run
 from gzsl.study.refit import best_params, final_refit
 from gzsl.study.audit import audit
 from gzsl.study.scheduler import NoiseAwareASHA, RuleScheduler
-from gzsl.study.search import (HEARTBEAT_S, STALE_AFTER_S, PrunedAwareOptunaSearch, default_optuna_url,
+from gzsl.study.search import (HEARTBEAT_S, STALE_AFTER_S, StudySearcher, default_optuna_url,
                                fail_stale_running, optuna_storage, search_space, shown_url)
 from gzsl.study.trial import METRIC, MODE, objective, train_config, trial_device, trial_status
 
 __all__ = ["HEARTBEAT_S", "audit", "METRIC", "MODE", "STALE_AFTER_S", "NoiseAwareASHA", "ParquetCallback", "RuleScheduler",
-           "PrunedAwareOptunaSearch", "RunPlan", "Steps", "StudyResult", "best_params", "check_local_gpu", "check_start", "confirm",
+           "StudySearcher", "RunPlan", "Steps", "StudyResult", "best_params", "check_local_gpu", "check_start", "confirm",
            "default_optuna_url", "executors_that_fit", "fail_stale_running", "final_refit", "objective",
            "optuna_storage", "pending_trials", "plan_run", "resumed_budget", "run", "run_study", "search_space", "shown_url",
            "study_row", "train_config", "trial_device", "trial_status", "tune_storage"]

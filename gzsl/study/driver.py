@@ -26,9 +26,9 @@ from gzsl.study.nodes import NodeWatch
 from gzsl.study.executors.actors import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
 from gzsl.selection import Halving, NoStopping
 from gzsl.study.scheduler import RuleScheduler
-from gzsl.study.search import (PrunedAwareOptunaSearch, default_optuna_url, fail_stale_running, optuna_storage,
+from gzsl.study.search import (StudySearcher, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
-from gzsl.study.trial import METRIC, MODE, objective
+from gzsl.study.trial import objective
 from gzsl.studyfile import StudySpec
 from gzsl.trainer import TrainConfig
 
@@ -94,7 +94,8 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         trainable = tune.with_resources(tune.with_parameters(objective, data=data, spec=spec), resources)
     if resume:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
-        _, scheduler, _ = restored_parts(tuner)  # restored as first built: rungs empty
+        searcher, scheduler, _ = restored_parts(tuner)  # restored as first built: rungs empty
+        searcher.connect(storage)  # its pickle holds no storage (the URL may carry a password)
         ended = store.read("trials")
         n = scheduler.restore_rungs(store.read("epochs"), set(ended.trial_id), set(ended.trial_id[ended.status == "pruned"]))
         if scheduler.policy.rungs:
@@ -116,9 +117,8 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
                               "--optuna-storage or study file name")
         # The first trials evaluate method.md's defaults and the study's [search] start points
         # (Optuna's enqueue_trial), so a study always measures what tuning must beat.
-        searcher = PrunedAwareOptunaSearch(space=search_space(spec), metric=METRIC, mode=MODE, sampler=ot_sampler,
-                                           study_name=spec.name, storage=storage, max_epochs=spec.epochs,
-                                           owner=experiment, points_to_evaluate=[p for _, p in spec.start])
+        searcher = StudySearcher(search_space(spec), sampler=ot_sampler, study_name=spec.name, storage=storage,
+                                 max_epochs=spec.epochs, owner=experiment, points_to_evaluate=[p for _, p in spec.start])
         rule = (Halving(spec.epochs, spec.eval_every, spec.reduction_factor, spec.h_floor, spec.h_noise,
                         grace_period=spec.grace_period) if early_stopping else NoStopping(spec.epochs))
         scheduler = RuleScheduler(rule)

@@ -3,19 +3,19 @@ and the storage (its URL, its drivers, trials a killed driver left RUNNING)."""
 
 from __future__ import annotations
 
+import pickle
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from gzsl import hyperparams
 from gzsl.errors import ConfigError
 from gzsl.gate import driver_fix
-from gzsl.study.internals import asked, optuna_study, stored, told
-from gzsl.study.trial import METRIC, trial_status
+from gzsl.study.trial import METRIC, MODE, trial_status
 from gzsl.studyfile import StudySpec
 
 
@@ -32,41 +32,153 @@ HEARTBEAT_S = 30
 STALE_AFTER_S = 3600
 
 
-class PrunedAwareOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch tells Optuna that an ASHA-stopped trial COMPLETEd with its
-    early value, which misleads TPE and the importance plots. Here a trial that
-    ended before the last epoch (and did not diverge) is recorded as PRUNED, with
-    its intermediate values (reported each epoch by on_trial_result). Each trial
+@dataclass(frozen=True)
+class Asked:
+    """An Optuna trial this searcher asked for a Tune trial: its number in the study and its id in
+    the storage."""
+
+    number: int
+    storage_id: int
+
+
+class StudySearcher(Searcher):
+    """Tune's searcher on Optuna's ask-and-tell: TPE (or any Optuna sampler) proposes, the Optuna
+    storage keeps every trial. A trial that ended before the last epoch (and did not diverge) is
+    told PRUNED with its intermediate values, never COMPLETE with an early value (which would
+    mislead TPE and the importance plots); a completed one is told its H at its best epoch. The
+    study's starting points are enqueued (Optuna's enqueue_trial) before TPE proposes. Each trial
     carries its owner and heartbeat (see HEARTBEAT_S).
 
-    Its cap on the trials in flight is Tune's `set_max_concurrency` (what a ConcurrencyLimiter,
-    and so `max_concurrent_trials`, sets): a packed study proposes only as many configurations as
-    its started executors can train (gzsl.study.executors.actors.ExecutorPool raises the cap, from Tune's loop, as
-    executors start), so that a cluster still waiting for nodes does not turn TPE into random
-    search by holding proposals that no executor can take yet."""
+    Its cap on the trials in flight is Tune's `set_max_concurrency` (what `max_concurrent_trials`
+    sets): a packed study proposes only as many configurations as its started executors can train
+    (gzsl.study.executors.actors.ExecutorPool raises the cap, from Tune's loop, as executors start),
+    so that a cluster still waiting for nodes does not turn TPE into random search by holding
+    proposals that no executor can take yet.
 
-    def __init__(self, *args, max_epochs: int, owner: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.max_epochs = max_epochs
-        self.owner = owner
+    Its saved state (Tune pickles it beside the experiment) holds no storage: the URL may carry a
+    password. A restored searcher is `connect`ed to the storage the resuming driver was given, and
+    continues the same Optuna study."""
+
+    def __init__(self, space: dict, *, sampler=None, study_name: str, storage, max_epochs: int, owner: str = "",
+                 points_to_evaluate: list[dict] = (), metric: str = METRIC, mode: str = MODE):
+        super().__init__(metric=metric, mode=mode)
+        self.space, self.sampler, self.study_name = space, sampler, study_name
+        self.max_epochs, self.owner = max_epochs, owner
+        self.asked: dict[str, Asked] = {}  # Tune trial id -> its Optuna trial
+        self.told: set[str] = set()  # Tune trial ids whose Optuna trial was told (or is not to be)
+        self._points = [dict(p) for p in points_to_evaluate]  # enqueued once, by the first connect
         self._cap: int | None = None
         self._beat_at = 0.0
+        self.connect(storage)
+
+    # ------------------------------------------------------------------ the storage, kept out of the pickle
+
+    def connect(self, storage) -> None:
+        """Attach to the study in `storage` (created, or loaded when it exists)."""
+        self.storage = storage
+        self.study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
+                                         direction="maximize", load_if_exists=True)
+        for point in self._points:
+            self.study.enqueue_trial(point)
+        self._points = []
+        self._live: dict[str, optuna.Trial] = {}  # Trial objects of this process, by Tune trial id
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("storage", "study", "_live")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.storage = self.study = None
+        self._live = {}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's saved bookkeeping (which trial asked what, which were told); the storage, and the
+        study in it, stay the ones connected."""
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        state.pop("_cap", None)  # the cap is this run's (set_max_concurrency)
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------ Tune's Searcher interface
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return metric in (None, self.metric) and mode in (None, self.mode)
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
-        """Tune's Searcher API: this searcher caps its trials in flight itself (True)."""
+        """This searcher caps its trials in flight itself (True)."""
         self._cap = max_concurrent
         return True
 
     def suggest(self, trial_id: str):
-        if self._cap is not None and trial_id not in asked(self) and \
-                sum(t not in told(self) for t in asked(self)) >= self._cap:
+        if self._cap is not None and trial_id not in self.asked and \
+                sum(t not in self.told for t in self.asked) >= self._cap:
             return None  # Tune asks again on its next step
-        config = super().suggest(trial_id)
-        ot_trial = asked(self)[trial_id]
-        ot_trial.set_user_attr("gzsl_owner", self.owner)
-        ot_trial.set_user_attr("gzsl_seen", time.time())
+        if trial_id in self.asked:  # a trial Tune restarts: the same configuration
+            return self._trial(trial_id).params
+        trial = self.study.ask(fixed_distributions=self.space)
+        study_id = self.storage.get_study_id_from_name(self.study_name)
+        self.asked[trial_id] = Asked(trial.number, self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+        self._live[trial_id] = trial
+        trial.set_user_attr("gzsl_owner", self.owner)
+        trial.set_user_attr("gzsl_seen", time.time())
         self._heartbeat()
-        return config
+        return dict(trial.params)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
+            self._report(trial_id, result[METRIC], result["training_iteration"])
+        self._heartbeat()
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.told or self._stale(trial_id):
+            self.told.add(trial_id)
+            return
+        if result and METRIC in result and "training_iteration" in result:
+            # Tune may hand the last epoch only to on_trial_complete: record it as an intermediate value too.
+            self._report(trial_id, result[METRIC], result["training_iteration"])
+        trial = self._trial(trial_id)
+        trial.set_user_attr("tune_trial_id", trial_id)
+        status = trial_status(result, error, self.max_epochs)
+        trial.set_user_attr("status", status)
+        number = self.asked[trial_id].number
+        if status == "pruned":
+            self.study.tell(number, state=TrialState.PRUNED)
+        elif status == "error":
+            self.study.tell(number, state=TrialState.FAIL)
+        else:  # completed: H at its best epoch (the epoch a refit scores, selection.chosen_val_H); diverged: 0
+            self.study.tell(number, self._best_value(trial_id) if status == "completed" else 0.0)
+        self.told.add(trial_id)
+        self._live.pop(trial_id, None)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _trial(self, trial_id: str) -> optuna.Trial:
+        """The Optuna trial of a Tune trial, as this process holds it (one asked before a resume is
+        opened again from the storage)."""
+        if trial_id not in self._live:
+            self._live[trial_id] = optuna.Trial(self.study, self.asked[trial_id].storage_id)
+        return self._live[trial_id]
+
+    def _frozen(self, trial_id: str):
+        return self.storage.get_trial(self.asked[trial_id].storage_id)
+
+    def _report(self, trial_id: str, value: float, step: int) -> None:
+        if step in self._frozen(trial_id).intermediate_values:
+            return  # a trial rerun after --resume reports its epochs again: the first value stays
+        self._trial(trial_id).report(float(value), int(step))
+
+    def _best_value(self, trial_id: str) -> float:
+        return max(self._frozen(trial_id).intermediate_values.values(), default=0.0)
+
+    def _stale(self, trial_id: str) -> bool:
+        """After a resume, Tune may rerun a trial whose Optuna twin already finished before the
+        crash (the searcher's checkpoint predates it), or one the checkpoint never saw. Optuna
+        keeps the first outcome; the rerun is not told again."""
+        return trial_id not in self.asked or self._frozen(trial_id).state.is_finished()
 
     def _heartbeat(self) -> None:
         """Refresh "gzsl_seen" on every unfinished trial of this driver, pending ones included."""
@@ -74,78 +186,28 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if now - self._beat_at < HEARTBEAT_S:
             return
         self._beat_at = now
-        for trial_id, ot_trial in list(asked(self).items()):
-            if trial_id not in told(self):
+        for trial_id, asked in list(self.asked.items()):
+            if trial_id not in self.told:
                 try:
-                    ot_trial.set_user_attr("gzsl_seen", now)
+                    self.storage.set_trial_user_attr(asked.storage_id, "gzsl_seen", now)
                 except optuna.exceptions.UpdateFinishedTrialError:  # finished before a resume (_stale)
-                    told(self).add(trial_id)
-
-    def _stale(self, trial_id: str) -> bool:
-        """After a resume, Tune may rerun a trial whose Optuna twin already finished before the
-        crash (the searcher's checkpoint predates it), or one the checkpoint never saw. Optuna
-        keeps the first outcome; the rerun is not told again."""
-        ot_trial = asked(self).get(trial_id)
-        return ot_trial is None or stored(optuna_study(self), ot_trial).state.is_finished()
-
-    def on_trial_result(self, trial_id: str, result: dict):
-        if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
-            with warnings.catch_warnings():
-                # A trial rerun after --resume reports its epochs again; Optuna keeps the first
-                # value of a step and warns about each repeat.
-                warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
-                super().on_trial_result(trial_id, result)
-        self._heartbeat()
-
-    def _best_value(self, ot_trial) -> float:
-        values = stored(optuna_study(self), ot_trial).intermediate_values.values()
-        return max(values, default=0.0)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in told(self) or self._stale(trial_id):
-            told(self).add(trial_id)
-            return
-        ot_trial = asked(self)[trial_id]
-        if result and METRIC in result and "training_iteration" in result:
-            # Tune may hand the last epoch only to on_trial_complete: record it as an intermediate
-            # value too (Optuna ignores, with a warning we silence, a step already reported).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ot_trial.report(result[METRIC], result["training_iteration"])
-        ot_trial.set_user_attr("tune_trial_id", trial_id)
-        status = trial_status(result, error, self.max_epochs)
-        ot_trial.set_user_attr("status", status)
-        if status == "pruned":
-            optuna_study(self).tell(ot_trial, state=TrialState.PRUNED)
-        elif status == "error":
-            optuna_study(self).tell(ot_trial, state=TrialState.FAIL)
-        else:  # completed: H at its best epoch (the epoch a refit scores, selection.chosen_val_H); diverged: 0
-            optuna_study(self).tell(ot_trial, self._best_value(ot_trial) if status == "completed" else 0.0)
-        told(self).add(trial_id)
+                    self.told.add(trial_id)
 
 
 STORAGE_ENV = "GZSL_OPTUNA_STORAGE"  # the storage URL, instead of --optuna-storage (keeps it out of `ps`)
-# The one value kept per process on purpose: the storage URL this driver was given, which a restored
-# storage reconnects to. Tune unpickles the searcher (and its storage) inside Tuner.restore and again
-# inside fit(), where no argument reaches it; the URL may hold a password, so it is neither pickled
-# nor put in the environment, which Ray's workers inherit.
-_url: list[str] = []
 
 
 class Storage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage without its URL in its pickle. Tune pickles the searcher, and the
-    storage in it, under the results folder (possibly S3): RDBStorage's pickle holds the URL,
-    database password included. This one drops it, and a restored copy (--resume) reconnects to
-    the URL the resuming driver was given."""
+    """Optuna's RDB storage that never carries its URL, database password included, into a pickle:
+    the searcher leaves it out of what Tune saves, and should anything else pickle it, the URL is
+    dropped and the copy cannot be used (a searcher is connected again instead)."""
 
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "url": None}
 
     def __setstate__(self, state: dict) -> None:
-        if not _url:
-            raise ConfigError("a saved Optuna searcher was restored before its storage URL was given: "
-                              f"pass --optuna-storage (or {STORAGE_ENV}) as the run was started")
-        super().__setstate__({**state, "url": _url[-1]})
+        raise ConfigError("an Optuna storage was restored from a pickle, which never holds its URL: connect the "
+                          f"searcher to the storage given by --optuna-storage (or {STORAGE_ENV})")
 
 
 def optuna_storage(url: str):
@@ -154,7 +216,6 @@ def optuna_storage(url: str):
     not a traceback; its password is never shown, nor pickled (Storage)."""
     import sqlalchemy.exc
 
-    _url[:] = [url]
     try:
         return Storage(url, engine_kwargs={"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {})
     except ImportError as exc:

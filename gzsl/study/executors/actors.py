@@ -4,7 +4,7 @@ An executor actor (the study's [resources]: a GPU or a share of one, or CPUs) ow
 its device and trains whatever members are joined as one pack (gzsl.trainer.Pack). Each Tune
 trial stays one configuration: a thin function that joins an executor, reports the epochs the
 executor hands it, and leaves when it ends or ASHA stops it (the driver's callback tells the
-executor, so a stopped member never lingers). OptunaSearch, ASHA, the Parquet callback, resume
+executor, so a stopped member never lingers). The searcher, the stopping rule, the Parquet callback, resume
 and the report see what they see without packing.
 
 Faults: a member's error fails its trial only (Executor); an executor that cannot go on is taken
