@@ -123,12 +123,14 @@ class OwnHead:
 
     def __init__(self, *args, env: dict | None = None):
         """`env`: more environment for the head's processes (its workers inherit it)."""
+        before = ray_sessions()
         p = subprocess.Popen([RAY, "start", "--head", "--disable-usage-stats", *args], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env={**_env(), **(env or {})})
         out = p.communicate(timeout=120)[0]
         assert p.returncode == 0, out
-        # The session folder ends with the pid of the process that started it.
-        (self.session,) = [s for s in ray_sessions() if s.endswith(f"_{p.pid}")]
+        # The session folder ends with the pid of the process that started it; a folder an earlier
+        # Ray left (/tmp/ray keeps them) may end with the same pid, reused since: only a new one counts.
+        (self.session,) = [s for s in ray_sessions() - before if s.endswith(f"_{p.pid}")]
 
     def pids(self) -> list[int]:
         return ray_session_pids(self.session)
