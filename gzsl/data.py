@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gzsl.registry import get as registered
 from gzsl.errors import DataError
+from gzsl.registry import get as registered
 
 VAL_SEEN_FRACTION = 0.2  # stratified share of the training classes' images held out as "val seen"
 

@@ -223,7 +223,6 @@ class StoppingRule(Protocol):
 class NoStopping:
     """Every trial trains to the end: a FIFO search (the efficiency benchmark's baseline)."""
 
-    epochs: int
     rungs: list[int] = field(default_factory=list)
     recorded: dict[int, dict[str, float]] = field(default_factory=dict)
     stopped: dict[str, int] = field(default_factory=dict)

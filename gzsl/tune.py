@@ -122,7 +122,7 @@ def _run(args, start: float) -> int:
                                               if spec.pack > 1 else f"resources/trial {spec.resources}"))
     print(f"results: {results}", flush=True)
     for label, point in spec.start:
-        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+        shown = study.pipeline.params_line(point)
         moved = [k for k, v in point.items() if label == "defaults" and v != hyperparams.get(k).default]
         print(f"first trials: {label}: {shown}" + (f" (method.md's; {', '.join(moved)} moved inside the space)"
                                                    if moved else ""))

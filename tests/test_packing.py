@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from gzsl import evaluation
 from gzsl.datasets import load
 from gzsl.evaluation import ClassifierConfig, fit_classifiers
-from gzsl.trainer import Pack, TrainConfig, build_model, train, train_pack
+from gzsl.trainer import Pack, TrainConfig, build_model, train_pack
 
 TINY = (64, 64, 32, 32)
 

@@ -568,7 +568,7 @@ def test_a_stopping_rule_of_ones_own_plugs_into_the_scheduler():
     assert s.debug_string() == "BelowTen: rungs (epoch: trials) 5: below H 10; stopped 1"
     epochs = pd.DataFrame({"trial_id": ["old", "old"], "epoch": [4, 5], "val_H": [1.0, 2.0]})
     assert s.restore_rungs(epochs, {"old"}) == 1 and s.policy.recorded[5] == {"old": 2.0}
-    fifo = RuleScheduler(NoStopping(30))
+    fifo = RuleScheduler(NoStopping())
     assert {_report(fifo, "weak", e, 0.5) for e in range(1, 31)} == {TrialScheduler.CONTINUE}
     assert fifo.policy.rungs == [] and fifo.debug_string().startswith("NoStopping: ")
 

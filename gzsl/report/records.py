@@ -10,9 +10,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from gzsl import hyperparams, selection
+from gzsl import hyperparams, registry, selection
 from gzsl.errors import NoResultsYet
-from gzsl import registry
 from gzsl.results import ResultStore
 from gzsl.selection import confirmed
 

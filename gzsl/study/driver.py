@@ -24,8 +24,8 @@ from gzsl.study.callback import ParquetCallback, quiet_trial_failures
 from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
 from gzsl.study.executors.actors import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
-from gzsl.selection import Halving, NoStopping
-from gzsl.study.scheduler import RuleScheduler
+from gzsl.selection import NoStopping
+from gzsl.study.scheduler import NoiseAwareASHA, RuleScheduler
 from gzsl.study.search import (StudySearcher, default_optuna_url, fail_stale_running, optuna_storage,
                                search_space, shown_url)
 from gzsl.study.trial import objective
@@ -119,9 +119,9 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
         # (Optuna's enqueue_trial), so a study always measures what tuning must beat.
         searcher = StudySearcher(search_space(spec), sampler=ot_sampler, study_name=spec.name, storage=storage,
                                  max_epochs=spec.epochs, owner=experiment, points_to_evaluate=[p for _, p in spec.start])
-        rule = (Halving(spec.epochs, spec.eval_every, spec.reduction_factor, spec.h_floor, spec.h_noise,
-                        grace_period=spec.grace_period) if early_stopping else NoStopping(spec.epochs))
-        scheduler = RuleScheduler(rule)
+        scheduler = (NoiseAwareASHA(max_t=spec.epochs, eval_every=spec.eval_every, reduction_factor=spec.reduction_factor,
+                                    h_floor=spec.h_floor, h_noise=spec.h_noise, grace_period=spec.grace_period)
+                     if early_stopping else RuleScheduler(NoStopping()))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,

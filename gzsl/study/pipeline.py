@@ -80,7 +80,7 @@ def run(spec: StudySpec, load: Callable, results: str, steps: Steps = Steps(), d
     result.chosen = best_params(store, spec.h_noise)
     if result.chosen is None:
         return result
-    log("best configuration: " + shown(result.chosen))
+    log("best configuration: " + params_line(result.chosen))
     if steps.refit and spec.final_seeds > 0:
         test_data = load(spec.dataset, "test", spec.data_root, seed=spec.seed)  # the first use of test images
         result.final, result.seeds = final_refit(spec, result.chosen, test_data, store, log), spec.final_seeds
@@ -92,7 +92,8 @@ def run(spec: StudySpec, load: Callable, results: str, steps: Steps = Steps(), d
     return result
 
 
-def shown(params: dict) -> str:
+def params_line(params: dict) -> str:
+    """Parameters as the driver's lines show them: name=value, floats to 4 significant digits."""
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 

@@ -78,17 +78,18 @@ class StudySearcher(Searcher):
         self.storage = storage
         self.study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                          direction="maximize", load_if_exists=True)
+        self._study_id = storage.get_study_id_from_name(self.study_name)
         for point in self._points:
             self.study.enqueue_trial(point)
         self._points = []
         self._live: dict[str, optuna.Trial] = {}  # Trial objects of this process, by Tune trial id
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("storage", "study", "_live")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("storage", "study", "_study_id", "_live")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.storage = self.study = None
+        self.storage = self.study = self._study_id = None
         self._live = {}
 
     def save(self, checkpoint_path: str) -> None:
@@ -120,8 +121,8 @@ class StudySearcher(Searcher):
         if trial_id in self.asked:  # a trial Tune restarts: the same configuration
             return self._trial(trial_id).params
         trial = self.study.ask(fixed_distributions=self.space)
-        study_id = self.storage.get_study_id_from_name(self.study_name)
-        self.asked[trial_id] = Asked(trial.number, self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+        storage_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+        self.asked[trial_id] = Asked(trial.number, storage_id)
         self._live[trial_id] = trial
         trial.set_user_attr("gzsl_owner", self.owner)
         trial.set_user_attr("gzsl_seen", time.time())
@@ -129,7 +130,7 @@ class StudySearcher(Searcher):
         return dict(trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if METRIC in result and not self._stale(trial_id):  # epochs without evaluation carry no H
+        if METRIC in result and trial_id in self.asked:  # epochs without evaluation carry no H
             self._report(trial_id, result[METRIC], result["training_iteration"])
         self._heartbeat()
 
@@ -167,8 +168,11 @@ class StudySearcher(Searcher):
         return self.storage.get_trial(self.asked[trial_id].storage_id)
 
     def _report(self, trial_id: str, value: float, step: int) -> None:
-        if step in self._frozen(trial_id).intermediate_values:
-            return  # a trial rerun after --resume reports its epochs again: the first value stays
+        """An intermediate value, unless the trial finished before a resume (_stale) or a rerun after
+        --resume reports a step again: the first outcome and the first value stay."""
+        frozen = self._frozen(trial_id)
+        if frozen.state.is_finished() or step in frozen.intermediate_values:
+            return
         self._trial(trial_id).report(float(value), int(step))
 
     def _best_value(self, trial_id: str) -> float:
