@@ -64,15 +64,14 @@ def test_a_member_that_fails_in_its_epoch_fails_its_trial_only(tmp_path):
 
 def test_a_packed_study_whose_executors_are_all_gone_fails_in_one_line(tmp_path):
     """Every epoch fails (tests/inject "every"): the one executor goes out of rotation, Ray starts it
-    again until its restarts are spent, and then nothing can train. Without executors the searcher
-    has no room and proposes nothing: the study must fail in one line naming them, not wait forever,
-    and the trials that ran stay recorded."""
-    from gzsl.study.executors.actors import MAX_RESTARTS
+    again until its restarts are spent ([resources] restarts = 1: two lives), and then nothing can
+    train. Without executors the searcher has no room and proposes nothing: the study must fail in
+    one line naming them, not wait forever, and the trials that ran stay recorded."""
     from gzsl.study.executors.members import MAX_STRIKES
 
     study, results = write_study(tmp_path, name="gone", epochs=2, samples=60, final_seeds=0, grace=2, eval_every=2,
                                  latent="[16]", training_extra=TINY), tmp_path / "results"
-    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 2\npack = 2\n"))
+    study.write_text(study.read_text().replace("cpu = 1\n", "cpu = 2\npack = 2\nrestarts = 1\n"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([INJECT, os.environ.get("PYTHONPATH", "")]),
            "GZSL_INJECT_FAULT": "every"}
     p = subprocess.run(tune_cmd(study, results), capture_output=True, text=True, timeout=600, env=env)
@@ -80,11 +79,12 @@ def test_a_packed_study_whose_executors_are_all_gone_fails_in_one_line(tmp_path)
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("error: every executor of study gone is gone (gzsl-gone-") and "--resume" in last, \
         p.stderr[-3000:]
+    assert "each started 2 times" in last, last
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     assert "restarts spent (0 of 1 up)" in p.stdout
     trials = pd.read_parquet(results / "trials.parquet")
-    # Each of the executor's lives fails at least MAX_STRIKES trials before it goes out of rotation.
-    assert len(trials) >= MAX_STRIKES * (MAX_RESTARTS + 1) and (trials.status == "error").all()
+    # Each of the executor's two lives fails at least MAX_STRIKES trials before it goes out of rotation.
+    assert len(trials) >= MAX_STRIKES * 2 and (trials.status == "error").all()
     assert trials.error.str.contains("CUDA out of memory|out of rotation").all(), trials.error
     assert len(trials) < 60
 

@@ -69,6 +69,8 @@ def test_a_peak_grid_adds_the_recipe_between_the_decisions(tmp_path):
     ("[space.gamma]\nchoices = [0.5, 0.5]", r"space.gamma.choices: each value once, got \[0.5, 0.5\]"),
     ("[space.lr]\nlow = 1e-4\nhigh = 1e6", r"space.lr.high: lr must stay <= 1000, got 1000000.0"),
     ("[resources]\ncpu = 1\npack = 0", r"resources.pack: must be > 0, got 0"),
+    ("[resources]\ncpu = 1\npack = 2\nrestarts = -1", r"resources.restarts: must be >= 0, got -1"),
+    ("[resources]\ncpu = 1\npack = 2\nrestarts = 101", r"resources.restarts: must be in \[0, 100\], got 101"),
     ("[resources]\ncpu = 1\npack = 2.5", r"resources.pack: expected int, got float 2.5"),
     ("[selection]\nh_noise = -1.0", r"selection.h_noise: must be an H in \[0, 100\], got -1.0"),
     ("[asha]\nh_floor = nan", r"selection.h_floor: must be an H in \[0, 100\], got nan"),  # the old place, read as the new
@@ -93,10 +95,10 @@ def test_bad_study_names_file_and_key(tmp_path, extra, message):
 
 def test_pack_is_a_workers_setting_not_a_trial_resource(tmp_path):
     path = tmp_path / "packed.toml"
-    path.write_text(GOOD + "\n[resources]\ncpu = 2\ngpu = 1\npack = 32\n")
+    path.write_text(GOOD + "\n[resources]\ncpu = 2\ngpu = 1\npack = 32\nrestarts = 0\n")
     spec = load_study(str(path))
-    assert spec.pack == 32 and spec.resources == {"cpu": 2.0, "gpu": 1.0}
-    assert load_study("demo").pack == 1
+    assert spec.pack == 32 and spec.restarts == 0 and spec.resources == {"cpu": 2.0, "gpu": 1.0}
+    assert (load_study("demo").pack, load_study("demo").restarts) == (1, 3)
 
 
 def test_unknown_study_lists_the_shipped_ones():

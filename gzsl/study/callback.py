@@ -139,17 +139,3 @@ def _last_error(trial) -> str:
 
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-class QuietTrialFailures(logging.Filter):
-    """Drops Tune's "Trial task failed" log record, a full traceback for each errored trial: the
-    callback's line says the error, and where its traceback is (Tune's error.txt of the trial)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Trial task failed for trial")
-
-
-def quiet_trial_failures() -> None:
-    logger = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, QuietTrialFailures) for f in logger.filters):
-        logger.addFilter(QuietTrialFailures())

@@ -20,7 +20,7 @@ from gzsl.datasets import default_hidden
 from gzsl.errors import ConfigError
 from gzsl.gate import fingerprint, resumed_budget
 from gzsl.results import SCHEMA_VERSION, ResultStore
-from gzsl.study.callback import ParquetCallback, quiet_trial_failures
+from gzsl.study.callback import ParquetCallback
 from gzsl.study.internals import restored_parts
 from gzsl.study.nodes import NodeWatch
 from gzsl.study.executors.actors import ExecutorPool, executor_names, executors_that_fit, packed_objective, trial_resources
@@ -75,7 +75,6 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     executors it can use, not only those that fit now (gzsl.study.executors.actors.ExecutorPool). `experiment`: what
     check_start returned, where the caller already checked the start (gzsl.tune, before starting Ray)."""
     store = ResultStore(results_uri)
-    quiet_trial_failures()  # our line per errored trial replaces Tune's traceback
     if resume:
         num_samples = resumed_budget(store, num_samples, results_uri)
     plan = plan_run(spec, ray.cluster_resources(), num_samples, max_concurrent, cluster)
@@ -139,9 +138,11 @@ def run_study(spec: StudySpec, data, results_uri: str, *, num_samples: int | Non
     store.write_part("study", f"run-{int(time.time() * 1000)}", [study_row(spec, resume, early_stopping)])
     # Tune reads these from the environment when fit() builds its loop: set for the fit only, where
     # the user did not set them. Epochs without evaluation (eval_every > 1) report no val_H: the
-    # rule and the searcher skip them, and Tune must not reject them as missing the metric.
+    # rule and the searcher skip them, and Tune must not reject them as missing the metric. Our
+    # line per errored trial (ParquetCallback) replaces Tune's traceback of it.
     try:
-        with tune_environment({PENDING_ENV: str(plan.pending), "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}):
+        with tune_environment({PENDING_ENV: str(plan.pending), "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+                                "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}):
             tuner.fit()
     finally:
         if pool:

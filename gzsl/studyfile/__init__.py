@@ -64,6 +64,8 @@ class StudySpec:
     # Configurations (members) trained together as one model per executor ([resources] pack; 1:
     # each trial alone, without executors). With pack > 1, `resources` are an executor's.
     pack: int = 1
+    # How often Ray starts a packed executor again after its process died or it went out of rotation.
+    restarts: int = 3
     # The configurations evaluated before TPE proposes any, in order: (label, params). The first is
     # always method.md's defaults ("defaults", brought inside the space's bounds), then each entry of
     # [search] start ("start 1", ...).
@@ -107,7 +109,7 @@ _SECTIONS = {
     "asha": {"grace_period": int, "reduction_factor": int, "audit": float},
     "selection": {"h_floor": float, "h_noise": float},  # read by the stopping rules, the confirmation and the refit
     "confirm": {"top": int, "splits": int},
-    "resources": {"cpu": float, "gpu": float, "pack": int},
+    "resources": {"cpu": float, "gpu": float, "pack": int, "restarts": int},
     "space": {},  # the searched hyperparameters (gzsl.hyperparams), each a table: _keys
 }
 
@@ -133,6 +135,7 @@ LIMITS = {
     "resources.cpu": (0, 4096),
     "resources.gpu": (0, 64),
     "resources.pack": (1, 1024),
+    "resources.restarts": (0, 100),
 }
 
 
@@ -242,7 +245,8 @@ def parse(raw: dict, path: Path) -> StudySpec:
     if not space:
         fail("space", "empty search space; give at least one of " + ", ".join(hyperparams.names()))
     pack = positive("resources", "pack", 1)
-    resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items() if k != "pack"}
+    restarts = positive("resources", "restarts", StudySpec.restarts, allow_zero=True)
+    resources = {k: float(v) for k, v in raw.get("resources", {"cpu": 1}).items() if k not in ("pack", "restarts")}
     problem = resources_problem(resources)
     if problem:
         fail(f"resources{'.' + problem[0] if problem[0] else ''}", problem[1])
@@ -283,7 +287,7 @@ def parse(raw: dict, path: Path) -> StudySpec:
         grace_period=grace, reduction_factor=reduction, resources=resources,
         max_failures=positive("search", "max_failures", 1, allow_zero=True),
         final_seeds=positive("search", "final_seeds", 3, allow_zero=True), seed=seed,
-        hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack,
+        hidden=tuple(hidden) if hidden else None, fixed=fixed, pack=pack, restarts=restarts,
         start=start_points(space, get("search", "start", []), fail),
         h_floor=float(get("selection", "h_floor", StudySpec.h_floor)),
         h_noise=float(get("selection", "h_noise", StudySpec.h_noise)), audit=audit, notes=notes,

@@ -33,7 +33,6 @@ from gzsl.studyfile import StudySpec
 _log = logging.getLogger(__name__)  # progress lines: gzsl.tune prints the `gzsl` logger
 
 STUB_CPU = 0.01  # what one executor's trial functions hold together; the executor holds the rest
-MAX_RESTARTS = 3  # times Ray starts an executor again (out of rotation, or its process died)
 TOLD_S = 60.0  # how long an executor out of rotation waits for its members' trials to take their error
 NO_EXECUTOR_S = 300.0  # a trial that finds no live executor this long fails
 LOOKUP_S = 1.0  # a trial looks up the executors it has not found (yet) this often
@@ -219,7 +218,7 @@ class ExecutorPool(tune.Callback):
     all the study can use are asked for at once: those that fit nowhere yet are resource demands
     that make an autoscaler add nodes, and each one starts training, and adds its room, as soon
     as a node takes it. An executor out of rotation (or whose process died) is started again by Ray,
-    up to MAX_RESTARTS times; one gone for good no longer counts in the room. The names derive from
+    up to [resources] restarts times; one gone for good no longer counts in the room. The names derive from
     the experiment, so the trials of a resumed run (which restores this callback) find the
     executors its pool starts."""
 
@@ -244,7 +243,8 @@ class ExecutorPool(tune.Callback):
                 else executors_that_fit(self.spec, ray.cluster_resources()))
         data_ref = self._data = ray.put(data)  # kept: Ray starts an executor again from it
         for name in self.names[:len(self.names) if self.elastic else n]:
-            handle = ExecutorActor.options(name=name, max_concurrency=2 * self.spec.pack + 4, max_restarts=MAX_RESTARTS,
+            handle = ExecutorActor.options(name=name, max_concurrency=2 * self.spec.pack + 4,
+                                           max_restarts=self.spec.restarts,
                                           **executor_resources(self.spec)).remote(self.spec, data_ref, name)
             self._handles.append(handle)
             self._pending[handle.members.remote()] = (name, handle)
@@ -311,7 +311,7 @@ class ExecutorPool(tune.Callback):
         if self._handles and not self._up and not self._pending and self.failure is None:
             names = ", ".join(self.names[:len(self._handles)])
             self.failure = (f"every executor of study {self.spec.name} is gone ({names}), each started "
-                            f"{MAX_RESTARTS + 1} times: see the driver's 'packed trials:' lines and Ray's logs "
+                            f"{self.spec.restarts + 1} times: see the driver's 'packed trials:' lines and Ray's logs "
                             "(ray logs), then continue with --resume and the same --results")
 
     def on_step_begin(self, iteration, trials, **info):
