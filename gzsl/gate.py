@@ -65,7 +65,7 @@ def check(args, environ=os.environ) -> Checked:
         address = environ["RAY_ADDRESS"]
         notes.append(f"joining the Ray cluster at {mask(address)} named by $RAY_ADDRESS (unset it for a local Ray "
                      "on this machine)")
-    results = args.results or os.path.join(default_results_root(environ), spec.name)
+    results = args.results or os.path.join(default_results_root(address), spec.name)
     check_no_secret(results)
     if "://" not in results:
         results = os.path.abspath(os.path.expanduser(results))
@@ -237,13 +237,9 @@ def check_local_cpus(spec: StudySpec, num_cpus: int | None) -> None:
                           "pass --address)")
 
 
-def in_ray_job(environ=os.environ) -> bool:
-    """True in a `ray job submit` entrypoint, whose working directory is Ray's unpacked copy of the
-    submitted one: temporary, and different for every job."""
-    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in environ
-
-
-def default_results_root(environ=os.environ) -> str:
-    """results/ under the current directory; in a Ray job, ~/gzsl-results on the head, so that
-    --resume and gzsl.report find the results of an earlier job."""
-    return os.path.expanduser("~/gzsl-results") if in_ray_job(environ) else "results"
+def default_results_root(address: str | None) -> str:
+    """results/ under the current directory for a local Ray; on a cluster (--address, or
+    $RAY_ADDRESS), ~/gzsl-results on the node the driver runs on (the head): a `ray job submit`
+    entrypoint runs in Ray's temporary copy of the submitted folder, different for every job, where
+    --resume and gzsl.report would not find an earlier job's results."""
+    return os.path.expanduser("~/gzsl-results") if address else "results"

@@ -27,8 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="a shipped study (demo, synth_cub, cub_full, awa1_full, awa2_full, sun_full: studies/) or a .toml path")
     p.add_argument("--data-root", help="xlsa17 folder for real datasets (overrides the study's data_root)")
     p.add_argument("--results", help="results folder or pyarrow URI such as s3://bucket/results/NAME "
-                                     "(default: results/<study>; in a `ray job submit` job, ~/gzsl-results/<study> "
-                                     "on the head node)")
+                                     "(default: results/<study>; on a cluster, --address or $RAY_ADDRESS, "
+                                     "~/gzsl-results/<study> on the node the driver runs on: the head for "
+                                     "`ray job submit`)")
     p.add_argument("--address", help="Ray cluster to join ('auto' on a cluster node; default: $RAY_ADDRESS, else a "
                                      "local Ray; the first lines say when $RAY_ADDRESS chose it)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)")
@@ -130,7 +131,7 @@ def _run(args, start: float) -> int:
         print(f"Ray dashboard: http://{dashboard}{dashboard_sign_in()}", flush=True)
     steps = study.Steps(num_samples=args.num_samples, max_concurrent=args.max_concurrent, optuna_url=checked.storage,
                         resume=args.resume, cluster=bool(address), experiment=experiment, confirm=not args.no_confirm,
-                        refit=not args.no_refit, report=None if args.no_report else _reports_folder())
+                        refit=not args.no_refit, report=None if args.no_report else _reports_folder(address))
     result = study.run(spec, load, results, steps, data=data)
     again = f"python -m gzsl.tune --study {args.study} --resume --results {results}"
     if result.interrupted:
@@ -150,12 +151,12 @@ def _run(args, start: float) -> int:
     return 0
 
 
-def _reports_folder() -> str:
-    """reports/ beside the command; in a `ray job submit` job, whose working directory is a
-    temporary copy, on the head node beside the results."""
-    from gzsl.gate import default_results_root, in_ray_job
+def _reports_folder(address: str | None) -> str:
+    """reports/ beside the command; on a cluster beside the results' default root, on the head (a
+    `ray job submit` entrypoint's working directory is a temporary copy)."""
+    from gzsl.gate import default_results_root
 
-    return os.path.join(default_results_root(), "reports") if in_ray_job() else "reports"
+    return os.path.join(default_results_root(address), "reports") if address else "reports"
 
 
 def dashboard_sign_in() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -126,6 +127,18 @@ def test_ray_address_from_the_environment_is_said(study):
     assert checked.notes == ["joining the Ray cluster at ray://head:10001 named by $RAY_ADDRESS (unset it for a "
                              "local Ray on this machine)"]
     assert gate.check(args(study, address="auto"), environ={"RAY_ADDRESS": "x"}).notes == []
+
+
+def test_results_default_to_the_current_folder_locally_and_to_the_home_on_a_cluster(study, tmp_path, monkeypatch):
+    """A `ray job submit` entrypoint runs in a temporary copy of the submitted folder: on a cluster,
+    whichever way it is named, the results' default is under the home of the node the driver runs on."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    name = Path(study).stem
+    assert gate.check(args(study), environ={}).results == str(tmp_path / "results" / name)
+    on_cluster = str(tmp_path / "home" / "gzsl-results" / name)
+    assert gate.check(args(study, address="auto"), environ={}).results == on_cluster
+    assert gate.check(args(study), environ={"RAY_ADDRESS": "10.0.0.1:6379"}).results == on_cluster
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,8 +1,6 @@
 """Studies run for real: a local Ray of 2 CPUs, a SQLite Optuna storage, Parquet files.
 Each study here is small (synth-small, tiny hidden layers, a few epochs)."""
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -85,115 +83,6 @@ def run_tune(study, results, *extra, timeout=800, env=None):
 def optuna_states(results, name):
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{results}/optuna.db")
     return [t.state.name for t in study.trials], study
-
-
-def test_a_short_study_end_to_end(short_study):
-    """The shared study (conftest.short_study). A searched sampling and a fixed kl_weight reach every
-    table. H is scored only where a decision reads it, the rungs 4 and 12 and the last epoch 16
-    (eval_at), and no other epoch records one: not in Parquet, not as Optuna's intermediate values
-    (which ASHA's rungs also see)."""
-    study, results, out = short_study
-    trials = pd.read_parquet(results / "trials.parquet")
-    epochs = pd.read_parquet(results / "epochs.parquet")
-    final = pd.read_parquet(results / "final.parquet")
-    meta = pd.read_parquet(results / "study.parquet")
-    # The documented schema, readable by pyarrow as one table per folder of parts.
-    assert pq.read_schema(next((results / "trials.parquet").glob("part-*.parquet"))).names == schema("trials").names
-    assert list(epochs.columns) == schema("epochs").names and list(final.columns) == schema("final").names
-    assert list(meta.columns) == schema("study").names
-    assert (meta.kl_weight[0], meta.beta[0], meta.sampling[0]) == (0.5, 3.43, "searched")  # beta: TrainConfig's default
-    assert meta.classifier[0] == "fast"
-    assert len(trials) == 6 and trials.trial_id.is_unique
-    # Which trials ASHA stops depends on the order they reach its rungs (two run at once); what holds
-    # in any order: the trial that leads the highest rung (epoch 12) is never stopped, so at least
-    # one trial completes. The rule is unit-tested in test_selection.
-    assert set(trials.status) <= {"completed", "pruned"}
-    scored_at = epochs.dropna(subset=["val_H"])
-    rung_12 = scored_at[scored_at.epoch == 12].set_index("trial_id").val_H
-    assert (trials.set_index("trial_id").status[rung_12[rung_12 == rung_12.max()].index] == "completed").all()
-    assert (trials[trials.status == "completed"].epochs_run == 16).all()
-    assert (trials[trials.status == "pruned"].epochs_run < 16).all()
-    assert len(epochs) == trials.epochs_run.sum()
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    scored = epochs.dropna(subset=["val_H"])
-    assert json.loads(meta.eval_at[0]) == [4, 12, 16] and meta.peak_every[0] == 0
-    assert set(scored.epoch) <= {4, 12, 16} and len(scored[scored.epoch == 4]) == 6  # every trial reaches rung 4
-    assert epochs[~epochs.epoch.isin([4, 12, 16])].val_H.isna().all() and len(epochs[epochs.epoch == 1]) == 6
-    assert set(trials.best_epoch) <= {4, 12, 16}
-    assert trials.best_val_H.between(0, 100).all() and (trials.best_val_H >= trials.last_val_H - 1e-9).all()
-    assert trials.node_id.str.len().gt(0).all()
-    # Optuna saw pruned trials as PRUNED, with their intermediate values, and no trial is left RUNNING.
-    states, ostudy = optuna_states(results, "mini")
-    assert states.count("PRUNED") == (trials.status == "pruned").sum()
-    assert states.count("COMPLETE") == (trials.status == "completed").sum()
-    assert "RUNNING" not in states
-    for t in ostudy.trials:
-        tid = t.user_attrs["tune_trial_id"]
-        assert sorted(t.intermediate_values) == sorted(scored[scored.trial_id == tid].epoch)
-    searched = {t.user_attrs["tune_trial_id"]: t.params["sampling"] for t in ostudy.trials}
-    assert dict(zip(trials.trial_id, trials.sampling)) == searched  # what Optuna proposed, as a string
-    # The best 2 trials and the defaults, each retrained on one fresh validation split (other classes),
-    # scored at its best epoch; the choice is made there (selection.confirmed, unit-tested below).
-    confirm = pd.read_parquet(results / "confirm.parquet")
-    assert list(confirm.columns) == schema("confirm").names
-    ranked = trials[trials.status == "completed"].sort_values("best_val_H", ascending=False)
-    expected = set(ranked.trial_id[:2]) | set(trials.trial_id[trials.start == "defaults"])
-    assert set(confirm.trial_id) == expected and (confirm.val_split == 1).all() and len(confirm) == len(expected)
-    # What the test expects, worked out here from the rows (not by selection.refit_epoch or confirmed):
-    # the peak epoch where it leads the last by more than 2 H, else the last epoch; the defaults kept
-    # unless a finalist's fresh-split H beats theirs by more than 2.
-    def scored_at(t):
-        return int(t.best_epoch) if t.best_val_H - t.last_val_H > 2.0 else int(t.epochs_run)
-
-    by_id = trials.set_index("trial_id")
-    assert dict(zip(confirm.trial_id, confirm.scored_epoch)) == {t: scored_at(by_id.loc[t]) for t in expected}
-    assert confirm.val_H.between(0, 100).all() and (confirm.status == "completed").all()
-    fresh = dict(zip(confirm.trial_id, confirm.val_H))
-    defaults = trials.trial_id[trials.start == "defaults"].iloc[0]
-    challenger = max((t for t in fresh if t != defaults), key=fresh.get)
-    chosen = challenger if fresh[challenger] > fresh[defaults] + 2.0 else defaults
-    best = by_id.loc[chosen].to_dict() | {"trial_id": chosen}
-    assert f"trial {chosen}" in out.split("confirming")[1] and re.search(rf"trial {chosen}.*<- chosen", out)
-    # Final refit of the chosen trial, 2 seeds, scored on test.
-    assert len(final) == 2 and (final.latent_size == best["latent_size"]).all() and final.seed.nunique() == 2
-    # Validation-chosen stopping: the refit trains the 16-epoch schedule up to the chosen trial's best
-    # epoch, or to its end where the peak is within h_noise of the last epoch (refit_epoch, unit-tested).
-    assert (final.epochs == 16).all() and (final.scored_epoch == scored_at(by_id.loc[chosen])).all()
-    assert (final.sampling[0], final.kl_weight[0], final.lr[0]) == (best["sampling"], 0.5, pytest.approx(best["lr"]))
-    # CADA-VAE's recipe (test_*) and the fast classifier (fast_test_*), each a consistent U/S/H triple.
-    for prefix in ("test_", "fast_test_"):
-        u, s, h = (final[f"{prefix}{k}"] for k in "USH")
-        # 0 is possible: the refit scores the chosen trial's best epoch, which may be an early one.
-        harmonic = (2 * u * s / (u + s)).where(u + s > 0, 0.0)
-        assert ((0 <= h) & (h <= 100)).all() and h.values == pytest.approx(harmonic.values)
-    recipe, fast = final[["test_U", "test_S"]].to_numpy(), final[["fast_test_U", "fast_test_S"]].to_numpy()
-    assert (recipe != fast).any()  # two classifiers, two sets of numbers
-    assert out.count("best H") == 6 and "best configuration:" in out and f"sampling={best['sampling']}" in out
-    h = final.test_H
-    assert f"test (mean ± std over 2 seeds), CADA-VAE classifier recipe: U {final.test_U.mean():.2f}" in out
-    assert f"H {h.mean():.2f} ± {h.std():.2f}" in out and "nan" not in out
-    assert "test (mean ± std over 2 seeds), fast classifier: U" in out
-    for i in range(2):
-        assert f"H {final.test_H[i]:.2f} (CADA-VAE classifier recipe, 23 epochs)" in out
-        assert f"H {final.fast_test_H[i]:.2f} (fast classifier)" in out
-    assert "report: reports/mini.html" in out and (results.parent / "reports" / "mini.html").is_file()
-    # Each seed's model is saved, listed in final.parquet, and scores again what was recorded.
-    from gzsl import predict
-
-    assert sorted(final.model) == [f"models/seed{seed}.pt" for seed in sorted(final.seed)]
-    assert sorted(p.name for p in (results / "models").iterdir()) == [f"seed{seed}.pt" for seed in sorted(final.seed)]
-    assert f"models: 2 in {results}/models/ (python -m gzsl.predict --model {results}/models/seed{final.seed.min()}.pt)" in out
-    row = final.sort_values("seed").iloc[0]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
-        assert predict.main(["--model", str(results / row.model)]) == 0
-    again = json.loads(printed.getvalue())
-    assert (again["U"], again["S"], again["H"], again["epoch"]) == \
-        (round(row.test_U, 2), round(row.test_S, 2), round(row.test_H, 2), row.scored_epoch)
-    # Running it again into the same folder asks for --resume, before starting Ray, and loses nothing.
-    again = run_tune(study, results)
-    assert again.returncode == 2 and "add --resume" in again.stderr and "Traceback" not in again.stderr
-    assert len(pd.read_parquet(results / "trials.parquet")) == 6
 
 
 def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_path):
