@@ -96,8 +96,9 @@ timeout "$BUDGET" $PY benchmarks/val_test_agreement.py --dataset synth-cub --stu
 fi
 
 echo "## 2. GPU tests (first: a packed study on the GPU was never yet seen to finish)"
-# GPU_CHECK_TESTS: the tests to run (a machine without Ray: leave out test_device.py and test_study.py)
-timeout 200 $PY -m pytest -q --timeout 150 --durations=4 -p no:cacheprovider ${GPU_CHECK_TESTS:-tests/test_fast_paths.py tests/test_device.py \
+# GPU_CHECK_TESTS: the tests to run (a machine without Ray: leave out test_device.py and test_study.py);
+# in one process, one after the other (-o addopts="": no xdist workers, which the machine may lack)
+timeout 200 $PY -m pytest -q -o addopts="" --timeout 150 --durations=4 -p no:cacheprovider ${GPU_CHECK_TESTS:-tests/test_fast_paths.py tests/test_device.py \
   tests/test_train_cli.py::test_device_cuda_trains_on_the_gpu \
   tests/test_study.py::test_trials_and_the_refit_train_on_the_gpus_tune_assigned} 2>&1 | tee "$OUT/tests.txt" | tail -40
 
