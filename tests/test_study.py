@@ -121,6 +121,27 @@ def test_a_raising_and_a_diverging_trial_are_recorded_and_the_study_goes_on(tmp_
     assert all(by_tid[tid].value == 0.0 for tid in diverged.index)
 
 
+def test_a_study_whose_results_are_a_uri_writes_and_reads_them_through_pyarrow(tmp_path):
+    """--results as a pyarrow filesystem URI (file://, as s3:// is on a cluster): every table, the
+    refit's model and Tune's state land in that folder; the model is scored again by its URI; a
+    second run into it asks for --resume."""
+    study, uri = write_study(tmp_path, name="uri", epochs=2, samples=2, final_seeds=1, grace=2), \
+        f"file://{tmp_path}/results"
+    p = run_tune(study, uri)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    results = tmp_path / "results"
+    trials, final = pd.read_parquet(results / "trials.parquet"), pd.read_parquet(results / "final.parquet")
+    assert len(trials) == 2 and len(pd.read_parquet(results / "epochs.parquet")) == trials.epochs_run.sum()
+    assert list(final.model) == ["models/seed1000.pt"] and (results / "models" / "seed1000.pt").is_file()
+    assert (results / "tune" / "uri").is_dir() and f"results in {uri}" in p.stdout
+    scored = subprocess.run([sys.executable, "-m", "gzsl.predict", "--model", f"{uri}/models/seed1000.pt"],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout.strip().splitlines()[-1])["U"] == pytest.approx(final.test_U[0], abs=0.006)
+    again = run_tune(study, uri)
+    assert again.returncode == 2 and "add --resume" in again.stderr and "Traceback" not in again.stderr
+
+
 def test_a_study_in_which_no_trial_scores_says_so_and_exits_1(tmp_path):
     """Every configuration of this space cannot be allocated (tests/inject): both trials error, the
     run says there is nothing to choose or refit, exit 1, and the two errors stay recorded. The file
