@@ -160,4 +160,3 @@ def stop_ray_session(session: str) -> None:
             if not ray_session_pids(session):
                 return
             time.sleep(0.2)
-
