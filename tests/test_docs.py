@@ -1,7 +1,7 @@
 """The documents follow the code: the README's demo study as shipped, every study-file key
 (docs/study-files.md), every Parquet column as gzsl/results.py writes it (docs/results.md), and a
 README a user reads through (at most 300 lines and 2,000 words, no prose line over 200 characters,
-its links to files that exist)."""
+its links to files that exist, and to headings that exist in them)."""
 
 import re
 from pathlib import Path
@@ -46,3 +46,21 @@ def test_the_readme_is_a_guide_whose_links_resolve():
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
             assert (ROOT / doc).parent.joinpath(target).exists(), f"{doc} links to {target}, which does not exist"
     assert "shared/docs" not in README  # a clone has no ../shared: the method is docs/method.md
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings: lower case, punctuation dropped,
+    spaces as hyphens."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_every_link_to_a_heading_finds_it():
+    """A section renamed or cut (docs/benchmarks.md lost twelve of them once) breaks no link quietly."""
+    broken = []
+    for doc in (ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "cluster" / "README.md"):
+        for target, anchor in re.findall(r"\]\(([^)#:]*)#([^)]+)\)", doc.read_text()):
+            path = doc.parent.joinpath(target) if target else doc
+            if path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}#{anchor}")
+    assert broken == []
